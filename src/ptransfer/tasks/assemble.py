@@ -1,0 +1,62 @@
+"""Turn validated records into a :class:`Task`: duplicate policy, class encoding, stats."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ptransfer.tasks.base import Split, Task, TaskDataError
+from ptransfer.tasks.validate import Record, resolve_duplicates
+
+KINDS = ("regression", "classification")
+DEFAULT_METRIC = {"regression": "spearman", "classification": "accuracy"}
+
+
+def check_kind(kind: str, config_key: str = "task.kind") -> str:
+    if kind not in KINDS:
+        raise TaskDataError(f"{config_key} must be one of {list(KINDS)}, got {kind!r}")
+    return kind
+
+
+def assemble_task(*, name: str, records: dict[str, list[Record]], kind: str, level: str,
+                  dataset: str, source: str, metric: str | None = None,
+                  classes: list[str] | None = None, info: dict | None = None) -> Task:
+    """Apply the duplicate policy and build the Task.
+
+    ``records`` maps split name -> records. Protein classification targets are class
+    names, encoded as indices into ``classes`` (default: the sorted names seen anywhere);
+    residue targets are already int arrays (L,) and ``classes`` must be given.
+    ``info`` gains ``splits``: per split ``n`` and the drop counts (plus residue counts).
+    """
+    check_kind(kind)
+    for split, rows in records.items():
+        if not rows:
+            raise TaskDataError(f"{source}: no rows for split {split!r}")
+    kept, drops = resolve_duplicates(records, source)
+    if kind == "classification" and level == "protein" and classes is None:
+        classes = sorted({r.target for rows in kept.values() for r in rows})
+    splits = {s: _to_split(rows, kind, level, classes) for s, rows in kept.items()}
+    info = dict(info or {})
+    info["splits"] = {s: {"n": len(splits[s]), **drops[s], **_residue_stats(splits[s], level)}
+                      for s in splits}
+    return Task(name=name, level=level, kind=kind, splits=splits, dataset=dataset,
+                metric=metric or DEFAULT_METRIC[kind], classes=classes, info=info)
+
+
+def _to_split(rows: list[Record], kind: str, level: str, classes: list[str] | None) -> Split:
+    sequences = [r.sequence for r in rows]
+    if level == "residue":
+        return Split(sequences, [np.asarray(r.target, dtype=np.int64) for r in rows])
+    if kind == "regression":
+        return Split(sequences, np.array([r.target for r in rows], dtype=np.float64))
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({r.target for r in rows} - set(index))
+    if unknown:
+        raise TaskDataError(f"labels {unknown} are not among the task's classes {classes}")
+    return Split(sequences, np.array([index[r.target] for r in rows], dtype=np.int64))
+
+
+def _residue_stats(split: Split, level: str) -> dict:
+    if level != "residue":
+        return {}
+    flat = split.flat_targets()
+    return {"n_residues": int(flat.size), "n_scored": int((flat >= 0).sum())}

@@ -1,0 +1,90 @@
+"""The Task contract: what every loader returns and every later stage reads.
+
+A task is a set of named splits (``train``, ``val`` and one or more test sets) of
+sequences with targets. Per-protein targets are one value per sequence; per-residue
+targets are one integer label per residue with ``IGNORE`` (-1) marking residues that are
+excluded from training and scoring (e.g. unresolved in the crystal structure).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IGNORE = -1  # per-residue label of residues excluded from fitting and scoring
+FIT_SPLITS = ("train", "val")
+
+
+class TaskDataError(ValueError):
+    """Bad or missing input data. The message names the file, row and problem."""
+
+
+@dataclass
+class Split:
+    """One split: ``sequences[i]`` has target ``targets[i]``.
+
+    protein level: ``targets`` is a float (regression) or int (classification) array, N.
+    residue level: ``targets`` is a list of N int arrays, ``len(targets[i]) == len(sequences[i])``.
+    """
+
+    sequences: list[str]
+    targets: np.ndarray | list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def n_residues(self) -> int:
+        return int(sum(len(s) for s in self.sequences))
+
+    def flat_targets(self) -> np.ndarray:
+        """Per-residue targets concatenated over sequences (sum L_i); protein targets as is."""
+        if isinstance(self.targets, np.ndarray):
+            return self.targets
+        if not self.targets:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(self.targets).astype(np.int64)
+
+
+@dataclass
+class Task:
+    """A downstream task. ``metric`` is the main metric used for every selection on ``val``."""
+
+    name: str
+    level: Literal["protein", "residue"]
+    kind: Literal["regression", "classification"]
+    splits: dict[str, Split]
+    dataset: str
+    metric: str
+    classes: list[str] | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [s for s in FIT_SPLITS if s not in self.splits]
+        if missing:
+            raise TaskDataError(f"task {self.name!r}: missing split(s) {missing}")
+        if not self.test_sets:
+            raise TaskDataError(f"task {self.name!r}: no test set")
+        for split_name, split in self.splits.items():
+            if len(split) == 0:
+                raise TaskDataError(f"task {self.name!r}: split {split_name!r} is empty")
+
+    @property
+    def test_sets(self) -> list[str]:
+        return [s for s in self.splits if s not in FIT_SPLITS]
+
+    @property
+    def n_classes(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
+
+    def all_sequences(self) -> list[str]:
+        """Unique sequences over every split, in first-seen order."""
+        return list(dict.fromkeys(s for split in self.splits.values() for s in split.sequences))
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
+        return f"{self.name} ({self.level} {self.kind}, {self.dataset}): {sizes}"

@@ -1,0 +1,248 @@
+"""The downloader against a local http.server (127.0.0.1, ephemeral port, a thread)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from ptransfer import data
+from ptransfer.data import ChecksumMismatch, DataFile, Dataset, DataUnavailable
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not (SHARED / "flip_gb1" / "splits.zip").is_file(),
+                                  reason="../shared/data not present")
+GB1_SHA = "00a3c3d5be56ce35adfbec838db8ff549be369525e151a6978133da34b9fd86f"
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv(data.ENV_MIRROR, raising=False)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+def serve(directory: Path):
+    """Start a server for ``directory``; returns (base URL, list of requested paths, stop)."""
+    requests: list[str] = []
+
+    class Handler(_QuietHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return f"http://127.0.0.1:{server.server_address[1]}/", requests, stop
+
+
+@pytest.fixture
+def shared_server():
+    url, requests, stop = serve(SHARED)
+    yield url, requests
+    stop()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there any more
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@needs_shared
+def test_download_gb1_from_mirror(tmp_path, shared_server):
+    url, requests = shared_server
+    paths = data.download("gb1", tmp_path / "root", mirror=url)
+    target = tmp_path / "root" / "flip_gb1" / "splits.zip"
+    assert paths == [target]
+    assert data.sha256_of(target) == GB1_SHA
+    assert files_under(tmp_path / "root") == [target]  # no temp file left
+    assert requests == ["/flip_gb1/splits.zip"]
+
+
+@needs_shared
+def test_downloaded_file_gets_the_umask_mode_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        data.download("gb1", tmp_path, mirror=SHARED.as_uri())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "flip_gb1" / "splits.zip").stat().st_mode & 0o777 == 0o644
+
+
+@needs_shared
+def test_present_file_with_right_hash_is_skipped(tmp_path, shared_server):
+    url, requests = shared_server
+    data.download("gb1", tmp_path, mirror=url)
+    data.download("gb1", tmp_path, mirror=url)
+    assert len(requests) == 1
+    data.download("gb1", tmp_path, mirror=url, force=True)
+    assert len(requests) == 2
+
+
+@needs_shared
+def test_present_file_with_wrong_hash_is_replaced(tmp_path, shared_server):
+    url, requests = shared_server
+    target = tmp_path / "flip_gb1" / "splits.zip"
+    target.parent.mkdir()
+    target.write_bytes(b"truncated")
+    data.download("gb1", tmp_path, mirror=url)
+    assert data.sha256_of(target) == GB1_SHA and len(requests) == 1
+
+
+@needs_shared
+def test_mirror_from_environment(tmp_path, shared_server, monkeypatch):
+    url, requests = shared_server
+    monkeypatch.setenv(data.ENV_MIRROR, url)
+    data.download("gb1", tmp_path)
+    assert requests == ["/flip_gb1/splits.zip"]
+
+
+@needs_shared
+def test_download_ss3_all_four_files(tmp_path, shared_server):
+    url, _ = shared_server
+    paths = data.download("ss3", tmp_path, mirror=url.rstrip("/"))
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
+        f.path for f in data.DATASETS["ss3"].files]
+    for path, file in zip(paths, data.DATASETS["ss3"].files):
+        assert data.sha256_of(path) == file.sha256 == data.sha256_of(SHARED / file.path)
+
+
+@needs_shared
+def test_file_url_mirror(tmp_path):
+    data.download("gb1", tmp_path, mirror=SHARED.as_uri())
+    assert data.sha256_of(tmp_path / "flip_gb1" / "splits.zip") == GB1_SHA
+
+
+@needs_shared
+def test_checksum_mismatch_leaves_nothing_behind(tmp_path, shared_server, monkeypatch):
+    url, _ = shared_server
+    wrong = "0" * 64
+    monkeypatch.setitem(data.DATASETS, "gb1", Dataset("gb1", "test", (
+        DataFile("flip_gb1/splits.zip", "https://example.invalid/splits.zip", wrong),)))
+    with pytest.raises(ChecksumMismatch) as err:
+        data.download("gb1", tmp_path, mirror=url)
+    message = str(err.value)
+    assert "flip_gb1/splits.zip" in message and wrong in message and GB1_SHA in message
+    assert files_under(tmp_path) == []  # neither the temp file nor the target
+
+
+def test_unreachable_mirror_says_where_to_place_the_file(tmp_path):
+    mirror = closed_port_url()
+    with pytest.raises(DataUnavailable) as err:
+        data.download("gb1", tmp_path, mirror=mirror)
+    message = str(err.value)
+    assert f"could not download {mirror}/flip_gb1/splits.zip" in message
+    assert data.DATASETS["gb1"].files[0].url in message
+    assert f"place it at {tmp_path / 'flip_gb1' / 'splits.zip'}" in message
+    assert files_under(tmp_path) == []
+
+
+def test_missing_file_on_mirror_is_unavailable(tmp_path):
+    (tmp_path / "empty_mirror").mkdir()
+    url, requests, stop = serve(tmp_path / "empty_mirror")
+    try:
+        with pytest.raises(DataUnavailable, match=r"could not download .*flip_gb1/splits\.zip "
+                                                  r"\(HTTP 404 "):
+            data.download("gb1", tmp_path / "root", mirror=url)
+    finally:
+        stop()
+    assert requests == ["/flip_gb1/splits.zip"]
+    assert files_under(tmp_path / "root") == []
+
+
+def test_unpinned_file_is_accepted_and_its_hash_logged(tmp_path, caplog):
+    mirror_dir = tmp_path / "mirror"
+    (mirror_dir / "flip_aav").mkdir(parents=True)
+    payload = b"PK fake aav zip"
+    (mirror_dir / "flip_aav" / "splits.zip").write_bytes(payload)
+    url, _, stop = serve(mirror_dir)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ptransfer.data"):
+            paths = data.download("aav", tmp_path / "root", mirror=url)
+    finally:
+        stop()
+    assert paths[0].read_bytes() == payload
+    assert "not pinned" in caplog.text
+    assert hashlib.sha256(payload).hexdigest() in caplog.text
+
+
+def test_unknown_dataset_lists_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown dataset 'gfp'; known: gb1, ss3, aav, "
+                                         r"meltome, scl"):
+        data.download("gfp", tmp_path)
+
+
+def test_registry_shape():
+    assert list(data.DATASETS) == ["gb1", "ss3", "aav", "meltome", "scl"]
+    for dataset in data.DATASETS.values():
+        for file in dataset.files:
+            assert file.url.startswith("https://github.com/")
+            assert file.sha256 is None or len(file.sha256) == 64
+    assert data.DATASETS["gb1"].files[0].url.endswith("/splits/gb1/splits.zip")
+    assert [f.sha256 for n in ("aav", "meltome", "scl") for f in data.DATASETS[n].files] == [
+        None, None, None]
+
+
+@needs_shared
+def test_registry_hashes_match_the_offline_copies():
+    for name in ("gb1", "ss3"):
+        for file in data.DATASETS[name].files:
+            assert data.sha256_of(SHARED / file.path) == file.sha256, file.path
+
+
+@needs_shared
+def test_list_datasets_on_the_offline_copies():
+    entries = {e["name"]: e for e in data.list_datasets(SHARED)}
+    assert list(entries) == ["gb1", "ss3", "aav", "meltome", "scl"]
+    assert entries["gb1"]["present"] and entries["gb1"]["size"] == 1_241_473
+    assert entries["ss3"]["present"]
+    assert entries["ss3"]["size"] == 2_321_037 + 2_016_196 + 415_898 + 95_256
+    assert not entries["aav"]["present"] and entries["aav"]["size"] == 0
+    text = data.format_entry(entries["aav"])
+    assert text.startswith("aav      missing") and "[--] flip_aav/splits.zip" in text
+    assert "UNPINNED" in text
+    assert "[ok] flip_gb1/splits.zip  (sha256 pinned)" in data.format_entry(entries["gb1"])
+
+
+def test_require_file_message(tmp_path):
+    with pytest.raises(DataUnavailable) as err:
+        data.require_file(tmp_path, "netsurfp_ss_test/TS115_HHblits.csv")
+    message = str(err.value)
+    assert f"missing data file {tmp_path / 'netsurfp_ss_test' / 'TS115_HHblits.csv'}" in message
+    assert f"`ptransfer data --root {tmp_path} download ss3`" in message
+    assert "ps4-dataset" in message
+    present = tmp_path / "netsurfp_ss_test" / "TS115_HHblits.csv"
+    present.parent.mkdir()
+    present.write_text("input, dssp3\n")
+    assert data.require_file(tmp_path, "netsurfp_ss_test/TS115_HHblits.csv") == present
+
+
+def test_default_root_needs_no_root_flag():
+    assert data.download_command("gb1", "data") == "ptransfer data download gb1"
+    assert data.download_command("gb1", "data/") == "ptransfer data download gb1"

@@ -1,0 +1,109 @@
+"""The user CSV task: column mapping, split values, extra test sets, bad input."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra.utils
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from ptransfer.tasks.base import TaskDataError
+from ptransfer.tasks.user_csv import load_csv_task
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
+
+
+@pytest.fixture(autouse=True)
+def _torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def write_csv(tmp_path: Path, lines: list[str], name: str = "mine.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_config_needs_a_path():
+    cfg = OmegaConf.load(CONF / "csv.yaml")
+    assert OmegaConf.is_missing(cfg, "path")
+    assert cfg._target_ == "ptransfer.tasks.user_csv.load_csv_task"
+
+
+def test_config_with_renamed_columns_and_extra_test_set(tmp_path):
+    path = write_csv(tmp_path, ["id,seq,fitness,fold", "1,MKV,0.5,train", "2,MKL,1.5,Train",
+                                "3,MKI,2.5,val", "4,MKA,3.5,TEST", "5,MKC,4.5,holdout",
+                                "6,MKD,5.5,"])
+    cfg = OmegaConf.load(CONF / "csv.yaml")
+    cfg.merge_with({"path": str(path), "name": "mine", "sequence_col": "seq",
+                    "target_col": "fitness", "split_col": "fold"})
+    task = hydra.utils.instantiate(cfg, _convert_="all")
+    assert list(task.splits) == ["train", "val", "test", "holdout"]
+    assert task.splits["train"].sequences == ["MKV", "MKL"]
+    np.testing.assert_array_equal(task.splits["train"].targets, [0.5, 1.5])
+    assert task.splits["holdout"].targets.tolist() == [4.5]
+    assert (task.name, task.dataset, task.metric) == ("mine", "csv/mine.csv", "spearman")
+    assert task.info["n_no_split"] == 1 and task.info["n_rows"] == 6
+
+
+def test_classification_labels(tmp_path):
+    path = write_csv(tmp_path, ["sequence,target,set", "MKV,soluble,train", "MKL,insoluble,train",
+                                "MKI,soluble,val", "MKA,insoluble,test"])
+    task = load_csv_task(path, kind="classification")
+    assert task.classes == ["insoluble", "soluble"]
+    assert task.splits["train"].targets.tolist() == [1, 0]
+    assert task.metric == "accuracy"
+
+
+def test_empty_split_values_are_dropped_and_logged(tmp_path, caplog):
+    path = write_csv(tmp_path, ["sequence,target,set", "MKV,1,train", "MKL,2,", "MKI,3,val",
+                                "MKA,4,test"])
+    with caplog.at_level(logging.INFO):
+        task = load_csv_task(path)
+    assert sum(len(s) for s in task.splits.values()) == 3
+    assert "dropped 1 rows with an empty 'set'" in caplog.text
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(TaskDataError, match=r"task\.path: no CSV file at .*nope\.csv"):
+        load_csv_task(tmp_path / "nope.csv")
+
+
+def test_no_val_rows(tmp_path):
+    path = write_csv(tmp_path, ["sequence,target,set", "MKV,1,train", "MKA,4,test"])
+    with pytest.raises(TaskDataError, match=r"mine\.csv: no rows with 'set' = val"):
+        load_csv_task(path)
+
+
+def test_no_test_rows(tmp_path):
+    path = write_csv(tmp_path, ["sequence,target,set", "MKV,1,train", "MKA,4,val"])
+    with pytest.raises(TaskDataError, match=r"no rows with 'set' = test \(or any other"):
+        load_csv_task(path)
+
+
+def test_bad_sequence_names_row(tmp_path):
+    path = write_csv(tmp_path, ["sequence,target,set", "MKV,1,train", "MK1,2,val", "MKA,4,test"])
+    with pytest.raises(TaskDataError, match=r"mine\.csv row 2: unknown residue '1' at position 3"):
+        load_csv_task(path)
+
+
+def test_non_numeric_target_names_column(tmp_path):
+    path = write_csv(tmp_path, ["sequence,y,set", "MKV,1,train", "MKL,x,val", "MKA,4,test"])
+    with pytest.raises(TaskDataError, match=r"row 2: column 'y' is not a number: 'x'"):
+        load_csv_task(path, target_col="y")
+
+
+def test_conflicting_duplicate_across_splits(tmp_path):
+    path = write_csv(tmp_path, ["sequence,target,set", "MKV,1,train", "MKL,2,val", "MKV,3,test"])
+    with pytest.raises(TaskDataError, match=r"row 1 \(train\) repeats the sequence of .*row 3 "
+                                            r"\(test\) with a different target: target 3.0 vs 1.0"):
+        load_csv_task(path)
+
+
+def test_bad_kind(tmp_path):
+    path = write_csv(tmp_path, ["sequence,target,set", "MKV,1,train"])
+    with pytest.raises(TaskDataError, match=r"task\.kind must be one of"):
+        load_csv_task(path, kind="ordinal")
