@@ -1,0 +1,131 @@
+"""`ptransfer report`: every expected file, no figure for absent panels, non-blank PNGs,
+a self-contained index.html, and clear errors on bad input files."""
+
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from test_summary import synthetic_results
+
+from ptransfer.report import make_report
+
+PANELS = ["gb1_two_vs_rest_test", "ss3_cb513", "ss3_ts115", "ss3_casp12"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_torch_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nothing may write ~/.cache
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    """make_report on the whole synthetic grid (drawn once for the module: figures are slow)."""
+    root = tmp_path_factory.mktemp("report")
+    csv = root / "results.csv"
+    synthetic_results().to_csv(csv, index=False)
+    out = root / "out"
+    return out, make_report(csv, out)
+
+
+def _names(paths) -> set[str]:
+    return {p.name for p in paths}
+
+
+def test_every_expected_file_is_written(full_report):
+    out, paths = full_report
+    expected = {"summary.csv", "summary.md", "repstat.csv", "index.html"}
+    for panel in PANELS:
+        for kind in ("depth", "scaling", "checkpoints"):
+            expected |= {f"{kind}_{panel}.png", f"{kind}_{panel}.svg"}
+    assert _names(paths) == expected
+    assert {p.name for p in out.iterdir()} == expected
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_pngs_are_not_blank(full_report):
+    _, paths = full_report
+    for png in (p for p in paths if p.suffix == ".png"):
+        pixels = mpimg.imread(png)[..., :3]
+        assert pixels.std() > 0.05, png.name
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10, png.name
+
+
+def test_svg_draws_okabe_ito_and_onehot_grey(full_report):
+    out, _ = full_report
+    svg = (out / "depth_ss3_cb513.svg").read_text()
+    # three models -> the first three Okabe-Ito colours; one-hot reference in grey
+    for colour in ("#0072b2", "#d55e00", "#009e73", "#7f7f7f"):
+        assert colour in svg.lower()
+    assert "relative depth" in svg  # matplotlib keeps drawn text as SVG comments
+
+
+def test_index_html_references_every_png_and_is_offline(full_report):
+    out, paths = full_report
+    index = (out / "index.html").read_text()
+    for png in (p for p in paths if p.suffix == ".png"):
+        assert f'src="{png.name}"' in index
+    assert "http" not in index.lower()
+    assert "<script" not in index and "<link" not in index
+    assert "benefits from pretraining" in index  # the classification table
+    assert index.count("<figcaption>") == len([p for p in paths if p.suffix == ".png"])
+    assert "0.700" in index and "0.260 ± 0.010" in index  # the summary table
+
+
+def test_summary_csv_holds_hand_values(full_report):
+    out, _ = full_report
+    summary = pd.read_csv(out / "summary.csv").set_index(["task", "eval_set", "model",
+                                                          "checkpoint"])
+    cell = summary.loc[("gb1_two_vs_rest", "test", "esm2_t6_8M_UR50D", "final")]
+    assert cell["pretrained_best"] == pytest.approx(0.70)
+    assert cell["random_init_best"] == pytest.approx(0.26)
+
+
+def test_single_task_without_onehot_or_sizes(tmp_path):
+    """GB1 only, CARP only, one checkpoint, no one-hot: one depth figure, nothing else."""
+    df = synthetic_results(with_onehot=False, tasks=("gb1_two_vs_rest",))
+    df = df[df["model"] == "carp_600k"]
+    csv = tmp_path / "results.csv"
+    df.to_csv(csv, index=False)
+    paths = make_report(csv, tmp_path / "out")
+    figures = {p.name for p in paths if p.suffix in (".png", ".svg")}
+    assert figures == {"depth_gb1_two_vs_rest_test.png", "depth_gb1_two_vs_rest_test.svg"}
+    svg = (tmp_path / "out" / "depth_gb1_two_vs_rest_test.svg").read_text().lower()
+    assert "#7f7f7f" not in svg  # no one-hot reference line
+    assert "one-hot" not in svg
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.csv"):
+        make_report(tmp_path / "nothere.csv", tmp_path / "out")
+
+
+def test_empty_file_is_named(tmp_path):
+    csv = tmp_path / "empty.csv"
+    csv.write_text("")
+    with pytest.raises(ValueError, match=r"empty\.csv: empty file"):
+        make_report(csv, tmp_path / "out")
+
+
+def test_header_only_file_is_an_error(tmp_path):
+    csv = tmp_path / "header.csv"
+    synthetic_results().head(0).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"header\.csv: .*no rows"):
+        make_report(csv, tmp_path / "out")
+
+
+def test_foreign_csv_is_named(tmp_path):
+    csv = tmp_path / "other.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"other\.csv: not a ptransfer results table"):
+        make_report(csv, tmp_path / "out")
+
+
+def test_bad_rows_error_names_the_file(tmp_path):
+    df = synthetic_results(tasks=("gb1_two_vs_rest",))
+    csv = tmp_path / "dup.csv"
+    pd.concat([df, df.head(4)]).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"dup\.csv: .*collected twice"):
+        make_report(csv, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
