@@ -1,0 +1,317 @@
+"""Extraction: sequences -> per-layer features, batch by batch, into the embedding store.
+
+All layers come from one forward pass per batch. Batches are length-sorted under a token
+budget (``plan_batches``). Sequences longer than ``encoder.max_len`` follow a length policy:
+
+- ``window`` (default): overlapping windows of ``max_len`` residues with stride
+  ``max_len // 2`` (the last window is moved left to end at the last residue); each
+  residue's features are the mean over the windows that cover it.
+- ``truncate``: only the first ``max_len`` residues are embedded; per-residue features of
+  such a sequence have ``max_len`` rows, so residue-level tasks refuse this policy.
+
+On CUDA, ``precision`` bf16/fp16 runs the forward under autocast; features are always
+returned as float32 on the CPU. A CUDA out-of-memory error splits the batch in halves and
+retries (recursively) down to single sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ptransfer.encoders.base import Encoder
+from ptransfer.store import EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+LENGTH_POLICIES = ("window", "truncate")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+LENGTH_POLICY_KEY = "extract.length_policy"  # config keys named in error messages
+PRECISION_KEY = "extract.precision"
+TOKS_PER_BATCH_KEY = "extract.toks_per_batch"
+
+
+def plan_batches(
+    lengths: Sequence[int], toks_per_batch: int, extra_toks: int = 2
+) -> list[list[int]]:
+    """Group sequence indices into length-sorted batches under a token budget.
+
+    A batch of B sequences costs ``B x (longest + extra_toks)`` padded tokens (extra: BOS/EOS)
+    and stays within ``toks_per_batch``; a sequence over the budget on its own gets a batch
+    of its own. Longest first, so memory trouble shows up in the first batch.
+    """
+    if toks_per_batch < 1:
+        raise ValueError(f"{TOKS_PER_BATCH_KEY} must be >= 1, got {toks_per_batch}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    widest = 0
+    for index in order:
+        size = lengths[index] + extra_toks
+        if current and max(widest, size) * (len(current) + 1) > toks_per_batch:
+            batches.append(current)
+            current, widest = [], 0
+        current.append(index)
+        widest = max(widest, size)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Residues ``start:end`` of sequence ``seq_index``: what one forward row embeds."""
+
+    seq_index: int
+    start: int
+    end: int
+
+
+def window_starts(length: int, window: int) -> list[int]:
+    """Start of each window of ``window`` residues covering ``length`` residues.
+
+    Stride ``window // 2`` (at least 1); when the stride does not land on the end, a last
+    window ``[length - window, length)`` covers the tail.
+    """
+    if length <= window:
+        return [0]
+    stride = max(1, window // 2)
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def split_into_pieces(
+    sequences: Sequence[str], max_len: int | None, length_policy: str
+) -> list[Piece]:
+    """The forward rows needed for ``sequences`` under the length policy."""
+    if length_policy not in LENGTH_POLICIES:
+        raise ValueError(f"{LENGTH_POLICY_KEY} must be one of {LENGTH_POLICIES}, "
+                         f"got {length_policy!r}")
+    pieces = []
+    for index, sequence in enumerate(sequences):
+        if not isinstance(sequence, str) or not sequence:
+            raise ValueError(f"sequence {index} is empty or not a string: {sequence!r}")
+        length = len(sequence)
+        if max_len is None or length <= max_len:
+            pieces.append(Piece(index, 0, length))
+        elif length_policy == "truncate":
+            pieces.append(Piece(index, 0, max_len))
+        else:
+            pieces.extend(Piece(index, s, s + max_len) for s in window_starts(length, max_len))
+    return pieces
+
+
+def check_length_policy(
+    encoder: Encoder, sequences: Sequence[str], length_policy: str, level: str
+) -> None:
+    """Refuse ``truncate`` for residue-level features of sequences longer than max_len.
+
+    Truncated sequences get features for their first max_len residues only, which would
+    misalign per-residue labels; callers that embed residue-level tasks call this first.
+    """
+    if length_policy not in LENGTH_POLICIES:
+        raise ValueError(f"{LENGTH_POLICY_KEY} must be one of {LENGTH_POLICIES}, "
+                         f"got {length_policy!r}")
+    max_len = getattr(encoder, "max_len", None)
+    if level != "residue" or length_policy != "truncate" or max_len is None:
+        return
+    too_long = [i for i, s in enumerate(sequences) if len(s) > max_len]
+    if too_long:
+        raise ValueError(
+            f"{LENGTH_POLICY_KEY}=truncate would drop residues of {len(too_long)} sequences "
+            f"longer than {encoder.name}'s max_len={max_len} (first: index {too_long[0]}), "
+            f"which misaligns per-residue labels; use {LENGTH_POLICY_KEY}=window")
+
+
+def _check_precision(encoder: Encoder, precision: str) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"{PRECISION_KEY} must be one of {list(PRECISIONS)}, got {precision!r}")
+    autocast_dtype = PRECISIONS[precision]
+    if autocast_dtype is not None and encoder.device.type != "cuda":
+        raise ValueError(f"{PRECISION_KEY}={precision!r} needs a CUDA device but the encoder "
+                         f"runs on {encoder.device}; use {PRECISION_KEY}=fp32")
+    return autocast_dtype
+
+
+def _forward(encoder: Encoder, texts: list[str], autocast_dtype: torch.dtype | None) -> list:
+    """Per-text features, each n_layers x len(text) x D float32 on the CPU."""
+    with torch.inference_mode():
+        if autocast_dtype is None:
+            batch = encoder.embed(texts)  # n_layers x B x T x D
+        else:
+            with torch.autocast(device_type="cuda", dtype=autocast_dtype):
+                batch = encoder.embed(texts)
+        batch = batch.to(device="cpu", dtype=torch.float32)  # one transfer for the batch
+    return [batch[:, i, : len(text)] for i, text in enumerate(texts)]
+
+
+def _forward_splitting_on_oom(
+    encoder: Encoder, texts: list[str], autocast_dtype: torch.dtype | None
+) -> list:
+    """``_forward``, halving the batch on CUDA out-of-memory until single texts fail."""
+    try:
+        return _forward(encoder, texts, autocast_dtype)
+    except torch.cuda.OutOfMemoryError as err:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(texts) == 1:
+            raise RuntimeError(
+                f"out of GPU memory on a single sequence of {len(texts[0])} residues; lower "
+                f"the encoder's max_len or use {PRECISION_KEY}=bf16") from err
+        half = len(texts) // 2
+        log.warning("CUDA out of memory on a batch of %d; retrying as %d + %d",
+                    len(texts), half, len(texts) - half)
+        return (_forward_splitting_on_oom(encoder, texts[:half], autocast_dtype)
+                + _forward_splitting_on_oom(encoder, texts[half:], autocast_dtype))
+
+
+class _WindowAverager:
+    """Sums window features per sequence; a sequence is done when all its pieces are in."""
+
+    def __init__(self, pieces: list[Piece], sequences: Sequence[str]) -> None:
+        self.sequences = sequences
+        self.remaining: dict[int, int] = {}
+        for piece in pieces:
+            self.remaining[piece.seq_index] = self.remaining.get(piece.seq_index, 0) + 1
+        self.sums: dict[int, torch.Tensor] = {}
+        self.counts: dict[int, torch.Tensor] = {}
+
+    def add(self, piece: Piece, features: torch.Tensor) -> torch.Tensor | None:
+        """Add one piece (n_layers x (end - start) x D); returns the full tensor when done."""
+        index = piece.seq_index
+        if self.remaining[index] == 1 and index not in self.sums:
+            del self.remaining[index]
+            return features  # the common case: one piece, nothing to average
+        if index not in self.sums:
+            n_layers, _, dim = features.shape
+            length = len(self.sequences[index])
+            self.sums[index] = torch.zeros(n_layers, length, dim)
+            self.counts[index] = torch.zeros(1, length, 1)
+        self.sums[index][:, piece.start: piece.end] += features
+        self.counts[index][:, piece.start: piece.end] += 1
+        self.remaining[index] -= 1
+        if self.remaining[index]:
+            return None
+        del self.remaining[index]
+        return self.sums.pop(index) / self.counts.pop(index)  # n_layers x L x D
+
+
+def embed_sequences(
+    encoder: Encoder,
+    sequences: Sequence[str],
+    toks_per_batch: int = 4096,
+    length_policy: str = "window",
+    precision: str = "fp32",
+    progress: bool = True,
+) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    """Embed ``sequences`` batch by batch, all layers from one forward per batch.
+
+    Yields ``(indices, features)``: indices into ``sequences`` and, for each, a float32
+    CPU tensor n_layers x L_i x D (L_i = len(sequence), or max_len when truncated).
+    Sequences split into windows are yielded once their last window is embedded.
+    """
+    autocast_dtype = _check_precision(encoder, precision)
+    max_len = getattr(encoder, "max_len", None)
+    pieces = split_into_pieces(sequences, max_len, length_policy)
+    averager = _WindowAverager(pieces, sequences)
+    plan = plan_batches([p.end - p.start for p in pieces], toks_per_batch)
+    total = sum(len(s) for s in sequences)
+    with tqdm(total=total, unit="res", unit_scale=True, desc=f"embed {encoder.name}",
+              disable=not progress) as bar:
+        for batch in plan:
+            batch_pieces = [pieces[i] for i in batch]
+            texts = [sequences[p.seq_index][p.start: p.end] for p in batch_pieces]
+            outputs = _forward_splitting_on_oom(encoder, texts, autocast_dtype)
+            done_indices, done_features = [], []
+            for piece, features in zip(batch_pieces, outputs):
+                full = averager.add(piece, features)
+                if full is not None:
+                    done_indices.append(piece.seq_index)
+                    done_features.append(full)
+            bar.update(sum(len(sequences[i]) for i in done_indices))
+            if done_indices:
+                yield done_indices, done_features
+
+
+def mean_pool(per_seq: torch.Tensor) -> torch.Tensor:
+    """n_layers x L x D (real residues only) -> n_layers x D, the mean over residues."""
+    if per_seq.ndim != 3 or per_seq.shape[1] == 0:
+        raise ValueError("mean_pool expects n_layers x L x D with L >= 1, "
+                         f"got {tuple(per_seq.shape)}")
+    return per_seq.mean(dim=1)
+
+
+def flatten_pool(per_seq: torch.Tensor, pad_to: int) -> torch.Tensor:
+    """n_layers x L x D -> n_layers x (pad_to * D): zero-padded to pad_to residues, flattened."""
+    n_layers, length, dim = per_seq.shape
+    if length > pad_to:
+        raise ValueError(f"flatten_pool: sequence of {length} residues is longer than "
+                         f"pad_to={pad_to} (the longest sequence of the task)")
+    padded = per_seq.new_zeros(n_layers, pad_to, dim)
+    padded[:, :length] = per_seq
+    return padded.reshape(n_layers, pad_to * dim)
+
+
+def extract_to_store(
+    encoder: Encoder,
+    sequences: Sequence[str],
+    store: EmbeddingStore,
+    toks_per_batch: int = 4096,
+    length_policy: str = "window",
+    precision: str = "fp32",
+    progress: bool = True,
+    pad_to: int | None = None,
+    flush_bytes: int | None = None,
+) -> int:
+    """Embed the sequences the store lacks (each unique sequence once) and add them.
+
+    Rows are pooled for a protein-level store (``encoder.pooling``: ``mean``, or ``flatten``
+    zero-padded to ``pad_to``, default the longest of ``sequences``) and per-residue for a
+    residue-level store. Returns the number of sequences embedded.
+    """
+    pool = _pooling_for(encoder, sequences, store, pad_to)
+    check_length_policy(encoder, sequences, length_policy, store.level)
+    with store.writer(flush_bytes) as writer:
+        todo = store.missing(sequences)  # after taking the lock: another writer may have added
+        _log_expected_size(encoder, todo, store)
+        for indices, features in embed_sequences(encoder, todo, toks_per_batch, length_policy,
+                                                 precision, progress):
+            for index, per_seq in zip(indices, features):
+                writer.add(todo[index], pool(per_seq))
+    return len(todo)
+
+
+def _pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingStore,
+                 pad_to: int | None):
+    """The row function of this store, after checking the store's shape fits the encoder."""
+    if store.n_layers != encoder.n_layers:
+        raise ValueError(f"store {store.path} has n_layers={store.n_layers}, encoder "
+                         f"{encoder.name} has {encoder.n_layers}")
+    if store.level == "residue":
+        expected_dim, pool = encoder.dim, (lambda per_seq: per_seq)
+    elif encoder.pooling == "mean":
+        expected_dim, pool = encoder.dim, mean_pool
+    elif encoder.pooling == "flatten":
+        width = pad_to if pad_to is not None else max((len(s) for s in sequences), default=0)
+        expected_dim, pool = width * encoder.dim, (lambda per_seq: flatten_pool(per_seq, width))
+    else:
+        raise ValueError(f"encoder {encoder.name} has unknown pooling {encoder.pooling!r}")
+    if store.dim != expected_dim:
+        raise ValueError(f"store {store.path} has dim={store.dim} but {store.level}-level rows "
+                         f"of {encoder.name} ({encoder.pooling} pooling) have {expected_dim}")
+    return pool
+
+
+def _log_expected_size(encoder: Encoder, todo: list[str], store: EmbeddingStore) -> None:
+    residues = sum(len(s) for s in todo)
+    rows = residues if store.level == "residue" else len(todo)
+    n_bytes = rows * store.n_layers * store.dim * (2 if store.dtype == "float16" else 4)
+    log.info("extracting %d sequences (%d residues) with %s: %d layers x %d dims, %s rows, "
+             "about %.2f GB in %s", len(todo), residues, encoder.name, store.n_layers,
+             store.dim, store.level, n_bytes / 1e9, store.path)

@@ -1,0 +1,114 @@
+"""A small deterministic encoder for extraction and store tests (no model weights).
+
+Features of residue j of an input text s (a whole sequence or one window of it), D >= 2:
+
+    layer 0:  [code(s[j]), j, code(s[j]) * 0.1 * k for k = 2 .. D-1]
+    layer l:  layer l-1 at j + 0.5 * (layer l-1 at j-1 + layer l-1 at j+1)   (0 beyond the ends)
+
+so residues see their neighbours (windows matter) and the numbers can be computed by hand.
+Every text is computed on its own in float64, so a row never depends on its batch; padding
+positions are NaN, so any use of padding shows up.
+
+Run as a script it extracts a FASTA-free list of sequences into a store (crash tests):
+    python tests/extract_fakes.py STORE_PATH N_SEQUENCES DELAY_S FLUSH_BYTES
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ptransfer.encoders.base import CheckpointRef, Encoder
+
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def code(residue: str) -> float:
+    return float(AMINO_ACIDS.index(residue) + 1)
+
+
+def reference_features(text: str, n_layers: int, dim: int) -> np.ndarray:
+    """n_layers x len(text) x D in float64: the formula in the module docstring."""
+    codes = np.array([code(r) for r in text])
+    layer = np.zeros((len(text), dim))
+    layer[:, 0] = codes
+    layer[:, 1] = np.arange(len(text))
+    for k in range(2, dim):
+        layer[:, k] = codes * 0.1 * k
+    layers = [layer]
+    for _ in range(1, n_layers):
+        previous = layers[-1]
+        padded = np.pad(previous, ((1, 1), (0, 0)))
+        layers.append(previous + 0.5 * (padded[:-2] + padded[2:]))
+    return np.stack(layers)
+
+
+class FakeEncoder(Encoder):
+    """Deterministic per-text features; optional delay and simulated CUDA OOM."""
+
+    family = "fake"
+    n_params = 0
+
+    def __init__(self, n_layers: int = 3, dim: int = 4, max_len: int | None = None,
+                 delay: float = 0.0, oom_above: int | None = None, pooling: str = "mean",
+                 device: str = "cpu") -> None:
+        self.name = "fake"
+        self.n_layers, self.dim, self.max_len = n_layers, dim, max_len
+        self.delay, self.oom_above, self.pooling = delay, oom_above, pooling
+        self._device = torch.device(device)
+        self.batch_sizes: list[int] = []
+        self.inference_mode_seen: list[bool] = []
+
+    def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> FakeEncoder:
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def embed(self, sequences: list[str]) -> torch.Tensor:
+        self.inference_mode_seen.append(torch.is_inference_mode_enabled())
+        if self.oom_above is not None and len(sequences) > self.oom_above:
+            raise torch.cuda.OutOfMemoryError(f"fake OOM on a batch of {len(sequences)}")
+        self.batch_sizes.append(len(sequences))
+        if self.max_len is not None:
+            assert max(map(len, sequences)) <= self.max_len, "extraction exceeded max_len"
+        if self.delay:
+            time.sleep(self.delay)
+        longest = max(len(s) for s in sequences)
+        out = torch.full((self.n_layers, len(sequences), longest, self.dim), float("nan"))
+        for i, text in enumerate(sequences):
+            out[:, i, : len(text)] = torch.from_numpy(
+                reference_features(text, self.n_layers, self.dim)).float()
+        return out  # n_layers x B x T x D
+
+
+def make_sequences(n: int, seed: int = 0, low: int = 5, high: int = 40) -> list[str]:
+    """``n`` distinct random sequences of lengths in [low, high)."""
+    rng = np.random.default_rng(seed)
+    sequences: dict[str, None] = {}
+    while len(sequences) < n:
+        length = int(rng.integers(low, high))
+        sequences["".join(rng.choice(list(AMINO_ACIDS), size=length))] = None
+    return list(sequences)
+
+
+def main(argv: list[str]) -> None:
+    from ptransfer.extract import extract_to_store
+    from ptransfer.store import EmbeddingStore
+
+    path, n_sequences = Path(argv[0]), int(argv[1])
+    delay, flush_bytes = float(argv[2]), int(argv[3])
+    encoder = FakeEncoder(n_layers=3, dim=4, delay=delay)
+    store = EmbeddingStore(path, {"model": "fake"}, encoder.n_layers, encoder.dim, level="residue")
+    embedded = extract_to_store(encoder, make_sequences(n_sequences), store, toks_per_batch=64,
+                                progress=False, flush_bytes=flush_bytes)
+    print(f"embedded {embedded}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
