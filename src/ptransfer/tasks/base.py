@@ -38,6 +38,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.sequences)
 
+    def take(self, indices: np.ndarray) -> Split:
+        """The sub-split of the given rows, in the given order."""
+        targets = self.targets
+        picked = targets[indices] if isinstance(targets, np.ndarray) else [targets[i] for i in indices]
+        return Split([self.sequences[i] for i in indices], picked)
+
     def n_residues(self) -> int:
         return int(sum(len(s) for s in self.sequences))
 
@@ -84,6 +90,29 @@ class Task:
     def all_sequences(self) -> list[str]:
         """Unique sequences over every split, in first-seen order."""
         return list(dict.fromkeys(s for split in self.splits.values() for s in split.sequences))
+
+    def subsample(self, sizes: dict[str, int], seed: int) -> Task:
+        """A copy with at most ``sizes[split]`` sequences per named split, drawn with ``seed``.
+
+        For learning curves and quick looks at big tasks; the drawn rows keep their order.
+        """
+        unknown = sorted(set(sizes) - set(self.splits))
+        if unknown:
+            raise TaskDataError(
+                f"subsample: task {self.name!r} has no split(s) {unknown}; "
+                f"splits are {list(self.splits)}"
+            )
+        rng = np.random.default_rng(seed)
+        splits = {}
+        for name, split in self.splits.items():
+            n = sizes.get(name)
+            if n is None or n >= len(split):
+                splits[name] = split
+                continue
+            splits[name] = split.take(np.sort(rng.choice(len(split), size=int(n), replace=False)))
+        info = {**self.info, "subsample": {"sizes": dict(sizes), "seed": seed}}
+        return Task(self.name, self.level, self.kind, splits, self.dataset, self.metric,
+                    self.classes, info)
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())

@@ -1,0 +1,116 @@
+"""``ptransfer plan``: what a sweep would do, without running anything.
+
+Expands ``hydra.sweeper.params`` (plus any ``key=a,b`` overrides) into cells exactly as the
+basic sweeper does, applies the design rules (``grid``), checks which cells are already
+complete, and estimates embedding disk and GPU time from model sizes and task sizes.
+The estimates are rough by design; the numbers they use are stated in the output.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+# Approximate task sizes (unique sequences, mean embedded length) from the FLIP and NetSurfP
+# releases; GB1 is embedded as its 56-residue domain (see conf/task/gb1_*.yaml).
+TASK_SIZES = {
+    "gb1": (8_733, 56),
+    "aav": (82_583, 735),
+    "meltome": (27_951, 544),
+    "scl": (12_993, 520),
+    "ss3": (11_815, 255),
+    "synthetic": (600, 40),
+}
+EFFECTIVE_TFLOPS = 100.0  # bf16 on one A100/H100 at ~30-40 % utilisation: a rough planning rate
+
+
+@dataclass
+class PlannedCell:
+    overrides: list[str]
+    cell_id: str
+    done: bool
+    excluded: str | None
+    disk_bytes: float
+    gpu_seconds: float
+
+
+def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
+    """Cartesian product of the sweep's choices, as lists of override strings."""
+    params = dict(cfg.hydra.sweeper.params or {})
+    fixed = []
+    for item in cli_overrides:
+        key, _, value = item.partition("=")
+        if "," in value and not key.startswith("+experiment"):
+            params[key] = value
+        else:
+            fixed.append(item)
+    parser = OverridesParser.create()
+    axes = []
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        axes.append([f"{override.get_key_element()}={v}" for v in values])
+    return [fixed + list(combo) for combo in itertools.product(*axes)] or [fixed]
+
+
+def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
+    """(embedding bytes on disk, GPU seconds) of one cell."""
+    n_seq, mean_len = TASK_SIZES.get(cfg.task.get("dataset", ""), TASK_SIZES.get(cfg.task.name, (0, 0)))
+    family = cfg.model.get("family", "onehot")
+    if family == "onehot":
+        return 0.0, 0.0
+    n_layers = int(cfg.model.n_blocks) + 1
+    dim = int(cfg.model.dim)
+    residue = cfg.task.name == "ss3"
+    if residue:
+        disk = 0.0 if head == "streaming" else n_seq * mean_len * n_layers * dim * 2.0
+    else:
+        disk = n_seq * n_layers * dim * 4.0
+    flops = 2.0 * float(cfg.model.n_params) * n_seq * (mean_len + 2)
+    return disk, flops / (EFFECTIVE_TFLOPS * 1e12)
+
+
+def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
+    from ptransfer.cell import cell_key, is_done
+    from ptransfer.grid import excluded_reason
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        base = compose("config", overrides=[o for o in overrides if "," not in o],
+                       return_hydra_config=True)
+        cells = []
+        for combo in expand_sweep(base, overrides):
+            cfg = compose("config", overrides=combo)
+            head = cfg.head.name
+            if head == "auto" and cfg.task.name == "ss3":
+                big = int(cfg.model.get("n_params", 0)) >= cfg.head.streaming_min_params
+                head = "streaming" if big else "linear"
+            disk, gpu = estimate(cfg, head)
+            key = cell_key(cfg)
+            cells.append(PlannedCell(combo, key.cell_id, is_done(key), excluded_reason(cfg),
+                                     disk, gpu))
+    return cells
+
+
+def print_plan(conf_dir: Path, overrides: list[str]) -> None:
+    cells = plan_cells(conf_dir, overrides)
+    real = [c for c in cells if c.excluded is None]
+    todo = [c for c in real if not c.done]
+    disk = sum(c.disk_bytes for c in todo)
+    gpu_h = sum(c.gpu_seconds for c in todo) / 3600
+    print(f"sweep: {len(cells)} combinations, {len(real)} cells in the design "
+          f"({len(cells) - len(real)} outside it)")
+    print(f"done:  {len(real) - len(todo)} complete, {len(todo)} to run")
+    print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings (stores shared by cells are "
+          f"counted once per cell: an upper bound)")
+    print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
+          f"TFLOP/s (2 x params x tokens; probes not included)")
+    for c in todo[:20]:
+        print(f"  to run: {c.cell_id}")
+    if len(todo) > 20:
+        print(f"  ... and {len(todo) - 20} more")

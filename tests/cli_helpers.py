@@ -1,0 +1,28 @@
+"""Run the installed ``ptransfer`` CLI in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def ptransfer(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 600):
+    """Run ``python -m ptransfer.cli ARGS`` in ``cwd``; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "TORCH_HOME": str(cwd / ".torch"), "HYDRA_FULL_ERROR": "1"}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "ptransfer.cli", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def check(proc) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-4000:]}"
+    return out

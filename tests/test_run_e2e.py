@@ -1,0 +1,104 @@
+"""The CLI end to end through Hydra: run, re-run (no work), collect, failures, plan."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import check, ptransfer
+
+from ptransfer.results import COLUMNS
+
+
+def _rows(results: str | object) -> pd.DataFrame:
+    files = sorted(p for p in results.rglob("rows.csv"))
+    assert files, "no rows.csv written"
+    return pd.concat([pd.read_csv(p) for p in files], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke run (one-hot x synthetic landscape), shared by the tests below."""
+    work = tmp_path_factory.mktemp("smoke")
+    out = check(ptransfer("run", "+experiment=smoke", "results_dir=res", cwd=work))
+    return work, out
+
+
+def test_smoke_writes_schema_rows_and_prints_scores(smoke):
+    work, out = smoke
+    rows = _rows(work / "res")
+    assert list(rows.columns) == list(COLUMNS)
+    assert set(rows.eval_set) == {"val", "test"}
+    assert set(rows.metric) == {"spearman", "pearson", "mse", "ndcg"}
+    assert rows.model.unique().tolist() == ["onehot"]
+    assert rows.layer.unique().tolist() == [0] and rows.best_layer.all()
+    spearman = rows[(rows.metric == "spearman") & (rows.eval_set == "test")].value.iloc[0]
+    # The landscape is mostly additive: a linear probe on one-hot features must rank it well.
+    assert 0.5 < spearman <= 1.0
+    assert "spearman" in out and "test" in out
+    hp = json.loads(rows.hparams.iloc[0])
+    assert "alpha" in hp
+    cell = next((work / "res" / "cells").iterdir())
+    assert (cell / "config.yaml").is_file()
+    assert json.loads((cell / "status.json").read_text())["state"] == "done"
+
+
+def test_rerun_does_no_work_and_says_so(smoke):
+    work, _ = smoke
+    rows_file = next((work / "res").rglob("rows.csv"))
+    before = rows_file.stat().st_mtime_ns
+    out = check(ptransfer("run", "+experiment=smoke", "results_dir=res", cwd=work))
+    assert "skipped" in out and "no work done" in out
+    assert rows_file.stat().st_mtime_ns == before
+
+
+def test_forced_rerun_gives_identical_rows(smoke):
+    work, _ = smoke
+    first = _rows(work / "res")
+    check(ptransfer("run", "+experiment=smoke", "results_dir=res", "force=true", cwd=work))
+    second = _rows(work / "res")
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_collect_merges_rows(smoke):
+    work, _ = smoke
+    out = check(ptransfer("collect", "res", cwd=work))
+    merged = pd.read_csv(work / "res" / "results.csv")
+    assert len(merged) == len(_rows(work / "res"))
+    assert "rows from 1 cells" in out
+
+
+def test_collect_without_rows_is_a_clear_error(tmp_path):
+    proc = ptransfer("collect", "nothing_here", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "no rows.csv under nothing_here" in proc.stderr
+
+
+def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path):
+    # A pretrained PLM with no weights on disk fails (clear WeightsUnavailable); one-hot runs.
+    proc = ptransfer(
+        "run", "-m", "+experiment=smoke", "model=onehot,esm2_t6_8M_UR50D", "results_dir=res",
+        cwd=tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "1 run" in out and "1 failed" in out and "FAILED synthetic__esm2_t6_8M_UR50D" in out
+    statuses = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("cells/*/status.json")]
+    assert sorted(s["state"] for s in statuses) == ["done", "failed"]
+    failed = next(s for s in statuses if s["state"] == "failed")
+    assert "Traceback" in failed["traceback"] and failed["log"]
+    assert "esm2_t6_8M_UR50D.pt" in failed["error"]  # names the file it expected
+
+
+def test_unknown_command_and_help(tmp_path):
+    assert ptransfer("frobnicate", cwd=tmp_path).returncode == 2
+    out = check(ptransfer("--help", cwd=tmp_path))
+    for command in ("run", "plan", "collect", "report", "data"):
+        assert f"ptransfer {command}" in out
+
+
+def test_values_are_finite(smoke):
+    work, _ = smoke
+    assert np.isfinite(_rows(work / "res").value).all()
