@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from tiny_models import write_tiny
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run in about a millisecond; on a shared CPU, OpenMP threads spin-waiting
+    for busy cores make them take hundreds. One thread keeps every test fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -21,16 +21,6 @@ from ptransfer.encoders.ablations import (
 FAMILIES = ["esm2", "esm1b", "esm1", "carp"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run in about a millisecond; on a shared CPU, OpenMP threads spin-waiting
-    for busy cores make them take hundreds. One thread keeps this file fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     """Parameters by name (tied ones once), cloned."""
     return {name: p.detach().clone() for name, p in module.named_parameters()}

@@ -26,16 +26,6 @@ FAMILIES = ["esm2", "esm1b", "esm1", "carp"]
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIK", "WY", "MKTAYIAKQRQ"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run in about a millisecond; on a shared CPU, OpenMP threads spin-waiting
-    for busy cores make them take hundreds. One thread keeps this file fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture()
 def tiny_paths(tiny_esm2_path, tiny_esm1b_path, tiny_esm1_path, tiny_carp_path):
     return {

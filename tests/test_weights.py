@@ -37,16 +37,6 @@ ABLATIONS = ["pretrained", "random_init", "stat_transfer"]
 PROBE = ["MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIK"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run in about a millisecond; on a shared CPU, OpenMP threads spin-waiting
-    for busy cores make them take hundreds. One thread keeps this file fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def encoder_for(family: str, **overrides):
     """Instantiate from a model config exactly as the cell does (no load yet)."""
     config = OmegaConf.create(model_config(family, **overrides))

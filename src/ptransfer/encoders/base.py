@@ -72,6 +72,28 @@ class Encoder(abc.ABC):
     max_len: int | None
     pooling: str = "mean"
 
+    def __init__(
+        self,
+        name: str,
+        family: str,
+        n_blocks: int,
+        dim: int,
+        n_params: int,
+        max_len: int | None,
+        weights: str | None = None,
+        checkpoints: dict | None = None,
+    ) -> None:
+        # The keys of every conf/model yaml, so the cell treats all models alike.
+        self.name = name
+        self.family = family
+        self.n_blocks = n_blocks
+        self.n_layers = n_blocks + 1
+        self.dim = dim
+        self.n_params = n_params
+        self.max_len = max_len
+        self.weights = weights
+        self.checkpoints = checkpoints
+
     @abc.abstractmethod
     def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> Encoder:
         """Build the module, load weights if ``ablation`` needs them, apply the ablation."""

@@ -90,16 +90,7 @@ class OneHotEncoder(Encoder):
         weights: str | None = None,
         checkpoints: dict | None = None,
     ) -> None:
-        # Same keys as every model config, so the cell treats all models alike.
-        self.name = name
-        self.family = family
-        self.n_blocks = n_blocks
-        self.n_layers = n_blocks + 1
-        self.dim = dim
-        self.n_params = n_params
-        self.max_len = max_len
-        self.weights = weights
-        self.checkpoints = checkpoints
+        super().__init__(name, family, n_blocks, dim, n_params, max_len, weights, checkpoints)
 
     def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> OneHotEncoder:
         """Check the configuration; one-hot has nothing to load and nothing to ablate."""

@@ -265,16 +265,8 @@ class ModuleEncoder(Encoder):
         weights: str | None = None,
         checkpoints: Mapping | None = None,
     ) -> None:
-        self.name = name
-        self.family = family
-        self.n_blocks = n_blocks
-        self.n_layers = n_blocks + 1
-        self.dim = dim
-        self.n_params = n_params
-        self.max_len = max_len
+        super().__init__(name, family, n_blocks, dim, n_params, max_len, weights, checkpoints)
         self.arch = arch
-        self.weights = weights
-        self.checkpoints = checkpoints
 
     @abc.abstractmethod
     def build_module(self) -> nn.Module:
