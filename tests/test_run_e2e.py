@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import check, ptransfer
+from cli_helpers import SHARED_DATA, check, ptransfer
 
 from ptransfer.results import COLUMNS
 
@@ -102,3 +102,30 @@ def test_unknown_command_and_help(tmp_path):
 def test_values_are_finite(smoke):
     work, _ = smoke
     assert np.isfinite(_rows(work / "res").value).all()
+
+
+needs_data = pytest.mark.skipif(not (SHARED_DATA / "flip_gb1" / "splits.zip").is_file(),
+                                reason="../shared/data not available")
+
+
+@needs_data
+def test_gb1_onehot_on_real_data(tmp_path):
+    out = check(ptransfer("run", "task=gb1_two_vs_rest", "model=onehot",
+                          f"data.root={SHARED_DATA}", "results_dir=res", cwd=tmp_path))
+    rows = _rows(tmp_path / "res")
+    test = rows[(rows.eval_set == "test") & (rows.metric == "spearman")]
+    assert len(test) == 1 and test.n_eval.iloc[0] == 8309 and test.n_train.iloc[0] == 381
+    assert 0.3 < test.value.iloc[0] < 0.9  # one-hot ridge on GB1 two_vs_rest: ~0.57 here
+    assert "gb1_two_vs_rest | onehot" in out
+
+
+@needs_data
+def test_ss3_onehot_writes_accuracy_for_every_test_set(tmp_path):
+    check(ptransfer("run", "task=ss3", "model=onehot", "subsample={train: 300, val: 60}",
+                    f"data.root={SHARED_DATA}", "results_dir=res", cwd=tmp_path))
+    rows = _rows(tmp_path / "res")
+    acc = rows[rows.metric == "accuracy"].set_index("eval_set").value
+    assert set(acc.index) == {"val", "cb513", "ts115", "casp12"}
+    assert ((acc > 0.35) & (acc < 0.7)).all()  # single-residue identity: ~0.49 on full data
+    assert rows["head"].unique().tolist() == ["linear"]
+    assert rows["level"].unique().tolist() == ["residue"]
