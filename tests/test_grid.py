@@ -12,7 +12,7 @@ import pytest
 import yaml
 from cli_helpers import REPO, check, ptransfer
 from omegaconf import OmegaConf
-from tiny_models import model_config
+from tiny_models import model_config, write_tiny
 
 from ptransfer.grid import excluded_reason
 
@@ -121,3 +121,16 @@ def test_plan_counts_cells_and_estimates(tmp_path):
 
 def test_repo_layout_for_plan():
     assert (REPO / "conf" / "experiment" / "paper_ablations.yaml").is_file()
+
+
+def test_same_config_twice_gives_identical_rows(tmp_path, tiny_conf):
+    # A seeded ablation (stat_transfer of a saved tiny CARP) through store, probes and rows:
+    # a forced re-run reproduces every value exactly.
+    weights = write_tiny("carp", tmp_path, name="tiny_carp")
+    args = ["run", tiny_conf, "task=synthetic", "model=tiny_carp", f"model.weights={weights}",
+            "ablation=stat_transfer", "seed=3", "results_dir=res", "extract.progress=false"]
+    check(ptransfer(*args, cwd=tmp_path))
+    first = _collected(tmp_path)
+    check(ptransfer(*args, "force=true", cwd=tmp_path))
+    pd.testing.assert_frame_equal(first, _collected(tmp_path))
+    assert first.value.notna().all() and first.layer.nunique() == first.n_layers.iloc[0]
