@@ -35,6 +35,7 @@ from esm.model.esm2 import ESM2
 from torch import nn
 
 from ptransfer.encoders.base import CheckpointRef
+from ptransfer.encoders.fast_attention import fuse_attention
 from ptransfer.encoders.onehot import check_sequences
 from ptransfer.encoders.weights import (
     ESM_FAMILIES,
@@ -149,14 +150,21 @@ class EsmEncoder(ModuleEncoder):
     """Per-layer features of ESM-1, ESM-1b and ESM-2 models (see the module docstring).
 
     Constructor arguments: see ``ModuleEncoder``; ``family`` is esm1, esm1b or esm2 and
-    ``arch`` the fair-esm constructor hyper-parameters.
+    ``arch`` the fair-esm constructor hyper-parameters. ``fast_attention`` (default True)
+    runs ESM-2's rotary attention fused (``encoders.fast_attention``); same features.
     """
+
+    def __init__(self, *args, fast_attention: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_attention = fast_attention
 
     def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> EsmEncoder:
         """Build or read the module, apply the seeded ablation, switch to eval mode."""
         self.alphabet_ = esm_alphabet(self.family)  # also rejects a non-ESM model.family
         super().load(checkpoint, ablation, seed)
         self.batch_converter_ = self.alphabet_.get_batch_converter()
+        if self.fast_attention:
+            fuse_attention(self.module_)
         return self
 
     def build_module(self) -> nn.Module:
