@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import __version__
 from ptransfer.encoders.base import CheckpointRef, Encoder
+from ptransfer.extract import check_length_policy
 from ptransfer.features import memory_features, store_features
 from ptransfer.probing import LayerFit, fit_layer, make_probe, resolve_head
 from ptransfer.results import ROWS_FILE, make_frame, write_rows
@@ -140,6 +141,9 @@ def encoder_identity(cfg: DictConfig) -> dict:
 
 
 def layer_fits(cfg, task: Task, encoder: Encoder, head: str, device: str) -> list[LayerFit]:
+    # One check for every path (store, in-memory, streaming): truncation must not misalign
+    # per-residue labels.
+    check_length_policy(encoder, task.all_sequences(), cfg.extract.length_policy, task.level)
     if head == "streaming":
         return fit_streaming(encoder, task, cfg.head, cfg.extract)
     if encoder.family == "onehot":
