@@ -15,21 +15,20 @@ and sampled, full 265-residue sequences; all layers, mean pooling.
 
 Mode A (unique): the unique sequences once for both. Mode B (splits): esm-extract run on
 each split's FASTA, as its users do (3 x N), vs ptransfer filling one store for the three
-tasks (each unique sequence embedded once). ``--sdpa`` adds ptransfer with the attention
-proposed for encoders/esm.py (see ``esm_sdpa_attention``).
+tasks (each unique sequence embedded once). ptransfer runs ESM-2 attention fused
+(``encoders.fast_attention``, its default); esm-extract runs fair-esm's own attention.
 
 Shared, busy machines: the unique sequences are cut into chunks and, chunk by chunk, every
 tool and mode runs in turn (order reversed every other chunk), so all see the same load.
 Times are extraction + writing, summed over chunks, plus model loading once per run (three
 times for esm-extract in mode B, once for ptransfer). Run:
 
-    python scripts/bench_extract.py --limit 1500 --threads 2 --sdpa
+    python scripts/bench_extract.py --limit 600 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
@@ -46,9 +45,7 @@ from pathlib import Path
 import esm
 import numpy as np
 import torch
-import torch.nn.functional as F
 from esm.model.esm2 import ESM2
-from esm.multihead_attention import MultiheadAttention
 
 from ptransfer.encoders.base import CheckpointRef
 from ptransfer.encoders.esm import EsmEncoder, esm_n_params
@@ -155,46 +152,6 @@ class PtransferExtract:
                          toks_per_batch=self.toks_per_batch, progress=False)
 
 
-@contextlib.contextmanager
-def esm_sdpa_attention():
-    """PROPOSAL, bench only: fair-esm self-attention through ``scaled_dot_product_attention``.
-
-    fair-esm's rotary attention materialises B x H x T x T scores, a float32 softmax and a
-    head-averaged weight map nobody reads; SDPA fuses them. Same numbers up to fp32 rounding
-    (checked against the esm-extract features). Patched on the class for the block only.
-    """
-    original = MultiheadAttention.forward
-
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
-                need_head_weights=False, attn_mask=None, **kwargs):
-        if (need_head_weights or attn_mask is not None or kwargs or not self.rot_emb
-                or self.bias_k is not None or self.training):
-            return original(self, query, key, value, key_padding_mask=key_padding_mask,
-                            need_weights=need_weights, need_head_weights=need_head_weights,
-                            attn_mask=attn_mask, **kwargs)
-        length, batch, dim = query.shape  # T x B x E
-        heads, head_dim = self.num_heads, dim // self.num_heads
-
-        def split(x):  # T x B x E -> (B H) x T x hd, the layout fair-esm's rotary expects
-            return x.reshape(length, batch * heads, head_dim).transpose(0, 1)
-
-        q, k = self.rot_emb(split(self.q_proj(query)), split(self.k_proj(query)))
-        v = split(self.v_proj(query))
-        mask = None if key_padding_mask is None else (
-            ~key_padding_mask.bool()).view(batch, 1, 1, length)
-        shape = (batch, heads, length, head_dim)
-        out = F.scaled_dot_product_attention(q.reshape(shape), k.reshape(shape),
-                                             v.reshape(shape), attn_mask=mask,
-                                             scale=self.scaling)
-        return self.out_proj(out.permute(2, 0, 1, 3).reshape(length, batch, dim)), None
-
-    MultiheadAttention.forward = forward
-    try:
-        yield
-    finally:
-        MultiheadAttention.forward = original
-
-
 def timed(function, *args) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process): CPU time hardly moves with other load."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -230,24 +187,12 @@ def chunk_jobs(chunk: list[str], splits: dict[str, list[str]], tools: dict, work
             ("splits/esm_extract", lambda: [tools["esm"](fastas[n], work / f"esm_{n}")
                                             for n in SPLITS]),
             ("splits/ptransfer", lambda: [tools["splits_ptransfer"](c) for c in split_chunks])]
-    if "unique_sdpa" in tools:
-        jobs += [("unique/ptransfer_sdpa", lambda: tools["unique_sdpa"](chunk)),
-                 ("splits/ptransfer_sdpa", lambda: [tools["splits_sdpa"](c)
-                                                    for c in split_chunks])]
     return jobs
-
-
-def run_job(name: str, job) -> tuple[float, float]:
-    if name.endswith("_sdpa"):
-        with esm_sdpa_attention():
-            return timed(job)
-    return timed(job)
 
 
 def summarise(seconds: dict[str, float], tools: dict, n_residues: int, clock: str) -> dict:
     """Per mode: seconds (with model loads), residues/s over the mode's residues, speedups."""
-    loads = {"esm_extract": tools["esm"].load_s, "ptransfer": tools["unique_ptransfer"].load_s,
-             "ptransfer_sdpa": tools["unique_ptransfer"].load_s}
+    loads = {"esm_extract": tools["esm"].load_s, "ptransfer": tools["unique_ptransfer"].load_s}
     results = {}
     for mode, runs in (("unique", 1), ("splits", len(SPLITS))):
         residues = n_residues * runs
@@ -258,10 +203,8 @@ def summarise(seconds: dict[str, float], tools: dict, n_residues: int, clock: st
             total = seconds[f"{mode}/{tool}"] + load_s * (runs if tool == "esm_extract" else 1)
             mode_result[f"{tool}_{clock}_s"] = total
             mode_result[f"{tool}_res_per_{clock}_s"] = residues / total
-        for tool in ("ptransfer", "ptransfer_sdpa"):
-            if f"{tool}_{clock}_s" in mode_result:
-                speedup = mode_result[f"esm_extract_{clock}_s"] / mode_result[f"{tool}_{clock}_s"]
-                mode_result[f"speedup_{tool}"] = speedup
+        speedup = mode_result[f"esm_extract_{clock}_s"] / mode_result[f"ptransfer_{clock}_s"]
+        mode_result["speedup_ptransfer"] = speedup
         results[mode] = mode_result
     return results
 
@@ -275,7 +218,6 @@ def run(args: argparse.Namespace) -> dict:
         model_path = save_random_esm2(work)
         tools = {"esm": EsmExtract(model_path, args.toks_per_batch), "unique": unique}
         variants = ["unique_ptransfer", "splits_ptransfer"]
-        variants += ["unique_sdpa", "splits_sdpa"] if args.sdpa else []
         for variant in variants:
             tools[variant] = PtransferExtract(model_path, work / variant, args.toks_per_batch)
         tools["esm"](write_fasta(unique[:4], ["w0", "w1", "w2", "w3"], work / "warm.fasta"),
@@ -286,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
         for index, chunk in enumerate(chunks):
             jobs = chunk_jobs(chunk, splits, tools, work, index)
             for name, job in jobs if index % 2 == 0 else jobs[::-1]:
-                wall_s, cpu_s = run_job(name, job)
+                wall_s, cpu_s = timed(job)
                 wall[name], cpu[name] = wall.get(name, 0.0) + wall_s, cpu.get(name, 0.0) + cpu_s
             print(f"chunk {index + 1}/{len(chunks)} wall: " + ", ".join(
                 f"{k} {v:.0f}s" for k, v in wall.items()), file=sys.stderr, flush=True)
@@ -298,11 +240,9 @@ def run(args: argparse.Namespace) -> dict:
                                     "ptransfer": tools["unique_ptransfer"].load_s}}
         results["wall"] = summarise(wall, tools, results["residues_unique"], "wall")
         results["cpu"] = summarise(cpu, tools, results["residues_unique"], "cpu")
-        for variant in ("unique_ptransfer", "unique_sdpa"):
-            if variant in tools:
-                results[f"max_abs_diff_{variant}"] = check_same_features(
-                    tools[variant].store, work / "esm_unique", unique,
-                    [f"unique_{i}" for i in range(len(unique))])
+        results["max_abs_diff_unique_ptransfer"] = check_same_features(
+            tools["unique_ptransfer"].store, work / "esm_unique", unique,
+            [f"unique_{i}" for i in range(len(unique))])
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -319,8 +259,6 @@ def main() -> None:
                         help="sequences per interleaving chunk (all tools run on each in turn)")
     parser.add_argument("--splits", type=Path, default=DEFAULT_SPLITS)
     parser.add_argument("--workdir", type=Path, default=None, help="temp files go here")
-    parser.add_argument("--sdpa", action="store_true",
-                        help="also time ptransfer with the proposed SDPA attention")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (.pt files, store)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
@@ -331,10 +269,8 @@ def main() -> None:
             r = results[clock][mode]
             rate = r[f"esm_extract_res_per_{clock}_s"]
             line = f"{clock:>4} {mode:>7}: esm-extract {rate:7.0f} res/s"
-            for tool in ("ptransfer", "ptransfer_sdpa"):
-                if f"speedup_{tool}" in r:
-                    line += (f" | {tool} {r[f'{tool}_res_per_{clock}_s']:7.0f} res/s "
-                             f"({r[f'speedup_{tool}']:.2f}x)")
+            line += (f" | ptransfer {r[f'ptransfer_res_per_{clock}_s']:7.0f} res/s "
+                     f"({r['speedup_ptransfer']:.2f}x)")
             print(line)
     print(json.dumps(results, indent=1))
     if args.json:

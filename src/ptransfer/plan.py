@@ -9,6 +9,7 @@ The estimates are rough by design; the numbers they use are stated in the output
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class PlannedCell:
     excluded: str | None
     disk_bytes: float
     gpu_seconds: float
+    store_key: str  # cells of one dataset and encoder identity share an embedding store
 
 
 def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
@@ -77,7 +79,7 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
 
 
 def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
-    from ptransfer.cell import cell_key, is_done
+    from ptransfer.cell import cell_key, encoder_identity, is_done
     from ptransfer.grid import excluded_reason
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
@@ -92,8 +94,11 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
                 head = "streaming" if big else "linear"
             disk, gpu = estimate(cfg, head)
             key = cell_key(cfg)
+            # Streaming cells keep no store: each pays its own forward passes.
+            store = key.cell_id if head == "streaming" else json.dumps(
+                [cfg.task.get("dataset", cfg.task.name), encoder_identity(cfg)], sort_keys=True)
             cells.append(PlannedCell(combo, key.cell_id, is_done(key), excluded_reason(cfg),
-                                     disk, gpu))
+                                     disk, gpu, store))
     return cells
 
 
@@ -101,13 +106,15 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
     cells = plan_cells(conf_dir, overrides)
     real = [c for c in cells if c.excluded is None]
     todo = [c for c in real if not c.done]
-    disk = sum(c.disk_bytes for c in todo)
-    gpu_h = sum(c.gpu_seconds for c in todo) / 3600
+    # Cells sharing a store (GB1's splits, AAV's) embed once: count each store once.
+    stores = {c.store_key: c for c in todo}.values()
+    disk = sum(c.disk_bytes for c in stores)
+    gpu_h = sum(c.gpu_seconds for c in stores) / 3600
     print(f"sweep: {len(cells)} combinations, {len(real)} cells in the design "
           f"({len(cells) - len(real)} outside it)")
     print(f"done:  {len(real) - len(todo)} complete, {len(todo)} to run")
-    print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings (stores shared by cells are "
-          f"counted once per cell: an upper bound)")
+    print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {len(stores)} extractions "
+          f"(cells of one dataset and encoder share one; streaming cells store nothing)")
     print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
           f"TFLOP/s (2 x params x tokens; probes not included)")
     for c in todo[:20]:
