@@ -112,6 +112,21 @@ def _legend(fig: Figure, colours: dict[str, str], ablations: list[str], onehot: 
     fig.legend(handles, labels, loc="outside right upper", frameon=False)
 
 
+def _lines(ax, points: pd.DataFrame, x: str, colour_by: str, colours: dict[str, str]) -> None:
+    """One mean line (with +-1 sd band) per (colour group, ablation), sorted along ``x``."""
+    for (group, ablation), line in points.groupby([colour_by, "ablation"], sort=False):
+        line = line.sort_values(x)
+        _draw(ax, line[x], line["mean"], line["sd"], colours[group], ablation)
+
+
+def _finish(fig, ax, points: pd.DataFrame, colour_by: str, colours: dict[str, str],
+            onehot: tuple[float, float] | None) -> Figure:
+    _reference(ax, onehot)
+    used = {g: colours[g] for g in points[colour_by].unique()}
+    _legend(fig, used, list(points["ablation"].unique()), onehot is not None)
+    return fig
+
+
 def depth_figure(curves: pd.DataFrame, onehot: tuple[float, float] | None,
                  colours: dict[str, str], metric: str, title: str) -> Figure:
     """Test metric vs relative depth for one panel.
@@ -120,13 +135,8 @@ def depth_figure(curves: pd.DataFrame, onehot: tuple[float, float] | None,
     (sd over seeds, NaN with one seed).
     """
     fig, ax = _new_figure(title, metric, "relative depth (layer / last layer; 0 = embedding)")
-    for (model, ablation), line in curves.groupby(["model", "ablation"], sort=False):
-        line = line.sort_values("rel_depth")
-        _draw(ax, line["rel_depth"], line["mean"], line["sd"], colours[model], ablation)
-    _reference(ax, onehot)
-    used = {m: colours[m] for m in curves["model"].unique()}
-    _legend(fig, used, list(curves["ablation"].unique()), onehot is not None)
-    return fig
+    _lines(ax, curves, "rel_depth", "model", colours)
+    return _finish(fig, ax, curves, "model", colours, onehot)
 
 
 def scaling_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
@@ -137,13 +147,8 @@ def scaling_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
     """
     fig, ax = _new_figure(title, metric, "encoder parameters (count, log scale)")
     ax.set_xscale("log")
-    for (family, ablation), line in points.groupby(["family", "ablation"], sort=False):
-        line = line.sort_values("n_params")
-        _draw(ax, line["n_params"], line["mean"], line["sd"], colours[family], ablation)
-    _reference(ax, onehot)
-    used = {f: colours[f] for f in points["family"].unique()}
-    _legend(fig, used, list(points["ablation"].unique()), onehot is not None)
-    return fig
+    _lines(ax, points, "n_params", "family", colours)
+    return _finish(fig, ax, points, "family", colours, onehot)
 
 
 def checkpoint_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
@@ -154,13 +159,8 @@ def checkpoint_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
     """
     fig, ax = _new_figure(title, metric, "pretraining step (optimizer updates)")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 500k, 1M: no 6-digit tick labels
-    for (model, ablation), line in points.groupby(["model", "ablation"], sort=False):
-        line = line.sort_values("checkpoint_step")
-        _draw(ax, line["checkpoint_step"], line["mean"], line["sd"], colours[model], ablation)
-    _reference(ax, onehot)
-    used = {m: colours[m] for m in points["model"].unique()}
-    _legend(fig, used, list(points["ablation"].unique()), onehot is not None)
-    return fig
+    _lines(ax, points, "checkpoint_step", "model", colours)
+    return _finish(fig, ax, points, "model", colours, onehot)
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> tuple[Path, Path]:
