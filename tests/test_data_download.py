@@ -23,8 +23,7 @@ GB1_SHA = "00a3c3d5be56ce35adfbec838db8ff549be369525e151a6978133da34b9fd86f"
 
 
 @pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+def _env(monkeypatch):
     monkeypatch.delenv(data.ENV_MIRROR, raising=False)
 
 

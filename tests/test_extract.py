@@ -23,11 +23,6 @@ from ptransfer.extract import (
 from ptransfer.store import EmbeddingStore
 
 
-@pytest.fixture(autouse=True)
-def _torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-
 def collect(encoder, sequences, **kwargs) -> dict[int, torch.Tensor]:
     kwargs.setdefault("progress", False)
     out = {}

@@ -15,20 +15,6 @@ from ptransfer.heads import SoftmaxProbe
 FAST = {"lr": 0.05, "batch_size": 128, "max_epochs": 12, "patience": 3}
 
 
-@pytest.fixture(autouse=True)
-def _torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one thread avoids OpenMP spin-waiting on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_data(n_train=800, n_features=12, n_classes=3, seed=0, noise=1.0):
     rng = np.random.default_rng(seed)
     weights = rng.normal(size=(n_features, n_classes))

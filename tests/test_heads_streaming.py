@@ -16,11 +16,6 @@ from ptransfer.heads.backend import ArrayBackend
 ALPHAS = (1e-2, 1.0, 100.0, 1e4)
 
 
-@pytest.fixture(autouse=True)
-def _torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-
 def make_data(n=1200, n_features=10, n_classes=3, offset=5.0, seed=0):
     """Class-shifted features with varied scales, a constant column and some rows labelled -1."""
     rng = np.random.default_rng(seed)

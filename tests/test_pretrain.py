@@ -43,21 +43,6 @@ TINY_CARP = ["pretrain/arch=carp_small", "arch.n_layers=2", "arch.d_model=16", "
              "arch.r=4"]
 
 
-@pytest.fixture(autouse=True)
-def _torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setenv("PTRANSFER_OFFLINE", "1")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared CPU: a second thread only adds spin-waiting (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_sequences(n: int, rng: np.random.Generator, low=12, high=48, alphabet=CANONICAL):
     """Sequences over a skewed residue distribution (something an MLM can learn quickly)."""
     weights = np.linspace(1.0, 8.0, len(alphabet))

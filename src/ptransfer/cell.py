@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import __version__
 from ptransfer.encoders.base import CheckpointRef, Encoder
+from ptransfer.encoders.weights import resolve_checkpoint
 from ptransfer.extract import check_length_policy
 from ptransfer.features import memory_features, store_features
 from ptransfer.probing import LayerFit, fit_layer, make_probe, resolve_head
@@ -101,18 +102,13 @@ def pick_device(name: str) -> str:
 
 
 def checkpoint_ref(cfg: DictConfig) -> CheckpointRef:
-    """``checkpoint=final`` or a key of ``model.checkpoints`` ({path, step})."""
+    """``checkpoint=final`` or a key of ``model.checkpoints`` ({path, step}), with its step."""
+    node = cfg.model.get("checkpoints")
+    known = OmegaConf.to_container(node, resolve=True) if node else {}
     name = str(cfg.checkpoint)
-    known = cfg.model.get("checkpoints") or {}
     if name == "final":
-        return CheckpointRef("final", known.get("final", {}).get("step") if known else None)
-    if name not in known:
-        raise KeyError(
-            f"checkpoint={name}: model {cfg.model.name} has no such checkpoint; "
-            f"known: final, {', '.join(known) or '(none)'} (set model.checkpoints.{name}.path)"
-        )
-    entry = known[name]
-    return CheckpointRef(name, entry.get("step"), entry.get("path"))
+        return CheckpointRef("final", (known.get("final") or {}).get("step"))
+    return resolve_checkpoint(CheckpointRef(name), known)
 
 
 def load_encoder(cfg: DictConfig, device: str) -> tuple[Encoder, CheckpointRef]:

@@ -100,7 +100,7 @@ def resolve_checkpoint(
         return checkpoint
     entry = (checkpoints or {}).get(checkpoint.name)
     if not entry or not entry.get("path"):
-        known = ", ".join(checkpoints or {}) or "(none)"
+        known = ", ".join(k for k in (checkpoints or {}) if k != "final") or "(none)"
         raise WeightsUnavailable(
             f"checkpoint {checkpoint.name!r} has no file: set model.checkpoints."
             f"{checkpoint.name}.path (known checkpoints: final, {known})"
