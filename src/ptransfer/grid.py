@@ -142,4 +142,4 @@ class SweepSummary(Callback):
             print("nothing to do: every cell of this sweep was already complete")
         for status in groups["failed"]:
             print(f"  FAILED {status['cell_id']}: {status['error']}\n    log: {status['log']}")
-        FAILED["count"] += len(groups["failed"])
+        FAILED["count"] = len(groups["failed"])  # the sweep's statuses are the record

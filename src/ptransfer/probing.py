@@ -91,12 +91,7 @@ def labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def score_all(task: Task, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """Every metric of the task; ``pred`` is values (regression) or probabilities / labels."""
-    out = {}
-    for name in task_metrics(task):
-        if pred.ndim == 1 and task.kind == "classification" and name == "roc_auc":
-            continue
-        out[name] = float(metrics.score(name, y_true, pred))
-    return out
+    return {name: float(metrics.score(name, y_true, pred)) for name in task_metrics(task)}
 
 
 def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
