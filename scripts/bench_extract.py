@@ -47,10 +47,10 @@ import numpy as np
 import torch
 from esm.model.esm2 import ESM2
 
+from ptransfer.embed.extract import extract_to_store
+from ptransfer.embed.store import EmbeddingStore, store_path
 from ptransfer.encoders.base import CheckpointRef
 from ptransfer.encoders.esm import EsmEncoder, esm_n_params
-from ptransfer.extract import extract_to_store
-from ptransfer.store import EmbeddingStore, store_path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPLITS = REPO.parent / "shared" / "data" / "flip_gb1" / "splits.zip"

@@ -19,7 +19,7 @@ def one_torch_thread():
 
 @pytest.fixture(autouse=True)
 def isolated_torch_home(tmp_path_factory, monkeypatch):
-    """Point TORCH_HOME at a fresh directory and forbid downloads, for every test.
+    """Point TORCH_HOME and HF_HOME at a fresh directory and forbid downloads, for every test.
 
     Nothing reaches ~/.cache/torch, a hub cache left by one test is invisible to the next,
     and code that would download fails at once with WeightsUnavailable instead of waiting
@@ -28,6 +28,9 @@ def isolated_torch_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("torch_home")
     monkeypatch.setenv("TORCH_HOME", str(home))
     monkeypatch.setenv("PTRANSFER_OFFLINE", "1")
+    # The Hugging Face cache too: transformers models load from an empty, offline HF_HOME.
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
 
 

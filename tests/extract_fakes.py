@@ -98,8 +98,8 @@ def make_sequences(n: int, seed: int = 0, low: int = 5, high: int = 40) -> list[
 
 
 def main(argv: list[str]) -> None:
-    from ptransfer.extract import extract_to_store
-    from ptransfer.store import EmbeddingStore
+    from ptransfer.embed.extract import extract_to_store
+    from ptransfer.embed.store import EmbeddingStore
 
     path, n_sequences = Path(argv[0]), int(argv[1])
     delay, flush_bytes = float(argv[2]), int(argv[3])

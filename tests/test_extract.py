@@ -10,9 +10,8 @@ import pytest
 import torch
 from extract_fakes import FakeEncoder, make_sequences, reference_features
 
-from ptransfer import extract
-from ptransfer.encoders.base import CheckpointRef
-from ptransfer.extract import (
+from ptransfer.embed import extract
+from ptransfer.embed.extract import (
     embed_sequences,
     extract_to_store,
     flatten_pool,
@@ -20,7 +19,8 @@ from ptransfer.extract import (
     plan_batches,
     window_starts,
 )
-from ptransfer.store import EmbeddingStore
+from ptransfer.embed.store import EmbeddingStore
+from ptransfer.encoders.base import CheckpointRef
 
 
 def collect(encoder, sequences, **kwargs) -> dict[int, torch.Tensor]:
@@ -197,7 +197,7 @@ def test_extract_to_store_dedupes_and_resumes(tmp_path, caplog):
     encoder = FakeEncoder(n_layers=3, dim=4)
     store = EmbeddingStore(tmp_path / "p.h5", {"model": "fake"}, 3, 4, level="protein")
     first = sequences[:5] + sequences[:5]  # duplicates embedded once
-    with caplog.at_level(logging.INFO, logger="ptransfer.extract"):
+    with caplog.at_level(logging.INFO, logger="ptransfer.embed.extract"):
         assert extract_to_store(encoder, first, store, progress=False) == 5
     residues = sum(len(s) for s in sequences[:5])
     assert f"extracting 5 sequences ({residues} residues)" in caplog.text

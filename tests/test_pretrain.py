@@ -19,22 +19,19 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy import stats
 
-from ptransfer import pretrain
 from ptransfer.encoders.base import CheckpointRef
-from ptransfer.mlm import (
+from ptransfer.pretrain import train as pretrain
+from ptransfer.pretrain.adapters import CarpAdapter, EsmAdapter
+from ptransfer.pretrain.corpus import load_pretrain_data, load_task, read_fasta
+from ptransfer.pretrain.mlm import (
     CANONICAL,
     IGNORE_INDEX,
-    CarpAdapter,
-    EsmAdapter,
     MaskingRates,
     crop,
-    load_pretrain_data,
-    load_task,
     mask_tokens,
-    read_fasta,
     token_budget_batches,
 )
-from ptransfer.pretrain import WarmupDecay, run_pretrain
+from ptransfer.pretrain.train import WarmupDecay, run_pretrain
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -476,7 +473,7 @@ KILLER = """
 import os, signal, sys
 import torch
 from omegaconf import OmegaConf
-from ptransfer import pretrain
+from ptransfer.pretrain import train as pretrain
 
 torch.set_num_threads(1)
 real, calls = pretrain.Pretrainer.train_step, [0]
@@ -577,7 +574,7 @@ def test_default_pretrain_output_is_what_own_esm2_small_sweeps():
 
 
 def test_own_checkpoints_experiment_sweeps_every_checkpoint():
-    from ptransfer.plan import expand_sweep
+    from ptransfer.grid.plan import expand_sweep
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=own_checkpoints"],

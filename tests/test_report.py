@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from test_summary import synthetic_results
 
-from ptransfer.report import make_report
+from ptransfer.analysis.report import make_report
 
 PANELS = ["gb1_two_vs_rest_test", "ss3_cb513", "ss3_ts115", "ss3_casp12"]
 

@@ -3,24 +3,28 @@ cached (linear) path, on a tiny ESM-2 and a residue task whose labels follow the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tiny_models import model_config
 
+from ptransfer.embed.features import memory_features
 from ptransfer.encoders.base import CheckpointRef
-from ptransfer.features import memory_features
 from ptransfer.heads import StreamingRidgeClassifier
-from ptransfer.probing import fit_layer, labelled, make_probe
-from ptransfer.stream_probe import fit_streaming
+from ptransfer.heads.fit_layers import fit_layer, labelled, make_probe
+from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.tasks.base import IGNORE, Split, Task
 
 EXTRACT = OmegaConf.create({"toks_per_batch": 512, "length_policy": "window",
                             "precision": "fp32", "progress": False})
-HEAD = OmegaConf.create({"name": "auto", "streaming": {"alphas": [1e-2, 1.0, 1e2]},
-                         "linear": {"weight_decays": [0.0, 1e-2], "lr": 1e-2, "batch_size": 256,
-                                    "max_epochs": 30, "patience": 3}})
+HEAD = OmegaConf.merge(
+    OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "head" / "auto.yaml"),
+    {"streaming": {"alphas": [1e-2, 1.0, 1e2]},
+     "linear": {"weight_decays": [0.0, 1e-2], "lr": 1e-2, "batch_size": 256,
+                "max_epochs": 30, "patience": 3}})
 HELIX, STRAND = set("AELMQKRH"), set("VIYFWT")
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from cli_helpers import SHARED_DATA, check, ptransfer
 
-from ptransfer.results import COLUMNS
+from ptransfer.analysis.rows import COLUMNS
 
 
 def _rows(results: str | object) -> pd.DataFrame:

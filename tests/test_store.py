@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ptransfer.store import EmbeddingStore, StoreError, sequence_key, store_path
+from ptransfer.embed.store import EmbeddingStore, StoreError, sequence_key, store_path
 
 IDENTITY = {"model": "fake", "checkpoint": "final", "ablation": "pretrained", "seed": 0,
             "length_policy": "window"}

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from extract_fakes import FakeEncoder, make_sequences
 
-from ptransfer.extract import extract_to_store
-from ptransfer.store import EmbeddingStore
+from ptransfer.embed.extract import extract_to_store
+from ptransfer.embed.store import EmbeddingStore
 
 TESTS = Path(__file__).resolve().parent
 SCRIPT = TESTS / "extract_fakes.py"

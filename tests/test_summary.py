@@ -9,22 +9,22 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ptransfer.results import COLUMNS, make_frame
-from ptransfer.summary import (
+from ptransfer.analysis.panels import final_checkpoint_of, main_test_rows
+from ptransfer.analysis.repstat import one_sided_p, repstat
+from ptransfer.analysis.rows import COLUMNS, make_frame
+from ptransfer.analysis.summary import (
+    classification_table,
+    summary_table,
+    to_markdown,
+    write_tables,
+)
+from ptransfer.analysis.taxonomy import (
     ARCHITECTURE,
     INCOMPLETE,
     MIXED,
     NO_BENEFIT,
     PRETRAINING,
     beats,
-    classification_table,
-    final_checkpoint_of,
-    main_test_rows,
-    one_sided_p,
-    repstat,
-    summary_table,
-    to_markdown,
-    write_tables,
 )
 
 # ------------------------------------------------------------------ synthetic grid

@@ -37,21 +37,21 @@ def _hydra_entry(task_function, argv: list[str], config_name: str = "config") ->
 
 
 def cmd_run(argv: list[str]) -> int:
-    from ptransfer.grid import FAILED, run_job
+    from ptransfer.grid.sweep import FAILED, run_job
 
     _hydra_entry(run_job, ["run", *argv])
     return 1 if FAILED["count"] else 0
 
 
 def cmd_plan(argv: list[str]) -> int:
-    from ptransfer.plan import print_plan
+    from ptransfer.grid.plan import print_plan
 
     print_plan(CONF_DIR, argv)
     return 0
 
 
 def cmd_collect(argv: list[str]) -> int:
-    from ptransfer.results import RESULTS_FILE, collect
+    from ptransfer.analysis.rows import RESULTS_FILE, collect
 
     parser = argparse.ArgumentParser(prog="ptransfer collect", description="merge rows.csv files")
     parser.add_argument("dir", nargs="?", default="results", help="results root (default results)")
@@ -60,7 +60,7 @@ def cmd_collect(argv: list[str]) -> int:
     print(f"{len(merged)} rows from {merged.cell_id.nunique()} cells -> "
           f"{Path(args.dir) / RESULTS_FILE}")
     try:
-        from ptransfer.summary import write_tables
+        from ptransfer.analysis.summary import write_tables
     except ImportError:
         return 0
     for path in write_tables(merged, Path(args.dir)):
@@ -69,7 +69,7 @@ def cmd_collect(argv: list[str]) -> int:
 
 
 def cmd_report(argv: list[str]) -> int:
-    from ptransfer.report import make_report
+    from ptransfer.analysis.report import make_report
 
     parser = argparse.ArgumentParser(prog="ptransfer report", description="figures and tables")
     parser.add_argument("results", help="results.csv written by `ptransfer collect`")
@@ -102,7 +102,7 @@ def cmd_data(argv: list[str]) -> int:
 
 
 def cmd_pretrain(argv: list[str]) -> int:
-    from ptransfer.pretrain import run_pretrain
+    from ptransfer.pretrain.train import run_pretrain
 
     _hydra_entry(run_pretrain, ["pretrain", *argv], config_name="pretrain")
     return 0

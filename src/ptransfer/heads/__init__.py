@@ -6,7 +6,13 @@
 - ``StreamingRidgeClassifier`` / ``StreamingScorer``: per-residue ridge classifier from
   streamed sufficient statistics, every alpha at once.
 
-All follow the scikit-learn estimator contract (``__init__`` stores parameters, ``fit``
+Fitting them, one per layer (``conf/head/*.yaml`` names each estimator as ``_target_``):
+
+- ``fit_layers``: which probe a task gets, one fit per layer from stored features, scores.
+- ``fit_streaming``: the per-cell driver of the streaming probe: passes over the encoder's
+  output (train, val, each test set) with no per-residue cache.
+
+All estimators follow the scikit-learn estimator contract (``__init__`` stores parameters, ``fit``
 returns self, learned state ends in ``_``) and expose ``selected_params_``.
 """
 
@@ -14,7 +20,7 @@ from ptransfer.heads.logistic import DEFAULT_CS, LogisticProbe
 from ptransfer.heads.ridge import DEFAULT_ALPHAS, RidgeProbe
 from ptransfer.heads.selection import select_best
 from ptransfer.heads.softmax import DEFAULT_WEIGHT_DECAYS, SoftmaxProbe
-from ptransfer.heads.streaming import StreamingRidgeClassifier, StreamingScorer
+from ptransfer.heads.streaming_ridge import StreamingRidgeClassifier, StreamingScorer
 
 __all__ = [
     "DEFAULT_ALPHAS",

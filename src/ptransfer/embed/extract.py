@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
-from ptransfer.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Summary tables of a results table: per-panel scores, task classification, repstat.
+"""Per-panel scores of a results table: the building block of summary, taxonomy and repstat.
 
 Pure table logic (no plotting). The unit of every table is the *panel* (task, eval_set)
 with eval_set a test set (``val`` is only ever used to choose the best layer), read at the
@@ -17,13 +17,10 @@ positive ``gain`` always means "better".
 from __future__ import annotations
 
 import logging
-import warnings
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +45,6 @@ SEED_COUNT_COLUMNS = [f"{ablation}_n_seeds" for ablation in ABLATIONS]
 # the seed standard deviation of A and of B.
 DEFAULT_MARGIN = 0.01
 
-PRETRAINING = "benefits from pretraining"
-ARCHITECTURE = "benefits from architecture, not pretraining"
-NO_BENEFIT = "no benefit"
-MIXED = "mixed"
-INCOMPLETE = "incomplete"
 
 
 def higher_is_better(metric: str) -> bool:
@@ -242,192 +234,3 @@ def panel_scores(rows: pd.DataFrame) -> pd.DataFrame:
     info = info.reindex(columns=[*keys, "metric", *MODEL_INFO, *SCORE_COLUMNS,
                                  "pretrained_best_rel_depth", *SEED_COUNT_COLUMNS])
     return info.astype({c: "Int64" for c in SEED_COUNT_COLUMNS})  # NaN-able counts
-
-
-# ---------------------------------------------------------------- classification
-
-
-def beats(mean_a: float, sd_a: float, mean_b: float, sd_b: float, metric: str,
-          margin: float = DEFAULT_MARGIN) -> bool:
-    """Whether score A is better than score B beyond noise.
-
-    True when ``gain(mean_a, mean_b) > max(threshold, sd_a, sd_b)`` where ``threshold`` is
-    ``margin`` (metric units) for higher-is-better metrics and ``margin * |mean_b|`` for
-    lower-is-better ones (mse has no fixed scale); a NaN sd (one seed) counts as 0. False
-    when either mean is NaN.
-    """
-    if not (np.isfinite(mean_a) and np.isfinite(mean_b)):
-        return False
-    threshold = margin if higher_is_better(metric) else margin * abs(mean_b)
-    noise = np.nan_to_num(np.array([sd_a, sd_b], dtype=float), nan=0.0).max()
-    return bool(gain(mean_a, mean_b, metric) > max(threshold, noise))
-
-
-def classify(row: pd.Series, margin: float = DEFAULT_MARGIN) -> str:
-    """The paper's three classes, from best-validation-layer scores of one summary row.
-
-    - PRETRAINING: pretrained beats every ablation present and beats one-hot;
-    - ARCHITECTURE: otherwise, some ablation beats one-hot and pretrained does not beat
-      that ablation (the architecture alone gets there);
-    - NO_BENEFIT: neither pretrained nor any ablation beats one-hot;
-    - MIXED: none of these holds (e.g. pretrained beats one-hot, ties an ablation that
-      itself does not beat one-hot); INCOMPLETE: pretrained, one-hot or both ablations
-      are missing.
-    ``beats`` is as defined in ``beats`` with ``margin``.
-    """
-    metric = row["metric"]
-
-    def score(name: str) -> tuple[float, float]:
-        return row[f"{name}_best"], row[f"{name}_best_sd"]
-
-    present = [a for a in ABLATIONS[1:] if np.isfinite(row[f"{a}_best"])]
-    anchors = np.isfinite(row["pretrained_best"]) and np.isfinite(row["onehot_best"])
-    if not (anchors and present):
-        return INCOMPLETE
-    pre, onehot = score("pretrained"), score("onehot")
-    pre_beats = {a: beats(*pre, *score(a), metric, margin) for a in present}
-    abl_beats_onehot = {a: beats(*score(a), *onehot, metric, margin) for a in present}
-    if all(pre_beats.values()) and beats(*pre, *onehot, metric, margin):
-        return PRETRAINING
-    if any(abl_beats_onehot[a] and not pre_beats[a] for a in present):
-        return ARCHITECTURE
-    if not beats(*pre, *onehot, metric, margin) and not any(abl_beats_onehot.values()):
-        return NO_BENEFIT
-    return MIXED
-
-
-def summary_table(df: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> pd.DataFrame:
-    """Per (task, eval_set, model, checkpoint): pretrained, random_init, stat_transfer
-    (seed mean and sd) and one-hot scores at the last and best-validation layer, and the
-    ``classification`` of the row (see ``classify``). See ``panel_scores`` for columns.
-    """
-    table = panel_scores(main_test_rows(df))
-    table["classification"] = [classify(row, margin) for _, row in table.iterrows()]
-    table["higher_is_better"] = table["metric"].map(higher_is_better)
-    order = [*PANEL, "model", "checkpoint", *MODEL_INFO, "metric", "higher_is_better",
-             "classification", *SCORE_COLUMNS, "pretrained_best_rel_depth",
-             *SEED_COUNT_COLUMNS]
-    return table[order]
-
-
-def readable_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The summary as text for reading: "mean ± sd" cells (sd over seeds, omitted with one
-    seed), best-validation layer first, blank where a score is missing."""
-
-    def cell(mean: float, sd: float) -> str:
-        if not np.isfinite(mean):
-            return ""
-        return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if np.isfinite(sd) else "")
-
-    out = summary[[*PANEL, "model", "checkpoint", "metric"]].copy()
-    for choice in ("best", "last"):
-        for name in (*ABLATIONS, "onehot"):
-            out[f"{name} ({choice})"] = [
-                cell(m, s) for m, s in zip(summary[f"{name}_{choice}"],
-                                           summary[f"{name}_{choice}_sd"])]
-    out["classification"] = summary["classification"]
-    return out
-
-
-def classification_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, eval_set, model) at the model's final checkpoint: the classification."""
-    final = at_final_checkpoint(summary)
-    return final[[*PANEL, "model", "checkpoint", "classification"]].reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- repstat
-
-
-def one_sided_p(ablation_values: np.ndarray, pretrained: float, metric: str) -> float:
-    """p-value of H1 "pretrained is better than the ablation's seed distribution".
-
-    One-sample t-test of the ablation's seed scores (n) against ``pretrained``
-    (scipy.stats.ttest_1samp, alternative "less" when higher is better, "greater" for mse).
-    NaN with fewer than 2 finite seed scores; with zero seed variance scipy's limit is
-    returned (0 or 1, NaN when the scores equal ``pretrained``).
-    """
-    values = np.asarray(ablation_values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) < 2 or not np.isfinite(pretrained):
-        return float("nan")
-    alternative = "less" if higher_is_better(metric) else "greater"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy's limit is fine
-        return float(stats.ttest_1samp(values, pretrained, alternative=alternative).pvalue)
-
-
-def _repstat_choice(scores: pd.DataFrame, table: pd.DataFrame, choice: str) -> pd.DataFrame:
-    """Columns ``{choice}_*`` of repstat for one layer choice, aligned with ``table``."""
-    keys = [*PANEL, "model", "checkpoint"]
-    by_cell = scores.groupby([*keys, "ablation"])["value"].apply(np.asarray).to_dict()
-    sign = np.where(table["metric"].map(higher_is_better), 1.0, -1.0)
-    pretrained = table[f"pretrained_{choice}"]
-    out = pd.DataFrame({f"{choice}_pretrained": pretrained}, index=table.index)
-    for ablation in ABLATIONS[1:]:
-        out[f"{choice}_{ablation}_mean"] = table[f"{ablation}_{choice}"]
-        out[f"{choice}_{ablation}_sd"] = table[f"{ablation}_{choice}_sd"]
-        out[f"{choice}_gain_vs_{ablation}"] = sign * (pretrained - table[f"{ablation}_{choice}"])
-        out[f"{choice}_p_vs_{ablation}"] = [
-            one_sided_p(by_cell.get((*(row[k] for k in keys), ablation), np.array([])),
-                        row[f"pretrained_{choice}"], row["metric"])
-            for _, row in table.iterrows()]
-    out[f"{choice}_onehot"] = table[f"onehot_{choice}"]
-    out[f"{choice}_gain_vs_onehot"] = sign * (pretrained - table[f"onehot_{choice}"])
-    return out
-
-
-def repstat(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, checkpoint, task, eval_set): is pretraining better than its ablations?
-
-    For the last and best-validation layer (prefix ``last_`` / ``best_``): the pretrained
-    score (seed mean), each ablation's seed mean, sd (ddof=1), ``gain_vs_<ablation>``
-    (pretrained minus ablation, sign flipped for mse: positive = pretrained better) and
-    ``p_vs_<ablation>`` (``one_sided_p``: NaN with fewer than 2 seeds), and the one-hot
-    score with ``gain_vs_onehot`` (same sign convention). Seed counts: ``<ablation>_n_seeds``.
-    """
-    rows = main_test_rows(df)
-    table = panel_scores(rows)
-    encoders = rows[rows["family"] != ONEHOT_FAMILY]
-    parts = [table[["model", "family", "n_params", "checkpoint", "checkpoint_step", *PANEL,
-                    "metric", *SEED_COUNT_COLUMNS]]]
-    for choice in LAYER_CHOICES:
-        parts.append(_repstat_choice(seed_scores(encoders, choice), table, choice))
-    return pd.concat(parts, axis=1)
-
-
-# ---------------------------------------------------------------- writing
-
-
-def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A GitHub-flavoured Markdown table; floats to ``digits`` decimals, NaN as blank."""
-
-    def cell(value) -> str:
-        if pd.api.types.is_scalar(value) and pd.isna(value):
-            return ""
-        if isinstance(value, float | np.floating):
-            return f"{value:.{digits}f}"
-        return str(value).replace("|", "\\|")
-
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |"
-            for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
-def write_tables(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Write summary.csv, summary.md and repstat.csv (unrounded CSVs) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summary_table(df)
-    paths = [out_dir / "summary.csv", out_dir / "summary.md", out_dir / "repstat.csv"]
-    summary.to_csv(paths[0], index=False)
-    paths[1].write_text(
-        "# Summary: main test metric per task and test set\n\n"
-        "`best`: layer chosen on validation (per seed); `last`: last layer; cells are "
-        "mean ± sd over seeds. `classification` compares best-layer scores: A beats B when "
-        f"its gain exceeds max({DEFAULT_MARGIN} (for mse: {DEFAULT_MARGIN} x B), sd of A, "
-        "sd of B). Every column, unrounded: summary.csv.\n\n"
-        + to_markdown(readable_summary(summary)))
-    repstat(df).to_csv(paths[2], index=False)
-    return paths

@@ -11,7 +11,7 @@ Input is only a merged results table (``results.COLUMNS``). Output, in ``out_dir
 - ``index.html``: every figure with its caption, the classification and the summary table,
   with no network resources.
 
-Depth and scaling figures use each model's final checkpoint (``summary.final_checkpoint_of``).
+Depth and scaling figures use each model's final checkpoint (``panels.final_checkpoint_of``).
 """
 
 from __future__ import annotations
@@ -24,18 +24,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from ptransfer import report_plots as plots
-from ptransfer.results import read_results
-from ptransfer.summary import (
+from ptransfer.analysis import plots
+from ptransfer.analysis.panels import (
     DEFAULT_MARGIN,
     ONEHOT_FAMILY,
     PANEL,
     at_final_checkpoint,
-    classification_table,
     main_test_rows,
-    readable_summary,
     seed_scores,
     seed_stats,
+)
+from ptransfer.analysis.rows import read_results
+from ptransfer.analysis.summary import (
+    classification_table,
+    readable_summary,
     summary_table,
     write_tables,
 )

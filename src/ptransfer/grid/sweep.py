@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ptransfer.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
 
 log = logging.getLogger(__name__)
 

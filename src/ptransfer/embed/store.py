@@ -39,7 +39,7 @@ import h5py
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ptransfer.store_files import (
+from ptransfer.embed.store_files import (
     FORMAT_VERSION,
     MergeSource,
     StoreError,

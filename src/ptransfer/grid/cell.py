@@ -22,13 +22,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import __version__
+from ptransfer.analysis.rows import ROWS_FILE, make_frame, write_rows
+from ptransfer.embed.extract import check_length_policy
+from ptransfer.embed.features import memory_features, store_features
 from ptransfer.encoders.base import CheckpointRef, Encoder
 from ptransfer.encoders.weights import resolve_checkpoint
-from ptransfer.extract import check_length_policy
-from ptransfer.features import memory_features, store_features
-from ptransfer.probing import LayerFit, fit_layer, make_probe, resolve_head
-from ptransfer.results import ROWS_FILE, make_frame, write_rows
-from ptransfer.stream_probe import fit_streaming
+from ptransfer.heads.fit_layers import LayerFit, fit_layer, make_probe, resolve_head
+from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,9 @@ def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits) -> pd.Data
     common = {
         "model": encoder.name, "family": encoder.family, "n_params": encoder.n_params,
         "checkpoint": ref.name, "checkpoint_step": ref.step, "ablation": cfg.ablation.name,
+        "ablation_scope": cfg.ablation.get("scope", "full"),
+        "revision": cfg.model.get("revision") or "", "precision": cfg.extract.precision,
+        "data_fingerprint": "",
         "seed": int(cfg.seed), "task": task.name, "dataset": task.dataset, "level": task.level,
         "n_layers": n_layers, "head": head, "cell_id": key.cell_id,
         "config_hash": key.config_hash, "ptransfer_version": __version__,

@@ -79,8 +79,8 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
 
 
 def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
-    from ptransfer.cell import cell_key, encoder_identity, is_done
-    from ptransfer.grid import excluded_reason
+    from ptransfer.grid.cell import cell_key, encoder_identity, is_done
+    from ptransfer.grid.sweep import excluded_reason
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],

@@ -1,8 +1,8 @@
 """On-disk format of the embedding store: writing a complete file, merging files.
 
-A store file (main or shard) is plain HDF5 (see ``ptransfer.store`` for the schema). This
+A store file (main or shard) is plain HDF5 (see ``ptransfer.embed.store`` for the schema). This
 module writes one complete file from rows and merges several files into one sorted file;
-``ptransfer.store`` decides when (shards, atomic replace, lock).
+``ptransfer.embed.store`` decides when (shards, atomic replace, lock).
 """
 
 from __future__ import annotations
@@ -12,15 +12,27 @@ import os
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import h5py
 import numpy as np
 
 from ptransfer import __version__
 
-if TYPE_CHECKING:
-    from ptransfer.store import EmbeddingStore
+
+class StoreLayout(Protocol):
+    """What a file writer needs to know of its store (``EmbeddingStore`` provides it).
+
+    A protocol rather than an import keeps the dependency one way: store -> store_files.
+    """
+
+    level: str
+    dtype: str
+    dim: int
+    n_layers: int
+    compression: str | None
+
+    def attributes(self) -> dict: ...
 
 FORMAT_VERSION = 1
 
@@ -147,7 +159,7 @@ def write_rows_file(
     keys: np.ndarray,
     lengths: np.ndarray,
     layer_blocks: Callable[[int], Iterator[np.ndarray]],
-    store: EmbeddingStore,
+    store: StoreLayout,
 ) -> None:
     """Write a complete store file at ``path``; ``layer_blocks(l)`` yields rows in order.
 
@@ -187,7 +199,7 @@ def write_rows_file(
     _fsync(path)
 
 
-def merge_sources(path: Path, sources: list[MergeSource], store: EmbeddingStore) -> int:
+def merge_sources(path: Path, sources: list[MergeSource], store: StoreLayout) -> int:
     """Write the union of ``sources`` to ``path``, sorted by key; returns the row count.
 
     A key present in several sources keeps its first source's row (main file first), so a

@@ -7,13 +7,16 @@ probe or a metric) and turns predictions into metric values.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import hydra
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import metrics
-from ptransfer.heads import LogisticProbe, RidgeProbe, SoftmaxProbe
 from ptransfer.tasks.base import IGNORE, Task
 
 log = logging.getLogger(__name__)
@@ -49,25 +52,39 @@ def task_metrics(task: Task) -> list[str]:
     return RESIDUE_METRICS if task.level == "residue" else metrics.METRICS[task.kind]
 
 
-def grid_kwarg(key: str, values) -> dict:
-    """``{key: grid}`` for a configured grid; ``{}`` when null keeps the estimator's default."""
-    return {} if values is None else {key: tuple(float(v) for v in values)}
+# What a cell knows at run time and a probe may ask for by naming it in its ``__init__``.
+RUNTIME_ARGS = ("metric", "n_classes", "seed", "device")
+
+
+def probe_config(head_cfg, name: str) -> dict:
+    """``head.<name>`` as plain keyword arguments (``_target_`` kept); null grids dropped.
+
+    A grid left null means "the estimator's default grid", so it is not passed at all.
+    """
+    node = head_cfg.get(name) if isinstance(head_cfg, Mapping | DictConfig) else None
+    if node is None or "_target_" not in node:
+        known = sorted(k for k, v in head_cfg.items()
+                       if isinstance(v, Mapping | DictConfig) and "_target_" in v)
+        raise ValueError(f"head={name}: no probe config head.{name}._target_ (known: {known})")
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return {k: v for k, v in node.items() if v is not None}
 
 
 def make_probe(name: str, head_cfg, task: Task, seed: int, device: str):
-    """A fresh, unfitted estimator for one layer."""
-    if name == "ridge":
-        return RidgeProbe(metric=task.metric, device=device,
-                          **grid_kwarg("alphas", head_cfg.ridge.alphas))
-    if name == "logistic":
-        return LogisticProbe(metric=task.metric, seed=seed, max_iter=head_cfg.logistic.max_iter,
-                             n_classes=task.n_classes, **grid_kwarg("Cs", head_cfg.logistic.Cs))
-    if name == "linear":
-        lin = head_cfg.linear
-        return SoftmaxProbe(lr=lin.lr, batch_size=lin.batch_size, max_epochs=lin.max_epochs,
-                            patience=lin.patience, n_classes=task.n_classes, seed=seed,
-                            device=device, **grid_kwarg("weight_decays", lin.weight_decays))
-    raise ValueError(f"unknown head {name!r}")
+    """A fresh, unfitted estimator for one layer, built from ``head.<name>._target_``.
+
+    The config gives the estimator's own parameters (grids, learning rate, ...); the cell's
+    run-time values (the task's main metric and class count, the seed, the device) are added
+    for exactly the parameters the estimator's ``__init__`` names.
+    """
+    node = probe_config(head_cfg, name)
+    cls = hydra.utils.get_class(node["_target_"])
+    runtime = {"metric": task.metric, "n_classes": task.n_classes, "seed": seed,
+               "device": device}
+    accepted = inspect.signature(cls.__init__).parameters
+    extra = {k: v for k, v in runtime.items() if k in accepted and k not in node}
+    return hydra.utils.instantiate(node, **extra, _convert_="all")
 
 
 @dataclass

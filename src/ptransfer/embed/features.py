@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ptransfer.embed.extract import embed_sequences, extract_to_store, flatten_pool, mean_pool
+from ptransfer.embed.store import EmbeddingStore, store_path
 from ptransfer.encoders.base import Encoder
-from ptransfer.extract import embed_sequences, extract_to_store, flatten_pool, mean_pool
-from ptransfer.store import EmbeddingStore, store_path
 from ptransfer.tasks.base import Task
 
 log = logging.getLogger(__name__)

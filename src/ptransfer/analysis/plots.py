@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter
 
-from ptransfer.summary import higher_is_better
+from ptransfer.analysis.panels import higher_is_better
 
 # Okabe & Ito (2008), ordered so that the low-contrast yellow comes last.
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442",

@@ -14,10 +14,9 @@ import logging
 import numpy as np
 import torch
 
+from ptransfer.embed.extract import embed_sequences
 from ptransfer.encoders.base import Encoder
-from ptransfer.extract import embed_sequences
-from ptransfer.heads import StreamingRidgeClassifier
-from ptransfer.probing import LayerFit, grid_kwarg, score_all
+from ptransfer.heads.fit_layers import LayerFit, make_probe, score_all
 from ptransfer.tasks.base import IGNORE, Task
 
 log = logging.getLogger(__name__)
@@ -51,8 +50,7 @@ def _predictions(encoder, task, split, extract_cfg, predict) -> tuple[np.ndarray
 
 def fit_streaming(encoder: Encoder, task: Task, head_cfg, extract_cfg) -> list[LayerFit]:
     """Streaming ridge-classifier probes on every layer; alpha per layer chosen on val."""
-    grid = grid_kwarg("alphas", head_cfg.streaming.alphas)
-    probes = [StreamingRidgeClassifier(n_classes=task.n_classes, **grid)
+    probes = [make_probe("streaming", head_cfg, task, seed=0, device="cpu")
               for _ in range(encoder.n_layers)]
     alphas = probes[0].alphas
     n_train = 0
