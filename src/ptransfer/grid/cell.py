@@ -186,6 +186,7 @@ def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits) -> pd.Data
                     "hparams": json.dumps(fit.hparams, sort_keys=True), "eval_set": eval_set,
                     "metric": metric, "value": value, "n_train": fit.n_train,
                     "n_eval": fit.n_eval[eval_set], "best_layer": fit.layer == best,
+                    "n_test_overlap": task.overlap_counts().get(eval_set, 0),
                     "main_metric": metric == task.metric,
                 })
     return make_frame(rows)
