@@ -134,3 +134,32 @@ def test_real_gb1_overlap_is_exact_equality_only():
                           window=[0, 56])
     assert {len(s) for split in task.splits.values() for s in split.sequences} == {56}
     assert task.overlap_counts() == {"test": 0}
+
+
+def test_pretraining_corpus_drops_substring_overlaps_both_ways(tmp_path, caplog):
+    from ptransfer.pretrain.corpus import load_pretrain_data
+
+    test = ["MKTAYIAKQRQ", "WWWYYYWWW"]
+    candidates = {
+        "MKTAYIAKQRQ": True,  # equal
+        "KTAYIAK": True,  # inside a test sequence
+        "GGGMKTAYIAKQRQGGG": True,  # contains one
+        "aaWWWYYYWWWaa": True,  # contains one, lower case
+        "MKTAYIAKQRA": False,  # near miss
+        "GGGGHHHHIIII": False,
+        "PPPPLLLLKKKK": False,
+        "ACDEFGHIKLMN": False,
+    }
+    (tmp_path / "corpus.fasta").write_text(
+        "".join(f">c{i}\n{s}\n" for i, s in enumerate(candidates)))
+    (tmp_path / "test.fasta").write_text("".join(f">t{i}\n{s}\n" for i, s in enumerate(test)))
+    cfg = {"root": "unused", "tasks": [], "splits": ["train"], "exclude_tasks": [],
+           "fasta": str(tmp_path / "corpus.fasta"), "task_conf_dir": None, "max_len": 50,
+           "exclude_fasta": [str(tmp_path / "test.fasta")], "val_fraction": 0.25,
+           "max_val_sequences": 10, "split_seed": 0}
+    with caplog.at_level("INFO"):
+        data = load_pretrain_data(cfg)
+    expected = {s.upper() for s, leaks in candidates.items() if not leaks}
+    assert set(data.train + data.val) == expected
+    assert data.n_removed == 4
+    assert "4 removed as test-set sequences" in caplog.text
