@@ -323,8 +323,12 @@ def test_default_pretraining_data_holds_no_test_protein_of_the_probed_tasks():
         test |= {s for split in task.test_sets for s in task.splits[split].sequences}
     assert len(test) > 8_000 and not test & kept
     ss3_train = set(load_task("ss3", data_cfg).splits["train"].sequences)
-    assert kept == ss3_train - test
-    assert len(data.val) == 486  # round(0.05 * 9,710 unique ss3 training proteins)
+    # The one ss3 training protein holding a test chain (a 31-residue CB513 chain inside it;
+    # found by the all-pairs loop of scripts/bench_overlap.py --brute) goes too.
+    holder = "XMDPNCSCATDGSCSCAGSCKCKQCKCTSCKKSCCSCCPVGCAKCSQGCICKEASDKCSCCA"
+    assert holder in ss3_train and any(t in holder for t in test)
+    assert kept == ss3_train - test - {holder}
+    assert len(data.val) == 485  # round(0.05 * 9,709 ss3 training proteins left)
 
 
 # -- training, checkpoints, resume ---------------------------------------------------------

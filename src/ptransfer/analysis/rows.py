@@ -42,6 +42,8 @@ COLUMNS: dict[str, str] = {
     "value": "metric value, unrounded",
     "n_train": "training examples the probe saw (proteins, or scored residues)",
     "n_eval": "examples scored on eval_set (proteins, or scored residues)",
+    "n_test_overlap": "test sequences of eval_set equal to, inside or containing a train/val "
+                      "sequence (0 for val; 0 after task.overlap=drop)",
     "best_layer": "True on every row of the layer chosen on validation by the task's main metric",
     "main_metric": "True when metric is the task's main metric (used for selection)",
     "cell_id": "readable cell name plus the hash of its effective config",

@@ -1,7 +1,8 @@
 """Encoders: ESM-1/1b/2 (fair-esm), CARP (sequence-models) and the one-hot baseline.
 
 Model configs (conf/model/*.yaml) name a class here as ``_target_``; the cell instantiates
-it, then calls ``load(checkpoint, ablation, seed)``, ``to(device)`` and ``embed(sequences)``.
+it, then calls ``load(checkpoint, ablation, seed, scope)``, ``to(device)`` and
+``embed(sequences)``.
 
 Names are imported on first use, so ``import ptransfer.encoders.base`` (or the one-hot
 baseline) does not pull in fair-esm and sequence-models.

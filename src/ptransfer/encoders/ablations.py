@@ -15,6 +15,13 @@
 Buffers are never touched: the ones these architectures carry are not learned (rotary
 ``inv_freq``, the sinusoidal float tensor) and hold no pretraining information.
 
+``scope`` (``ablation.scope``): ``full`` is the above; ``reference`` changes only the tensors
+the paper's code changed (``encoders.ablation_scopes``, per family), the rest stays as read
+from the weights file. ``random_init`` then re-initialises as above, puts the kept tensors
+back and applies the paper's own init where it differs from the constructor's; it reads the
+weights file. ``stat_transfer`` permutes the selected tensors (buffers included where the
+paper's rule covers them) from the same private generator.
+
 Both ablations are seeded and leave the global torch RNG state untouched: ``random_init``
 seeds a forked RNG (the ``reset_parameters`` methods draw from the global generator);
 ``stat_transfer`` draws from a private ``torch.Generator`` on the CPU. Encoders apply them on
@@ -31,6 +38,15 @@ from esm.model.esm1 import ProteinBertModel
 from esm.modules import ESM1LayerNorm, RobertaLMHead
 from torch import nn
 
+from ptransfer.encoders.ablation_scopes import (
+    FULL,
+    REFERENCE,
+    apply_paper_inits,
+    check_scope,
+    reference_rule,
+    selected_tensors,
+)
+
 PRETRAINED = "pretrained"
 RANDOM_INIT = "random_init"
 STAT_TRANSFER = "stat_transfer"
@@ -44,18 +60,28 @@ def check_ablation(name: str) -> str:
     return name
 
 
-def needs_weights(name: str) -> bool:
-    """Whether ``name`` starts from pretrained weights (``random_init`` never reads a file)."""
-    return check_ablation(name) != RANDOM_INIT
+def needs_weights(name: str, scope: str = FULL) -> bool:
+    """Whether ``name`` starts from pretrained weights.
+
+    ``random_init`` with ``scope=full`` never reads a file; with ``reference`` it keeps some
+    tensors pretrained, so it does.
+    """
+    return check_ablation(name) != RANDOM_INIT or check_scope(scope) == REFERENCE
 
 
-def apply_ablation(module: nn.Module, name: str, seed: int) -> nn.Module:
-    """Apply ablation ``name`` to ``module`` in place, seeded by ``seed``; returns ``module``."""
+def apply_ablation(
+    module: nn.Module, name: str, seed: int, scope: str = FULL, family: str | None = None
+) -> nn.Module:
+    """Apply ablation ``name`` to ``module`` in place, seeded by ``seed``; returns ``module``.
+
+    ``family`` picks the reference rules (``scope="reference"``); ``full`` ignores it.
+    """
     check_ablation(name)
+    check_scope(scope)
     if name == RANDOM_INIT:
-        return random_init(module, seed)
+        return random_init(module, seed, scope, family)
     if name == STAT_TRANSFER:
-        return stat_transfer(module, seed)
+        return stat_transfer(module, seed, scope, family)
     return module
 
 
@@ -64,16 +90,18 @@ def ablated_module(
     seed: int,
     build: Callable[[], nn.Module],
     load: Callable[[], nn.Module],
+    scope: str = FULL,
+    family: str | None = None,
 ) -> nn.Module:
-    """Build (``random_init``) or load (other ablations) a module, then apply the ablation.
+    """Build (``random_init``, full scope) or load a module, then apply the ablation.
 
     Constructing a module draws from the global RNG (every layer initialises itself); doing
     it inside a forked RNG keeps the caller's random stream, and so its results, unchanged.
-    ``random_init`` never calls ``load``: it needs no weights on disk.
+    ``random_init`` with ``scope=full`` never calls ``load``: it needs no weights on disk.
     """
     with torch.random.fork_rng(devices=[]):
-        module = load() if needs_weights(name) else build()
-    return apply_ablation(module, name, seed)
+        module = load() if needs_weights(name, scope) else build()
+    return apply_ablation(module, name, seed, scope, family)
 
 
 # --- random_init -----------------------------------------------------------------------
@@ -154,14 +182,27 @@ def _seeded_rng(module: nn.Module, seed: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def random_init(module: nn.Module, seed: int) -> nn.Module:
-    """Re-initialise every parameter of ``module`` as its constructor does, seeded; in place.
+def random_init(
+    module: nn.Module, seed: int, scope: str = FULL, family: str | None = None
+) -> nn.Module:
+    """Re-initialise the parameters of ``module`` as its constructor does, seeded; in place.
 
+    ``scope="full"``: every parameter. ``"reference"``: only those the paper's code changed
+    for ``family``; the others are put back as they were, and the paper's own init replaces
+    the constructor's where they differ (``ablation_scopes.PAPER_INITS``).
     Raises ``NotImplementedError`` naming any parameter neither a ``reset_parameters`` nor an
     ``INIT_RULES`` entry covers, rather than leaving it pretrained.
     """
+    kept: list[tuple[nn.Parameter, torch.Tensor]] = []
+    if check_scope(scope) == REFERENCE:
+        changed = {id(t) for _, t in selected_tensors(module, reference_rule(family, RANDOM_INIT))}
+        kept = [(p, p.detach().clone()) for p in module.parameters() if id(p) not in changed]
     with _seeded_rng(module, int(seed)):
         covered = _reinitialise(module)
+        for param, value in kept:
+            param.copy_(value)
+        if scope == REFERENCE:
+            apply_paper_inits(module, family, RANDOM_INIT)
     missed = [name for name, p in module.named_parameters() if id(p) not in covered]
     if missed:
         raise NotImplementedError(
@@ -175,15 +216,23 @@ def random_init(module: nn.Module, seed: int) -> nn.Module:
 
 
 @torch.no_grad()
-def stat_transfer(module: nn.Module, seed: int) -> nn.Module:
+def stat_transfer(
+    module: nn.Module, seed: int, scope: str = FULL, family: str | None = None
+) -> nn.Module:
     """Permute the entries of every parameter of ``module`` in place, seeded.
 
     Each parameter (tied ones once: ``named_parameters`` de-duplicates them) is flattened,
     permuted by its own random permutation and written back, so its sorted values are
     unchanged. Permutations are drawn on the CPU from a private generator, in parameter order.
+    ``scope="reference"``: only the tensors the paper's code permuted for ``family``
+    (buffers included where its rule says so), in the same order.
     """
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    for _, param in module.named_parameters():
+    if check_scope(scope) == REFERENCE:
+        tensors = selected_tensors(module, reference_rule(family, STAT_TRANSFER))
+    else:
+        tensors = list(module.named_parameters())
+    for _, param in tensors:
         order = torch.randperm(param.numel(), generator=generator).to(param.device)
         param.data.copy_(param.data.flatten()[order].view_as(param))
     return module

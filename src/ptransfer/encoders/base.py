@@ -6,8 +6,9 @@ which family they are talking to. Families differ in tokens, padding, where laye
 and which layers get a final LayerNorm; each encoder hides that behind ``embed``.
 
 Lifecycle (scikit-learn style): ``__init__`` only stores the configuration; ``load`` builds
-the module (reading weights when the ablation needs them) and applies the seeded ablation;
-``embed`` runs it.
+the module (reading weights when the ablation needs them) and applies the seeded ablation
+within its scope (``full``: every tensor; ``reference``: what the paper's code changed,
+``encoders.ablation_scopes``); ``embed`` runs it.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ class EncoderIdentity:
     seed: int
     length_policy: str
     extra: dict = field(default_factory=dict)
+    scope: str = "full"
 
     def as_dict(self) -> dict:
         d = {
             "model": self.model,
             "checkpoint": self.checkpoint,
             "ablation": self.ablation,
+            "ablation_scope": self.scope,
             "seed": int(self.seed),
             "length_policy": self.length_policy,
         }
@@ -95,8 +98,15 @@ class Encoder(abc.ABC):
         self.checkpoints = checkpoints
 
     @abc.abstractmethod
-    def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> Encoder:
-        """Build the module, load weights if ``ablation`` needs them, apply the ablation."""
+    def load(
+        self, checkpoint: CheckpointRef, ablation: str, seed: int, scope: str = "full"
+    ) -> Encoder:
+        """Build the module, load weights if ``ablation`` needs them, apply the ablation.
+
+        ``scope`` (``ablation.scope``): ``full`` changes every tensor, ``reference`` only the
+        ones the paper's code changed for this family; families without reference rules
+        raise ``ValueError`` naming the key.
+        """
 
     @abc.abstractmethod
     def embed(self, sequences: list[str]) -> torch.Tensor:

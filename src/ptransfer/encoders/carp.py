@@ -101,11 +101,13 @@ class CarpEncoder(ModuleEncoder):
     ``arch`` the CARP checkpoint hyper-parameters.
     """
 
-    def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> CarpEncoder:
-        """Build or read the module, apply the seeded ablation, switch to eval mode."""
+    def load(
+        self, checkpoint: CheckpointRef, ablation: str, seed: int, scope: str = "full"
+    ) -> CarpEncoder:
+        """Build or read the module, apply the seeded ablation (in ``scope``), eval mode."""
         if self.family != "carp":
             raise ValueError(f"model.family={self.family!r}: CarpEncoder needs family carp")
-        super().load(checkpoint, ablation, seed)
+        super().load(checkpoint, ablation, seed, scope)
         self.collater_ = SimpleCollater(PROTEIN_ALPHABET, pad=True)
         return self
 

@@ -158,10 +158,12 @@ class EsmEncoder(ModuleEncoder):
         super().__init__(*args, **kwargs)
         self.fast_attention = fast_attention
 
-    def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> EsmEncoder:
-        """Build or read the module, apply the seeded ablation, switch to eval mode."""
+    def load(
+        self, checkpoint: CheckpointRef, ablation: str, seed: int, scope: str = "full"
+    ) -> EsmEncoder:
+        """Build or read the module, apply the seeded ablation (in ``scope``), eval mode."""
         self.alphabet_ = esm_alphabet(self.family)  # also rejects a non-ESM model.family
-        super().load(checkpoint, ablation, seed)
+        super().load(checkpoint, ablation, seed, scope)
         self.batch_converter_ = self.alphabet_.get_batch_converter()
         if self.fast_attention:
             fuse_attention(self.module_)

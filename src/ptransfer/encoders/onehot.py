@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from ptransfer.encoders.ablation_scopes import check_scope
 from ptransfer.encoders.ablations import PRETRAINED, check_ablation
 from ptransfer.encoders.base import CheckpointRef, Encoder
 
@@ -92,8 +93,14 @@ class OneHotEncoder(Encoder):
     ) -> None:
         super().__init__(name, family, n_blocks, dim, n_params, max_len, weights, checkpoints)
 
-    def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> OneHotEncoder:
-        """Check the configuration; one-hot has nothing to load and nothing to ablate."""
+    def load(
+        self, checkpoint: CheckpointRef, ablation: str, seed: int, scope: str = "full"
+    ) -> OneHotEncoder:
+        """Check the configuration; one-hot has nothing to load and nothing to ablate.
+
+        Either ``scope`` is accepted (``pretrained`` changes nothing in both).
+        """
+        check_scope(scope)
         if check_ablation(ablation) != PRETRAINED:
             raise ValueError(
                 f"ablation={ablation} is meaningless for the one-hot baseline (it has no "

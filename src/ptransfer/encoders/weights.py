@@ -36,6 +36,7 @@ from filelock import FileLock
 from sequence_models.pretrained import CARP_URL
 from torch import nn
 
+from ptransfer.encoders.ablation_scopes import FULL, check_scope
 from ptransfer.encoders.ablations import ablated_module, check_ablation
 from ptransfer.encoders.base import CheckpointRef, Encoder
 
@@ -248,8 +249,8 @@ class ModuleEncoder(Encoder):
     enough to build the module without weights), ``weights`` (optional local .pt overriding
     the hub cache), ``checkpoints`` (intermediate checkpoints, name -> {path, step}).
 
-    ``load`` builds the module from ``arch`` (``random_init``: no file is even looked for) or
-    reads the resolved weights file, checks it against the config, applies the seeded
+    ``load`` builds the module from ``arch`` (``random_init`` in the full scope: no file is even
+    looked for) or reads the resolved weights file, checks it against the config, applies the seeded
     ablation and switches to eval mode. Subclasses say how to build, read and measure it.
     """
 
@@ -280,10 +281,14 @@ class ModuleEncoder(Encoder):
     def module_architecture(self, module: nn.Module) -> dict[str, int]:
         """``{"model.n_blocks": ..., "model.dim": ...}`` of a built module."""
 
-    def load(self, checkpoint: CheckpointRef, ablation: str, seed: int) -> ModuleEncoder:
+    def load(
+        self, checkpoint: CheckpointRef, ablation: str, seed: int, scope: str = FULL
+    ) -> ModuleEncoder:
         check_ablation(ablation)
+        check_scope(scope)
         module = ablated_module(
-            ablation, seed, build=self._build, load=lambda: self._read(checkpoint)
+            ablation, seed, build=self._build, load=lambda: self._read(checkpoint),
+            scope=scope, family=self.family,
         )
         warn_if_param_count_differs(self.name, self.n_params, module)
         self.module_ = module.eval()

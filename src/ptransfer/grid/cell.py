@@ -56,6 +56,7 @@ def effective_config(cfg: DictConfig) -> dict:
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "checkpoint": cfg.checkpoint,
         "ablation": cfg.ablation.name,
+        "ablation_scope": cfg.ablation.get("scope", "full"),
         "seed": int(cfg.seed),
         "head": OmegaConf.to_container(cfg.head, resolve=True),
         "length_policy": cfg.extract.length_policy,
@@ -114,14 +115,16 @@ def checkpoint_ref(cfg: DictConfig) -> CheckpointRef:
 def load_encoder(cfg: DictConfig, device: str) -> tuple[Encoder, CheckpointRef]:
     encoder: Encoder = hydra.utils.instantiate(cfg.model, _convert_="all")
     ref = checkpoint_ref(cfg)
-    encoder.load(ref, ablation=cfg.ablation.name, seed=int(cfg.seed))
+    encoder.load(ref, ablation=cfg.ablation.name, seed=int(cfg.seed),
+                 scope=cfg.ablation.get("scope", "full"))
     return encoder.to(device), ref
 
 
 def encoder_identity(cfg: DictConfig) -> dict:
     """What makes two cells' embeddings the same: keys the shared HDF5 store.
 
-    The seed only matters to seeded ablations: pretrained embeddings are shared across seeds.
+    The seed and the ablation scope only matter to seeded ablations: pretrained embeddings
+    are shared across seeds and scopes.
     The model config hash covers architecture and weights file changes.
     """
     model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
@@ -131,6 +134,7 @@ def encoder_identity(cfg: DictConfig) -> dict:
         "checkpoint": str(cfg.checkpoint),
         "ablation": cfg.ablation.name,
         "seed": int(cfg.seed) if seeded else None,
+        "ablation_scope": cfg.ablation.get("scope", "full") if seeded else None,
         "length_policy": cfg.extract.length_policy,
         "model_config": hashlib.sha256(model.encode()).hexdigest()[:16],
     }
@@ -182,6 +186,7 @@ def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits) -> pd.Data
                     "hparams": json.dumps(fit.hparams, sort_keys=True), "eval_set": eval_set,
                     "metric": metric, "value": value, "n_train": fit.n_train,
                     "n_eval": fit.n_eval[eval_set], "best_layer": fit.layer == best,
+                    "n_test_overlap": task.overlap_counts().get(eval_set, 0),
                     "main_metric": metric == task.metric,
                 })
     return make_frame(rows)

@@ -1,7 +1,8 @@
 """The pretraining corpus: FASTA files and/or tasks' training splits, minus every test sequence.
 
-Every sequence of every configured test set is removed (exact match, case-insensitive), and a
-seeded 5 % is held out for the validation loss (cropped once to ``data.max_len``).
+Every candidate that equals, lies inside or contains a sequence of any configured test set is
+removed (case-insensitive; ``tasks.overlap``, the check ``task.overlap`` uses), and a seeded
+5 % is held out for the validation loss (cropped once to ``data.max_len``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ptransfer.pretrain.mlm import CANONICAL, RESIDUES, crop
+from ptransfer.tasks.overlap import overlap_mask
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ class PretrainData:
 
     train: list[str]
     val: list[str]
-    n_removed: int  # unique candidates dropped because a test set holds them
+    n_removed: int  # unique candidates dropped: equal to, inside or containing a test sequence
     digest: str  # SHA-256 of train and val: a resumed run must see the same data
 
 
@@ -111,15 +113,21 @@ def gather_sequences(data_cfg: dict) -> tuple[list[str], dict[str, set[str]]]:
 
 
 def load_pretrain_data(data_cfg: dict) -> PretrainData:
-    """Unique candidates minus every test-set sequence, split into train and a seeded val."""
+    """Unique candidates minus test-set overlaps, split into train and a seeded val.
+
+    A candidate is removed when it equals, lies inside or contains a sequence of any test set
+    (a fragment of a test protein, or a construct holding one, leaks as much as a copy).
+    """
     candidates, test_sets = gather_sequences(data_cfg)
     unique = list(dict.fromkeys(candidates))
-    excluded = set().union(*test_sets.values())
-    kept = [s for s in unique if s not in excluded]
-    per_set = ", ".join(f"{k}: {sum(s in v for s in unique)}" for k, v in test_sets.items())
+    leaks = {k: overlap_mask(unique, sorted(v)) for k, v in test_sets.items()}
+    removed = np.logical_or.reduce([*leaks.values(), np.zeros(len(unique), dtype=bool)])
+    kept = [s for s, leak in zip(unique, removed, strict=True) if not leak]
+    per_set = ", ".join(f"{k}: {int(m.sum())}" for k, m in leaks.items())
     log.info("pretraining data: %d sequences, %d duplicates dropped, %d removed as test-set "
-             "sequences (%s)", len(candidates), len(candidates) - len(unique),
-             len(unique) - len(kept), per_set or "no test sets configured")
+             "sequences (%s; equal to, inside or containing one)", len(candidates),
+             len(candidates) - len(unique), len(unique) - len(kept),
+             per_set or "no test sets configured")
     fraction = float(data_cfg["val_fraction"])
     if not 0.0 < fraction < 1.0 or len(kept) < 2:
         raise ValueError(f"data.val_fraction={fraction} must be in (0, 1) and at least 2 "

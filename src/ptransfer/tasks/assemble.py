@@ -1,10 +1,11 @@
-"""Turn validated records into a :class:`Task`: duplicate policy, class encoding, stats."""
+"""Turn validated records into a :class:`Task`: duplicate and overlap policies, classes, stats."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ptransfer.tasks.base import Split, Task, TaskDataError
+from ptransfer.tasks.base import FIT_SPLITS, Split, Task, TaskDataError
+from ptransfer.tasks.overlap import check_overlap_policy, overlap_mask
 from ptransfer.tasks.validate import Record, resolve_duplicates
 
 KINDS = ("regression", "classification")
@@ -19,15 +20,21 @@ def check_kind(kind: str, config_key: str = "task.kind") -> str:
 
 def assemble_task(*, name: str, records: dict[str, list[Record]], kind: str, level: str,
                   dataset: str, source: str, metric: str | None = None,
-                  classes: list[str] | None = None, info: dict | None = None) -> Task:
-    """Apply the duplicate policy and build the Task.
+                  classes: list[str] | None = None, info: dict | None = None,
+                  overlap: str = "keep") -> Task:
+    """Apply the duplicate policy and the overlap policy, and build the Task.
 
     ``records`` maps split name -> records. Protein classification targets are class
     names, encoded as indices into ``classes`` (default: the sorted names seen anywhere);
     residue targets are already int arrays (L,) and ``classes`` must be given.
-    ``info`` gains ``splits``: per split ``n`` and the drop counts (plus residue counts).
+    ``info`` gains ``splits``: per split ``n`` and the drop counts (plus residue counts), and
+    ``overlap``: the policy and, per test set, how many sequences it removed.
+    ``overlap`` (``task.overlap``): ``keep`` leaves test sequences that equal, contain or are
+    contained in a train/val sequence in place (counted by ``Task.overlap_counts``; published
+    splits stay as published), ``drop`` removes them from the test sets.
     """
     check_kind(kind)
+    check_overlap_policy(overlap)
     for split, rows in records.items():
         if not rows:
             raise TaskDataError(f"{source}: no rows for split {split!r}")
@@ -36,10 +43,30 @@ def assemble_task(*, name: str, records: dict[str, list[Record]], kind: str, lev
         classes = sorted({r.target for rows in kept.values() for r in rows})
     splits = {s: _to_split(rows, kind, level, classes) for s, rows in kept.items()}
     info = dict(info or {})
+    info["overlap"] = {"policy": overlap, "dropped": {}}
+    if overlap == "drop":
+        splits, info["overlap"]["dropped"] = _drop_overlaps(splits, f"{source} (task.overlap=drop)")
     info["splits"] = {s: {"n": len(splits[s]), **drops[s], **_residue_stats(splits[s], level)}
                       for s in splits}
     return Task(name=name, level=level, kind=kind, splits=splits, dataset=dataset,
                 metric=metric or DEFAULT_METRIC[kind], classes=classes, info=info)
+
+
+def _drop_overlaps(splits: dict[str, Split], where: str) -> tuple[dict[str, Split], dict]:
+    """Test sets without the sequences overlapping train/val; removed count per test set."""
+    fit = [s for name in FIT_SPLITS for s in splits[name].sequences]
+    out, dropped = {}, {}
+    for name, split in splits.items():
+        if name in FIT_SPLITS:
+            out[name] = split
+            continue
+        leaks = overlap_mask(split.sequences, fit)
+        dropped[name] = int(leaks.sum())
+        if dropped[name] == len(split):
+            raise TaskDataError(f"{where}: every sequence of test set {name!r} overlaps "
+                                f"train/val; nothing would be left to test on")
+        out[name] = split.take(np.flatnonzero(~leaks))
+    return out, dropped
 
 
 def _to_split(rows: list[Record], kind: str, level: str, classes: list[str] | None) -> Split:

@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from ptransfer.tasks.overlap import overlap_mask
+
 log = logging.getLogger(__name__)
 
 IGNORE = -1  # per-residue label of residues excluded from fitting and scoring
@@ -68,6 +70,7 @@ class Task:
     metric: str
     classes: list[str] | None = None
     info: dict = field(default_factory=dict)
+    _overlap: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [s for s in FIT_SPLITS if s not in self.splits]
@@ -114,6 +117,25 @@ class Task:
         return Task(self.name, self.level, self.kind, splits, self.dataset, self.metric,
                     self.classes, info)
 
+    def overlap_counts(self) -> dict[str, int]:
+        """Per test set: its sequences that equal, contain or are contained in a train/val one.
+
+        Computed on the splits as they are (after ``task.overlap=drop`` and any subsample),
+        once per Task (``tasks.overlap``: set lookups and joined-string searches).
+        """
+        if self._overlap is None:
+            fit = [s for name in FIT_SPLITS for s in self.splits[name].sequences]
+            self._overlap = {name: int(overlap_mask(self.splits[name].sequences, fit).sum())
+                             for name in self.test_sets}
+        return self._overlap
+
     def summary(self) -> str:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
-        return f"{self.name} ({self.level} {self.kind}, {self.dataset}): {sizes}"
+        counts = ", ".join(f"{k}={n}" for k, n in self.overlap_counts().items())
+        text = (f"{self.name} ({self.level} {self.kind}, {self.dataset}): {sizes}; test "
+                f"sequences overlapping train/val (substring either way): {counts}")
+        dropped = self.info.get("overlap", {}).get("dropped") or {}
+        if dropped:
+            removed = ", ".join(f"{k}={n}" for k, n in dropped.items())
+            text += f" (task.overlap=drop removed {removed})"
+        return text

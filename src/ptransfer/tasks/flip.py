@@ -42,7 +42,7 @@ def flip_zip_path(dataset: str) -> str:
 
 def load_flip_task(name: str, dataset: str, split: str, kind: str, root: str | Path,
                    window: list[int] | tuple[int, int] | None = None,
-                   metric: str | None = None) -> Task:
+                   metric: str | None = None, overlap: str = "keep") -> Task:
     """Load FLIP split ``split`` of ``dataset`` as a per-protein Task.
 
     Reads ``<root>/flip_<dataset>/splits.zip`` member ``splits/<split>.csv``. Regression
@@ -66,7 +66,7 @@ def load_flip_task(name: str, dataset: str, split: str, kind: str, root: str | P
             "n_no_set": n_no_set}
     return assemble_task(name=name, records=records, kind=kind, level="protein",
                          dataset=f"flip_{dataset}/{split}", source=source, metric=metric,
-                         info=info)
+                         info=info, overlap=overlap)
 
 
 def _check_window(window) -> tuple[int, int] | None:

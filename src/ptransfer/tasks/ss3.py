@@ -58,7 +58,8 @@ for _i, _c in enumerate(SS3_CLASSES):
 
 
 def load_ss3_task(root: str | Path, name: str = "ss3",
-                  test_sets: list[str] | tuple[str, ...] = DEFAULT_TEST_SETS) -> Task:
+                  test_sets: list[str] | tuple[str, ...] = DEFAULT_TEST_SETS,
+                  overlap: str = "keep") -> Task:
     """The residue-level SS3 task: classes H, E, C as 0, 1, 2 and IGNORE (-1) unscored.
 
     ``test_sets``: any of ``cb513``, ``ts115``, ``casp12`` (NetSurfP CSVs) and ``new364``
@@ -77,18 +78,18 @@ def load_ss3_task(root: str | Path, name: str = "ss3",
     # FLIP and NetSurfP label a few shared chains differently, so overlapping fit proteins
     # are dropped by identity here, before the generic check would call them conflicts.
     test_sequences = {r.sequence for s in test_sets for r in records[s]}
-    overlap = {}
+    identical = {}
     for split in ("train", "val"):
         records[split] = [r for r in flip[split] if r.sequence not in test_sequences]
-        overlap[split] = len(flip[split]) - len(records[split])
-        if overlap[split]:
+        identical[split] = len(flip[split]) - len(records[split])
+        if identical[split]:
             log.info("ss3: dropped %d %s proteins identical to a test-set protein",
-                     overlap[split], split)
+                     identical[split], split)
     task = assemble_task(name=name, records=records, kind="classification", level="residue",
                          dataset="flip_secondary_structure/sampled", source=str(root),
                          classes=list(SS3_CLASSES),
-                         info={"test_sets": list(test_sets)})
-    for split, n in overlap.items():
+                         info={"test_sets": list(test_sets)}, overlap=overlap)
+    for split, n in identical.items():
         task.info["splits"][split]["test_overlap"] += n
     return task
 

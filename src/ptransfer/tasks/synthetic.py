@@ -26,8 +26,8 @@ _AMINO = np.array(list(CANONICAL))
 def make_landscape_task(name: str = "synthetic", seed: int = 0, length: int = 40,
                         n_variants: int = 600, n_sites: int = 6, max_mutations: int = 4,
                         epistasis: float = 0.5, noise: float = 0.1,
-                        fractions: list[float] | tuple[float, ...] = (0.7, 0.15, 0.15)
-                        ) -> Task:
+                        fractions: list[float] | tuple[float, ...] = (0.7, 0.15, 0.15),
+                        overlap: str = "keep") -> Task:
     """A regression Task (metric spearman) of ``n_variants`` unique mutants, no parent."""
     _check_config(length, n_variants, n_sites, max_mutations, fractions)
     rng = np.random.default_rng(seed)
@@ -54,7 +54,7 @@ def make_landscape_task(name: str = "synthetic", seed: int = 0, length: int = 40
             "seed": int(seed), "noise": noise, "epistasis": epistasis}
     return assemble_task(name=name, records=records, kind="regression", level="protein",
                          dataset=f"synthetic/seed{seed}", source="synthetic landscape",
-                         info=info)
+                         info=info, overlap=overlap)
 
 
 def _split(items: list[tuple[str, float]], fractions, rng: np.random.Generator

@@ -24,7 +24,8 @@ _STANDARD_SPLITS = ("train", "val", "test")
 
 def load_csv_task(path: str | Path, name: str = "csv", sequence_col: str = "sequence",
                   target_col: str = "target", split_col: str = "set",
-                  kind: str = "regression", metric: str | None = None) -> Task:
+                  kind: str = "regression", metric: str | None = None,
+                  overlap: str = "keep") -> Task:
     """Load ``path`` as a per-protein task (targets float, or class names -> sorted classes).
 
     Needs at least one ``train`` row, one ``val`` row and one test row (``test`` or any
@@ -55,7 +56,8 @@ def load_csv_task(path: str | Path, name: str = "csv", sequence_col: str = "sequ
     _require_splits(records, source, split_col)
     return assemble_task(name=name, records=records, kind=kind, level="protein",
                          dataset=f"csv/{path.name}", source=source, metric=metric,
-                         info={"source": source, "n_rows": n_rows, "n_no_split": n_no_split})
+                         info={"source": source, "n_rows": n_rows, "n_no_split": n_no_split},
+                         overlap=overlap)
 
 
 def _split_name(value: str) -> str:
