@@ -36,7 +36,7 @@ def test_every_model_with_every_task_gets_one_head_per_task():
         assert cfg.head == default.head and cfg.task == default.task, name
     heads: dict[str, set[str]] = {t: set() for t in TASKS}
     for task, task_cfg in tasks.items():
-        for model, model_cfg in models.items():
+        for model_cfg in models.values():
             pair = task_cfg.copy()
             OmegaConf.set_struct(pair, False)
             pair.model = model_cfg.model  # the node replaced, not merged into onehot's
