@@ -58,3 +58,15 @@ def test_plan_numbers_equal_a_hand_count(tmp_path, capsys, monkeypatch):
     assert "18 combinations, 9 cells in the design (9 outside it)" in out
     assert "3 complete, 6 to run" in out
     assert f"~{ESM2_DISK / 1e9:.1f} GB of new embeddings from 1 extractions" in out
+
+
+def test_per_residue_cells_stream_and_each_pays_its_forward_passes(tmp_path):
+    # ss3 (planning size: 11,815 proteins of mean length 255) with random-init ESM-2 8M at two
+    # seeds: head=auto is the streaming probe, which stores nothing and re-embeds per cell.
+    cells = plan_cells(CONF, ["task=ss3", "model=esm2_t6_8M_UR50D", "ablation=random_init",
+                              "seed=0,1", f"results_dir={tmp_path / 'res'}",
+                              f"data.root={tmp_path / 'no_data'}"])
+    totals = plan_totals(cells)
+    assert (totals["cells"], totals["extractions"], totals["disk_bytes"]) == (2, 2, 0.0)
+    per_cell = 2 * 7_512_474 * 11_815 * (255 + 2) / 100e12
+    assert totals["gpu_seconds"] == pytest.approx(2 * per_cell, rel=1e-12)
