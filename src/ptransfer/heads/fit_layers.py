@@ -2,7 +2,9 @@
 
 The probe estimators live in ``ptransfer.heads``; this module only decides which one a
 task gets, feeds it the rows that carry a label (per-residue ``IGNORE`` rows never reach a
-probe or a metric) and turns predictions into metric values.
+probe or a metric), turns predictions into metric values and returns them per scored row
+(``EvalPredictions``: sequence index, residue position, target, prediction) for the cell's
+predictions file.
 """
 
 from __future__ import annotations
