@@ -67,8 +67,7 @@ def data_fingerprint(cfg: DictConfig) -> str:
     """
     try:
         return task_fingerprint(cfg)
-    except Exception as err:  # noqa: BLE001 - any loader error: the run reports it
-        log.warning("task %s cannot be loaded to fingerprint it: %s", cfg.task.name, err)
+    except Exception as err:  # noqa: BLE001 - any loader error (logged once): the run reports it
         return f"unavailable: {type(err).__name__}"
 
 

@@ -43,6 +43,9 @@ _MEMO: dict[str, tuple[list, str]] = {}  # cache key -> (files, fingerprint), th
 # The last task loaded to fingerprint it: the cell that asked for its key runs next and
 # fits exactly this task, so it is not loaded twice. One entry: a task can be large.
 _LAST: dict[str, tuple[str, list, Task]] = {}
+# Tasks that failed to load (data missing): not retried, nor warned about, until their files
+# change (a plan of hundreds of cells on a machine without the data asks once per task).
+_FAILED: dict[str, tuple[list, Exception]] = {}
 # Loaders whose tasks are per residue (every other loader gives per-protein tasks). Used only
 # to plan without loading; run_cell checks the loaded task agrees (declared_shape).
 RESIDUE_LOADERS = frozenset({"ptransfer.tasks.ss3.load_ss3_task"})
@@ -171,4 +174,13 @@ def task_fingerprint(cfg: DictConfig, load: bool = True) -> str | None:
         return entry["fingerprint"]
     if not load:
         return None
-    return remember_fingerprint(cfg, load_task(cfg))
+    failed = _FAILED.get(key)
+    if failed is not None and failed[0] == files:
+        raise failed[1]
+    try:
+        task = load_task(cfg)
+    except Exception as err:
+        _FAILED[key] = (files, err)
+        log.warning("task %s cannot be loaded to fingerprint it: %s", cfg.task.name, err)
+        raise
+    return remember_fingerprint(cfg, task)
