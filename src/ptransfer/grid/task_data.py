@@ -55,7 +55,7 @@ def load_task(cfg: DictConfig) -> Task:
     """The task a cell fits: the loaded task config, subsampled when ``subsample`` is set.
 
     Reuses the task loaded by the last ``task_fingerprint`` when its config and files are
-    unchanged.
+    unchanged, so callers must treat the returned task as read-only (derive, never mutate).
     """
     key, files = _cache_key(cfg), _source_files(cfg)
     last = _LAST.get("task")
