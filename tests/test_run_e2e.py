@@ -127,5 +127,10 @@ def test_ss3_onehot_writes_accuracy_for_every_test_set(tmp_path):
     acc = rows[rows.metric == "accuracy"].set_index("eval_set").value
     assert set(acc.index) == {"val", "cb513", "ts115", "casp12"}
     assert ((acc > 0.35) & (acc < 0.7)).all()  # single-residue identity: ~0.49 on full data
-    assert rows["head"].unique().tolist() == ["linear"]
+    # head=auto gives every encoder of a per-residue task the streaming probe (issue 10).
+    assert rows["head"].unique().tolist() == ["streaming"]
     assert rows["level"].unique().tolist() == ["residue"]
+    preds = pd.read_parquet(next((tmp_path / "res").rglob("predictions.parquet")))
+    scored = preds.groupby("eval_set", observed=True).size()
+    n_eval = rows[rows.metric == "accuracy"].set_index("eval_set").n_eval
+    assert scored.to_dict() == n_eval.to_dict() and (preds.position >= 0).all()

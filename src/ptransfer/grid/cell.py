@@ -1,10 +1,12 @@
 """One grid cell, end to end: task x encoder (checkpoint, ablation, seed) x head, every layer.
 
-A cell is keyed by the hash of its effective config (what changes its numbers: task, model,
-checkpoint, ablation, seed, head, length policy), never by folder names or job numbers. It
-writes ``results_dir/cells/<cell_id>/`` with ``config.yaml`` (the resolved config),
-``rows.csv`` (long-format rows) and ``status.json`` (done / failed, with the traceback), and
-a re-run skips a cell whose status says done and whose rows are there.
+A cell is keyed by the hash of its effective config (what changes its numbers: task config
+and the fingerprint of the task's loaded content, model, checkpoint, ablation, seed, head,
+length policy, precision), never by folder names or job numbers. It writes
+``results_dir/cells/<cell_id>/`` with ``config.yaml`` (the resolved config), ``rows.csv``
+(long-format rows), ``predictions.parquet`` (per-item predictions) and ``status.json`` (done /
+failed, with the traceback), and a re-run skips a cell whose status says done and whose rows
+and predictions are both there.
 """
 
 from __future__ import annotations
@@ -17,18 +19,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import __version__
+from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE, make_frame, write_rows
 from ptransfer.embed.extract import check_length_policy
 from ptransfer.embed.features import memory_features, store_features
 from ptransfer.encoders.base import CheckpointRef, Encoder
 from ptransfer.encoders.weights import resolve_checkpoint
+from ptransfer.grid.cell_predictions import write_cell_predictions
+from ptransfer.grid.task_data import (
+    FINGERPRINT_CHARS,
+    check_declared_shape,
+    load_task,
+    remember_fingerprint,
+    task_fingerprint,
+)
 from ptransfer.heads.fit_layers import LayerFit, fit_layer, make_probe, resolve_head
 from ptransfer.heads.fit_streaming import fit_streaming
+from ptransfer.metrics import HIGHER_IS_BETTER
 from ptransfer.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -46,8 +59,21 @@ class CellKey:
     dir: Path
 
 
-def effective_config(cfg: DictConfig) -> dict:
-    """The part of the config that determines the cell's rows."""
+def data_fingerprint(cfg: DictConfig) -> str:
+    """The task's content fingerprint (memoised, see grid/task_data.py).
+
+    A task that cannot be loaded (data missing) gets a placeholder: its cell is then never
+    done, and running it fails with the loader's own error, recorded under this key.
+    """
+    try:
+        return task_fingerprint(cfg)
+    except Exception as err:  # noqa: BLE001 - any loader error (logged once): the run reports it
+        return f"unavailable: {type(err).__name__}"
+
+
+def effective_config(cfg: DictConfig, fingerprint: str | None = None) -> dict:
+    """The part of the config that determines the cell's rows (``fingerprint``: the task's
+    content fingerprint, looked up when not given)."""
     task = OmegaConf.to_container(cfg.task, resolve=True)
     for key in _TASK_KEYS_IGNORED:
         task.pop(key, None)
@@ -61,11 +87,13 @@ def effective_config(cfg: DictConfig) -> dict:
         "head": OmegaConf.to_container(cfg.head, resolve=True),
         "length_policy": cfg.extract.length_policy,
         "subsample": OmegaConf.to_container(cfg.subsample) if cfg.subsample else None,
+        "precision": cfg.extract.precision,
+        "data": fingerprint if fingerprint is not None else data_fingerprint(cfg),
     }
 
 
-def cell_key(cfg: DictConfig) -> CellKey:
-    blob = json.dumps(effective_config(cfg), sort_keys=True, default=str)
+def cell_key(cfg: DictConfig, fingerprint: str | None = None) -> CellKey:
+    blob = json.dumps(effective_config(cfg, fingerprint), sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode()).hexdigest()
     name = "__".join(
         [cfg.task.name, cfg.model.name, str(cfg.checkpoint), cfg.ablation.name, f"s{cfg.seed}"]
@@ -86,7 +114,8 @@ def read_status(cell_dir: Path) -> dict | None:
 
 def is_done(key: CellKey) -> bool:
     status = read_status(key.dir)
-    return bool(status and status.get("state") == "done" and (key.dir / ROWS_FILE).is_file())
+    return bool(status and status.get("state") == "done" and (key.dir / ROWS_FILE).is_file()
+                and (key.dir / PREDICTIONS_FILE).is_file())
 
 
 def write_status(cell_dir: Path, **status) -> None:
@@ -124,8 +153,8 @@ def encoder_identity(cfg: DictConfig) -> dict:
     """What makes two cells' embeddings the same: keys the shared HDF5 store.
 
     The seed and the ablation scope only matter to seeded ablations: pretrained embeddings
-    are shared across seeds and scopes.
-    The model config hash covers architecture and weights file changes.
+    are shared across seeds and scopes. The model config hash covers architecture and weights
+    file changes; the precision (autocast dtype) changes the features themselves.
     """
     model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
     seeded = cfg.ablation.name != "pretrained"
@@ -136,6 +165,7 @@ def encoder_identity(cfg: DictConfig) -> dict:
         "seed": int(cfg.seed) if seeded else None,
         "ablation_scope": cfg.ablation.get("scope", "full") if seeded else None,
         "length_policy": cfg.extract.length_policy,
+        "precision": cfg.extract.precision,
         "model_config": hashlib.sha256(model.encode()).hexdigest()[:16],
     }
 
@@ -163,15 +193,35 @@ def _brief(fit: LayerFit, task: Task) -> str:
     return ", ".join(parts) + f" {fit.hparams}"
 
 
-def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits) -> pd.DataFrame:
-    best = max(fits, key=lambda f: f.scores["val"][task.metric]).layer
+def best_layer(fits: list[LayerFit], metric: str) -> int | None:
+    """The layer with the best validation ``metric`` under its direction; ties: the lowest.
+
+    A NaN score is never best; when every layer's score is NaN there is no best layer (None)
+    and a warning says so.
+    """
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    best, best_score = None, None
+    for fit in fits:
+        score = fit.scores["val"][metric]
+        if np.isnan(score):
+            continue
+        if best is None or sign * (score - best_score) > 0:
+            best, best_score = fit.layer, score
+    if best is None:
+        log.warning("every layer's validation %s is NaN: no best layer", metric)
+    return best
+
+
+def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits,
+                   fingerprint: str = "") -> pd.DataFrame:
+    best = best_layer(fits, task.metric)
     n_layers = encoder.n_layers
     common = {
         "model": encoder.name, "family": encoder.family, "n_params": encoder.n_params,
         "checkpoint": ref.name, "checkpoint_step": ref.step, "ablation": cfg.ablation.name,
         "ablation_scope": cfg.ablation.get("scope", "full"),
         "revision": cfg.model.get("revision") or "", "precision": cfg.extract.precision,
-        "data_fingerprint": "",
+        "data_fingerprint": fingerprint[:FINGERPRINT_CHARS],
         "seed": int(cfg.seed), "task": task.name, "dataset": task.dataset, "level": task.level,
         "n_layers": n_layers, "head": head, "cell_id": key.cell_id,
         "config_hash": key.config_hash, "ptransfer_version": __version__,
@@ -193,25 +243,28 @@ def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits) -> pd.Data
 
 
 def run_cell(cfg: DictConfig) -> pd.DataFrame:
-    """Run one cell and write its files; raises on failure (the grid records it)."""
-    key = cell_key(cfg)
+    """Run one cell and write its files; raises on failure (the grid records it).
+
+    The task is loaded first: its content fingerprint is part of the key.
+    """
+    task = load_task(cfg)
+    check_declared_shape(cfg, task)
+    fingerprint = remember_fingerprint(cfg, task)
+    key = cell_key(cfg, fingerprint)
     started = time.time()
     write_status(key.dir, state="running", cell_id=key.cell_id, started=started)
     (key.dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    task: Task = hydra.utils.instantiate(cfg.task, _convert_="all")
-    if cfg.subsample:
-        # A fixed draw, not the cell seed: every arm of a comparison sees the same sequences.
-        task = task.subsample(OmegaConf.to_container(cfg.subsample), seed=0)
-    log.info("task %s", task.summary())
+    log.info("task %s, data fingerprint %s", task.summary(), fingerprint[:FINGERPRINT_CHARS])
     device = pick_device(cfg.extract.device)
     encoder, ref = load_encoder(cfg, device)
-    head = resolve_head(cfg.head, task, encoder.n_params)
+    head = resolve_head(cfg.head, task)
     log.info("encoder %s (%d layers x %d), checkpoint %s, ablation %s, seed %s, head %s",
              encoder.name, encoder.n_layers, encoder.dim, ref.name, cfg.ablation.name,
              cfg.seed, head)
     fits = layer_fits(cfg, task, encoder, head, device)
-    frame = rows_from_fits(cfg, key, task, encoder, ref, head, fits)
+    frame = rows_from_fits(cfg, key, task, encoder, ref, head, fits, fingerprint)
     write_rows(frame, key.dir / ROWS_FILE)
+    write_cell_predictions(task, fits, key.dir)
     write_status(key.dir, state="done", cell_id=key.cell_id, started=started,
                  seconds=round(time.time() - started, 2), n_rows=len(frame))
     return frame

@@ -38,7 +38,7 @@ class PlannedCell:
     excluded: str | None
     disk_bytes: float
     gpu_seconds: float
-    store_key: str  # cells of one dataset and encoder identity share an embedding store
+    store_key: str  # cells of one dataset and encoder identity share an embedding store ("": none)
 
 
 def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
@@ -81,6 +81,7 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
 def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
     from ptransfer.grid.cell import cell_key, encoder_identity, is_done
     from ptransfer.grid.sweep import excluded_reason
+    from ptransfer.grid.task_data import planned_head
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],
@@ -88,33 +89,47 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
         cells = []
         for combo in expand_sweep(base, overrides):
             cfg = compose("config", overrides=combo)
-            head = cfg.head.name
-            if head == "auto" and cfg.task.name == "ss3":
-                big = int(cfg.model.get("n_params", 0)) >= cfg.head.streaming_min_params
-                head = "streaming" if big else "linear"
+            head = planned_head(cfg)  # the rule run_cell applies, from the config alone
             disk, gpu = estimate(cfg, head)
             key = cell_key(cfg)
-            # Streaming cells keep no store: each pays its own forward passes.
+            # Streaming cells keep no store: each pays its own forward passes. One-hot
+            # features are computed in memory: no extraction at all ("").
             store = key.cell_id if head == "streaming" else json.dumps(
                 [cfg.task.get("dataset", cfg.task.name), encoder_identity(cfg)], sort_keys=True)
+            if cfg.model.get("family", "onehot") == "onehot":
+                store = ""
             cells.append(PlannedCell(combo, key.cell_id, is_done(key), excluded_reason(cfg),
                                      disk, gpu, store))
     return cells
 
 
-def print_plan(conf_dir: Path, overrides: list[str]) -> None:
-    cells = plan_cells(conf_dir, overrides)
+def plan_totals(cells: list[PlannedCell]) -> dict:
+    """Counts and estimates of a planned sweep: cells in the design, done, to run, and the
+    extractions (stores) the cells to run need, with their disk bytes and GPU seconds."""
     real = [c for c in cells if c.excluded is None]
     todo = [c for c in real if not c.done]
     # Cells sharing a store (GB1's splits, AAV's) embed once: count each store once.
-    stores = {c.store_key: c for c in todo}.values()
-    disk = sum(c.disk_bytes for c in stores)
-    gpu_h = sum(c.gpu_seconds for c in stores) / 3600
+    stores = list({c.store_key: c for c in todo if c.store_key}.values())
+    return {"combinations": len(cells), "cells": len(real), "done": len(real) - len(todo),
+            "todo": todo, "extractions": len(stores),
+            "disk_bytes": sum(c.disk_bytes for c in stores),
+            "gpu_seconds": sum(c.gpu_seconds for c in stores)}
+
+
+def print_plan(conf_dir: Path, overrides: list[str]) -> None:
+    cells = plan_cells(conf_dir, overrides)
+    totals = plan_totals(cells)
+    real = [c for c in cells if c.excluded is None]
+    todo = totals["todo"]
+    stores = range(totals["extractions"])
+    disk = totals["disk_bytes"]
+    gpu_h = totals["gpu_seconds"] / 3600
     print(f"sweep: {len(cells)} combinations, {len(real)} cells in the design "
           f"({len(cells) - len(real)} outside it)")
     print(f"done:  {len(real) - len(todo)} complete, {len(todo)} to run")
     print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {len(stores)} extractions "
-          f"(cells of one dataset and encoder share one; streaming cells store nothing)")
+          f"(cells of one dataset and encoder share one; streaming cells store nothing; "
+          f"one-hot needs none)")
     print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
           f"TFLOP/s (2 x params x tokens; probes not included)")
     for c in todo[:20]:

@@ -2,7 +2,9 @@
 
 The probe estimators live in ``ptransfer.heads``; this module only decides which one a
 task gets, feeds it the rows that carry a label (per-residue ``IGNORE`` rows never reach a
-probe or a metric) and turns predictions into metric values.
+probe or a metric), turns predictions into metric values and returns them per scored row
+(``EvalPredictions``: sequence index, residue position, target, prediction) for the cell's
+predictions file.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import hydra
 import numpy as np
@@ -24,28 +26,39 @@ log = logging.getLogger(__name__)
 RESIDUE_METRICS = ["accuracy", "macro_f1"]  # per residue: no ROC-AUC (streaming has no probabilities)
 
 
-def resolve_head(head_cfg, task: Task, n_params: int) -> str:
-    """The probe a cell uses: ``head.name`` unless it is ``auto`` (see conf/head/auto.yaml)."""
-    name = head_cfg.name
-    if name != "auto":
-        _check_head_fits(name, task)
-        return name
-    if task.level == "residue":
-        return "streaming" if n_params >= head_cfg.streaming_min_params else "linear"
-    return "ridge" if task.kind == "regression" else "logistic"
+# head=auto: the probe family is a function of the task alone (level, kind), never of the
+# encoder, so every encoder of a task (one-hot included) is compared under the same probe.
+# Per residue the streaming ridge classifier: it needs no feature cache and fits any encoder.
+AUTO_HEADS = {
+    ("protein", "regression"): "ridge",
+    ("protein", "classification"): "logistic",
+    ("residue", "classification"): "streaming",
+}
+HEADS_ALLOWED = {
+    ("protein", "regression"): {"ridge"},
+    ("protein", "classification"): {"logistic", "linear"},
+    ("residue", "classification"): {"linear", "streaming"},
+}
 
 
-def _check_head_fits(name: str, task: Task) -> None:
-    allowed = {
-        ("protein", "regression"): {"ridge"},
-        ("protein", "classification"): {"logistic", "linear"},
-        ("residue", "classification"): {"linear", "streaming"},
-    }.get((task.level, task.kind), set())
+def head_for(name: str, level: str, kind: str, task_name: str) -> str:
+    """The probe of a task of this level and kind: ``name`` unless it is ``auto``."""
+    if name == "auto":
+        if (level, kind) not in AUTO_HEADS:
+            raise ValueError(f"head=auto: no probe for task {task_name!r} ({level} {kind})")
+        return AUTO_HEADS[(level, kind)]
+    allowed = HEADS_ALLOWED.get((level, kind), set())
     if name not in allowed:
         raise ValueError(
-            f"head={name} does not fit task {task.name!r} ({task.level} {task.kind}); "
+            f"head={name} does not fit task {task_name!r} ({level} {kind}); "
             f"choose one of {sorted(allowed)} or head=auto"
         )
+    return name
+
+
+def resolve_head(head_cfg, task: Task) -> str:
+    """The probe a cell uses: ``head.name`` unless it is ``auto`` (see conf/head/auto.yaml)."""
+    return head_for(head_cfg.name, task.level, task.kind, task.name)
 
 
 def task_metrics(task: Task) -> list[str]:
@@ -88,14 +101,32 @@ def make_probe(name: str, head_cfg, task: Task, seed: int, device: str):
 
 
 @dataclass
+class EvalPredictions:
+    """A probe's predictions on one eval set, one entry per scored row (labelled rows only).
+
+    ``rows`` (R) indexes the split's sequences, ``positions`` (R) is the residue index (-1 per
+    protein), ``y_true`` / ``y_pred`` (R) targets and predictions (class indices for
+    classification), ``proba`` (R x C) class probabilities where a metric needs them
+    (per-protein classification: roc_auc), else None.
+    """
+
+    rows: np.ndarray
+    positions: np.ndarray
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    proba: np.ndarray | None = None
+
+
+@dataclass
 class LayerFit:
-    """What one layer's probe produced: chosen hyper-parameters and per-eval-set scores."""
+    """What one layer's probe produced: chosen hyper-parameters, scores and predictions."""
 
     layer: int
     hparams: dict
     scores: dict[str, dict[str, float]]  # eval_set -> metric -> value
     n_train: int
     n_eval: dict[str, int]
+    predictions: dict[str, EvalPredictions] = field(default_factory=dict)  # eval_set -> ...
 
 
 def labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,9 +137,32 @@ def labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X[keep], y[keep]
 
 
+def row_index(task: Task, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sequence index, position) of every labelled row of ``split``, as ``labelled`` keeps them.
+
+    Per protein: (0..N-1, -1 each); per residue: one entry per residue not labelled IGNORE.
+    """
+    data = task.splits[split]
+    if task.level != "residue":
+        return np.arange(len(data)), np.full(len(data), -1, dtype=np.int64)
+    lengths = np.array([len(t) for t in data.targets], dtype=np.int64)
+    rows = np.repeat(np.arange(len(data)), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions = np.arange(int(lengths.sum())) - starts
+    keep = data.flat_targets() != IGNORE
+    return rows[keep], positions[keep]
+
+
 def score_all(task: Task, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """Every metric of the task; ``pred`` is values (regression) or probabilities / labels."""
     return {name: float(metrics.score(name, y_true, pred)) for name in task_metrics(task)}
+
+
+def _hard_labels(probe, proba: np.ndarray) -> np.ndarray:
+    """Predicted class index per row from N x C probabilities (columns = ``probe.classes_``)."""
+    classes = getattr(probe, "classes_", None)
+    picked = np.argmax(proba, axis=1)
+    return picked if classes is None else np.asarray(classes)[picked]
 
 
 def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
@@ -116,7 +170,7 @@ def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
     X_tr, y_tr = labelled(get("train"), task.splits["train"].flat_targets())
     X_va, y_va = labelled(get("val"), task.splits["val"].flat_targets())
     probe.fit(X_tr, y_tr, X_va, y_va)
-    scores, n_eval = {}, {}
+    scores, n_eval, predictions = {}, {}, {}
     for eval_set in ["val", *task.test_sets]:
         if eval_set == "val":
             X, y = X_va, y_va
@@ -125,4 +179,12 @@ def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
         pred = probe.predict(X) if task.kind == "regression" else probe.predict_proba(X)
         scores[eval_set] = score_all(task, y, pred)
         n_eval[eval_set] = int(len(y))
-    return LayerFit(layer, dict(probe.selected_params_), scores, int(len(y_tr)), n_eval)
+        rows, positions = row_index(task, eval_set)
+        if task.kind == "regression":
+            predictions[eval_set] = EvalPredictions(rows, positions, y, pred)
+        else:
+            keep_proba = "roc_auc" in task_metrics(task)
+            predictions[eval_set] = EvalPredictions(rows, positions, y, _hard_labels(probe, pred),
+                                                    pred if keep_proba else None)
+    return LayerFit(layer, dict(probe.selected_params_), scores, int(len(y_tr)), n_eval,
+                    predictions)

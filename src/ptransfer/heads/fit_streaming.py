@@ -16,14 +16,19 @@ import torch
 
 from ptransfer.embed.extract import embed_sequences
 from ptransfer.encoders.base import Encoder
-from ptransfer.heads.fit_layers import LayerFit, make_probe, score_all
+from ptransfer.heads.fit_layers import EvalPredictions, LayerFit, make_probe, score_all
 from ptransfer.tasks.base import IGNORE, Task
 
 log = logging.getLogger(__name__)
 
 
 def _labelled_batches(encoder: Encoder, task: Task, split: str, extract_cfg):
-    """Yield (features n_layers x R x D float32, labels R) of labelled residues, batch by batch."""
+    """Yield (features n_layers x R x D float32, labels R, sequence index R, position R) of the
+    labelled residues, batch by batch (batches come in the extractor's length order).
+
+    Any encoder with ``embed`` works, the one-hot baseline included: it has nothing to load
+    beyond its fixed table, so the same probe serves every encoder of a per-residue task.
+    """
     split_data = task.splits[split]
     for indices, tensors in embed_sequences(
         encoder,
@@ -35,17 +40,25 @@ def _labelled_batches(encoder: Encoder, task: Task, split: str, extract_cfg):
     ):
         feats = torch.cat(list(tensors), dim=1).numpy()  # n_layers x R x D
         labels = np.concatenate([split_data.targets[i] for i in indices]).astype(np.int64)
+        rows = np.concatenate([np.full(len(split_data.targets[i]), i) for i in indices])
+        positions = np.concatenate([np.arange(len(split_data.targets[i])) for i in indices])
         keep = labels != IGNORE
-        yield feats[:, keep], labels[keep]
+        yield feats[:, keep], labels[keep], rows[keep], positions[keep]
 
 
-def _predictions(encoder, task, split, extract_cfg, predict) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate ``predict(layer_feats_all_layers)`` over a split; returns (preds, labels)."""
-    preds, labels = [], []
-    for feats, y in _labelled_batches(encoder, task, split, extract_cfg):
+def _predictions(encoder, task, split, extract_cfg, predict):
+    """Concatenate ``predict(layer_feats_all_layers)`` over a split.
+
+    Returns (predictions ... x R, labels R, sequence index R, position R).
+    """
+    preds, labels, rows, positions = [], [], [], []
+    for feats, y, row, position in _labelled_batches(encoder, task, split, extract_cfg):
         preds.append(predict(feats))
         labels.append(y)
-    return np.concatenate(preds, axis=-1), np.concatenate(labels)
+        rows.append(row)
+        positions.append(position)
+    return (np.concatenate(preds, axis=-1), np.concatenate(labels), np.concatenate(rows),
+            np.concatenate(positions))
 
 
 def fit_streaming(encoder: Encoder, task: Task, head_cfg, extract_cfg) -> list[LayerFit]:
@@ -54,7 +67,7 @@ def fit_streaming(encoder: Encoder, task: Task, head_cfg, extract_cfg) -> list[L
               for _ in range(encoder.n_layers)]
     alphas = probes[0].alphas
     n_train = 0
-    for feats, y in _labelled_batches(encoder, task, "train", extract_cfg):
+    for feats, y, _, _ in _labelled_batches(encoder, task, "train", extract_cfg):
         for layer, probe in enumerate(probes):
             probe.partial_fit(feats[layer], y)
         n_train += len(y)
@@ -67,7 +80,7 @@ def fit_streaming(encoder: Encoder, task: Task, head_cfg, extract_cfg) -> list[L
             [p.decision_path(feats[i]).argmax(-1).astype(np.int8) for i, p in enumerate(probes)]
         )
 
-    val_pred, y_val = _predictions(encoder, task, "val", extract_cfg, all_alphas)
+    val_pred, y_val, *val_index = _predictions(encoder, task, "val", extract_cfg, all_alphas)
     chosen = [_choose_alpha(val_pred[layer], y_val) for layer in range(encoder.n_layers)]
     for probe, a in zip(probes, chosen):
         probe.select(a)
@@ -80,10 +93,12 @@ def fit_streaming(encoder: Encoder, task: Task, head_cfg, extract_cfg) -> list[L
     for layer, a in enumerate(chosen):
         scores = {"val": score_all(task, y_val, val_pred[layer, a])}
         n_eval = {"val": len(y_val)}
-        for name, (pred, y) in tests.items():
+        predictions = {"val": EvalPredictions(*val_index, y_val, val_pred[layer, a])}
+        for name, (pred, y, rows, positions) in tests.items():
             scores[name] = score_all(task, y, pred[layer])
             n_eval[name] = len(y)
-        fits.append(LayerFit(layer, {"alpha": alphas[a]}, scores, n_train, n_eval))
+            predictions[name] = EvalPredictions(rows, positions, y, pred[layer])
+        fits.append(LayerFit(layer, {"alpha": alphas[a]}, scores, n_train, n_eval, predictions))
     return fits
 
 

@@ -8,6 +8,7 @@ excluded from training and scoring (e.g. unresolved in the crystal structure).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
@@ -128,6 +129,34 @@ class Task:
             self._overlap = {name: int(overlap_mask(self.splits[name].sequences, fit).sum())
                              for name in self.test_sets}
         return self._overlap
+    def fingerprint(self) -> str:
+        """SHA-256 hex of the loaded content: every split's name, sequences and targets, in order.
+
+        Also covers level, kind and the class names (they change what a target means). Two
+        tasks with equal fingerprints give a probe the same data, whatever files they came
+        from; one edited sequence, target or split membership changes it. Targets are hashed
+        as little-endian float64 (protein regression) or int64 (class indices, residue labels),
+        each length-prefixed so boundaries between items cannot shift unnoticed.
+        """
+        digest = hashlib.sha256()
+
+        def add(data: bytes) -> None:
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+
+        add(f"{self.level}|{self.kind}|{self.classes!r}".encode())
+        for name, split in self.splits.items():
+            add(name.encode())
+            add(len(split).to_bytes(8, "little"))
+            for sequence in split.sequences:
+                add(sequence.encode())
+            if isinstance(split.targets, np.ndarray):
+                dtype = "<f8" if self.kind == "regression" else "<i8"
+                add(np.ascontiguousarray(split.targets, dtype=dtype).tobytes())
+            else:
+                for labels in split.targets:
+                    add(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+        return digest.hexdigest()
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())

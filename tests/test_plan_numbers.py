@@ -1,0 +1,72 @@
+"""`plan`'s numbers against a hand count on the gb1 preset: cells, done, stores, disk, GPU time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cell_helpers import CONF
+
+from ptransfer.grid import plan
+from ptransfer.grid.plan import plan_cells, plan_totals, print_plan
+
+# By hand, from conf/experiment/gb1.yaml, conf/model/{esm2_t6_8M_UR50D,carp_600k}.yaml and the
+# documented planning sizes (GB1: 8,733 sequences of 56 residues embedded; pooled float32
+# rows, n_layers = blocks + 1; 2 x params x (length + BOS/EOS) FLOPs at 100 TFLOP/s):
+# 3 tasks x 3 models x 2 ablations = 18 combinations; the design keeps one-hot (pretrained) and
+# the two PLMs (random_init; pretrained PLMs are skipped): 9 cells. The three GB1 tasks share
+# one store per PLM; one-hot embeds in memory (no store).
+N_SEQ, LENGTH = 8_733, 56
+ESM2_DISK = N_SEQ * 7 * 320 * 4
+CARP_DISK = N_SEQ * 17 * 128 * 4
+ESM2_GPU_S = 2 * 7_512_474 * N_SEQ * (LENGTH + 2) / 100e12
+CARP_GPU_S = 2 * 607_630 * N_SEQ * (LENGTH + 2) / 100e12
+
+
+def _plan(tmp_path):
+    overrides = ["+experiment=gb1", f"results_dir={tmp_path / 'res'}",
+                 f"data.root={tmp_path / 'no_data'}"]
+    return overrides, plan_cells(CONF, overrides)
+
+
+def test_plan_numbers_equal_a_hand_count(tmp_path, capsys, monkeypatch):
+    overrides, cells = _plan(tmp_path)
+    totals = plan_totals(cells)
+    assert (totals["combinations"], totals["cells"], totals["done"]) == (18, 9, 0)
+    assert totals["extractions"] == 2
+    assert totals["disk_bytes"] == pytest.approx(ESM2_DISK + CARP_DISK, rel=1e-12)
+    assert totals["gpu_seconds"] == pytest.approx(ESM2_GPU_S + CARP_GPU_S, rel=1e-12)
+    # Mark the three CARP cells done (status, rows and predictions): their store is not needed.
+    carp = [c for c in cells if c.excluded is None and "__carp_600k__" in c.cell_id]
+    assert len(carp) == 3
+    for cell in carp:
+        folder = tmp_path / "res" / "cells" / cell.cell_id
+        folder.mkdir(parents=True)
+        (folder / "status.json").write_text(json.dumps({"state": "done"}))
+        (folder / "rows.csv").write_text("x\n")
+        (folder / "predictions.parquet").write_bytes(b"")
+    _, cells = _plan(tmp_path)
+    totals = plan_totals(cells)
+    assert (totals["cells"], totals["done"], len(totals["todo"])) == (9, 3, 6)
+    assert totals["extractions"] == 1
+    assert totals["disk_bytes"] == pytest.approx(ESM2_DISK, rel=1e-12)
+    assert totals["gpu_seconds"] == pytest.approx(ESM2_GPU_S, rel=1e-12)
+    capsys.readouterr()
+    monkeypatch.setattr(plan, "plan_cells", lambda *args: cells)  # composing is the slow part
+    print_plan(CONF, overrides)
+    out = capsys.readouterr().out
+    assert "18 combinations, 9 cells in the design (9 outside it)" in out
+    assert "3 complete, 6 to run" in out
+    assert f"~{ESM2_DISK / 1e9:.1f} GB of new embeddings from 1 extractions" in out
+
+
+def test_per_residue_cells_stream_and_each_pays_its_forward_passes(tmp_path):
+    # ss3 (planning size: 11,815 proteins of mean length 255) with random-init ESM-2 8M at two
+    # seeds: head=auto is the streaming probe, which stores nothing and re-embeds per cell.
+    cells = plan_cells(CONF, ["task=ss3", "model=esm2_t6_8M_UR50D", "ablation=random_init",
+                              "seed=0,1", f"results_dir={tmp_path / 'res'}",
+                              f"data.root={tmp_path / 'no_data'}"])
+    totals = plan_totals(cells)
+    assert (totals["cells"], totals["extractions"], totals["disk_bytes"]) == (2, 2, 0.0)
+    per_cell = 2 * 7_512_474 * 11_815 * (255 + 2) / 100e12
+    assert totals["gpu_seconds"] == pytest.approx(2 * per_cell, rel=1e-12)
