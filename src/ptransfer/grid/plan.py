@@ -81,6 +81,7 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
 def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
     from ptransfer.grid.cell import cell_key, encoder_identity, is_done
     from ptransfer.grid.sweep import excluded_reason
+    from ptransfer.grid.validate_config import check_config
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],
@@ -88,6 +89,7 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
         cells = []
         for combo in expand_sweep(base, overrides):
             cfg = compose("config", overrides=combo)
+            check_config(cfg, conf_dir)
             head = cfg.head.name
             if head == "auto" and cfg.task.name == "ss3":
                 big = int(cfg.model.get("n_params", 0)) >= cfg.head.streaming_min_params

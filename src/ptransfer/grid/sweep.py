@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.validate_config import CONF_DIR, check_config
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def _job_output_dir() -> Path | None:
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job = one cell. Returns and records {state, cell_id, ...}."""
+    check_config(cfg, CONF_DIR)  # names a mistyped key before the cell id needs it
     key = cell_key(cfg)
     out_dir = _job_output_dir()
     log_path = str(out_dir) if out_dir else None
