@@ -89,10 +89,12 @@ def cmd_run(argv: list[str]) -> int:
 
 def cmd_plan(argv: list[str]) -> int:
     from ptransfer.grid.plan import print_plan
+    from ptransfer.grid.validate_config import precheck
 
     if any(a in ("-h", "--help") for a in argv):
         print(PLAN_HELP)
         return 0
+    precheck(CONF_DIR, argv, writable=False)
     print_plan(CONF_DIR, argv)
     return 0
 

@@ -126,11 +126,12 @@ def _fixed_overrides(overrides: list[str]) -> list[str]:
     return [o for o in overrides if not parser.parse_override(o).is_sweep_override()]
 
 
-def precheck(conf_dir: str | Path, overrides: list[str]) -> DictConfig:
-    """Compose ``overrides`` once (sweep axes left out), check it, and check results_dir.
+def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True) -> DictConfig:
+    """Compose ``overrides`` once (sweep axes left out), check it, and (``writable``) that
+    results_dir can be written.
 
-    ``ptransfer run`` calls this before handing the command line to Hydra, so a typo or a
-    read-only results_dir is one line, not a traceback from inside Hydra's start-up.
+    ``ptransfer run`` and ``plan`` call this before anything else, so a typo or a read-only
+    results_dir is one line, not a traceback from inside Hydra's start-up.
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -142,5 +143,6 @@ def precheck(conf_dir: str | Path, overrides: list[str]) -> DictConfig:
         words = str(err).strip().split("\nConfig search path")[0]  # the path list is noise
         raise ConfigError(words) from None
     check_config(cfg, conf_dir)
-    check_writable(cfg.results_dir)
+    if writable:
+        check_writable(cfg.results_dir)
     return cfg
