@@ -146,3 +146,23 @@ def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True) 
     if writable:
         check_writable(cfg.results_dir)
     return cfg
+
+
+def check_before_load(cfg: DictConfig, task) -> None:
+    """What a cell can check with its task loaded and no model weights read.
+
+    Runs before the cell writes anything (status, config, store): a task with a single
+    training class, a residue outside the model's alphabet (named by file and row, as the
+    task checks name them) or an impossible length policy fails here, so a cell that cannot
+    run leaves no store, lock or temporary file behind.
+    """
+    import hydra
+
+    from ptransfer.embed.extract import check_length_policy
+    from ptransfer.tasks.validate import check_classes
+
+    check_classes(task)
+    encoder = hydra.utils.instantiate(cfg.model, _convert_="all")  # configuration only
+    sequences = task.all_sequences()
+    encoder.check_alphabet(sequences, task.info.get("source_rows"))
+    check_length_policy(encoder, sequences, cfg.extract.length_policy, task.level)

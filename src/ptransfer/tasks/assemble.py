@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptransfer.tasks.base import Split, Task, TaskDataError
-from ptransfer.tasks.validate import Record, resolve_duplicates
+from ptransfer.tasks.validate import Record, resolve_duplicates, source_rows
 
 KINDS = ("regression", "classification")
 DEFAULT_METRIC = {"regression": "spearman", "classification": "accuracy"}
@@ -36,6 +36,7 @@ def assemble_task(*, name: str, records: dict[str, list[Record]], kind: str, lev
         classes = sorted({r.target for rows in kept.values() for r in rows})
     splits = {s: _to_split(rows, kind, level, classes) for s, rows in kept.items()}
     info = dict(info or {})
+    info["source_rows"] = source_rows(kept)
     info["splits"] = {s: {"n": len(splits[s]), **drops[s], **_residue_stats(splits[s], level)}
                       for s in splits}
     return Task(name=name, level=level, kind=kind, splits=splits, dataset=dataset,
