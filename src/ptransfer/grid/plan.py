@@ -39,6 +39,7 @@ class PlannedCell:
     disk_bytes: float
     gpu_seconds: float
     store_key: str  # cells of one dataset and encoder identity share an embedding store
+    state: str | None = None  # status.json's state; a dead "running" cell reads "interrupted"
 
 
 def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
@@ -80,6 +81,7 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
 
 def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
     from ptransfer.grid.cell import cell_key, encoder_identity, is_done
+    from ptransfer.grid.status import effective_state, read_status
     from ptransfer.grid.sweep import excluded_reason
     from ptransfer.grid.validate_config import check_config
 
@@ -100,7 +102,7 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
             store = key.cell_id if head == "streaming" else json.dumps(
                 [cfg.task.get("dataset", cfg.task.name), encoder_identity(cfg)], sort_keys=True)
             cells.append(PlannedCell(combo, key.cell_id, is_done(key), excluded_reason(cfg),
-                                     disk, gpu, store))
+                                     disk, gpu, store, effective_state(read_status(key.dir))))
     return cells
 
 
@@ -115,6 +117,7 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
     print(f"sweep: {len(cells)} combinations, {len(real)} cells in the design "
           f"({len(cells) - len(real)} outside it)")
     print(f"done:  {len(real) - len(todo)} complete, {len(todo)} to run")
+    print_unfinished(todo)
     print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {len(stores)} extractions "
           f"(cells of one dataset and encoder share one; streaming cells store nothing)")
     print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
@@ -123,3 +126,15 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
         print(f"  to run: {c.cell_id}")
     if len(todo) > 20:
         print(f"  ... and {len(todo) - 20} more")
+
+
+def print_unfinished(todo: list[PlannedCell]) -> None:
+    """Cells to run that a process is running now, or that one left interrupted (killed)."""
+    from ptransfer.grid.status import INTERRUPTED, RUNNING
+
+    for state, words in ((INTERRUPTED, "interrupted (their process died; a run redoes them)"),
+                         (RUNNING, "running now (a live process, this host or a recent "
+                                   "heartbeat)")):
+        ids = [c.cell_id for c in todo if c.state == state]
+        if ids:
+            print(f"{state}: {len(ids)} {words}: {', '.join(ids)}")
