@@ -36,9 +36,9 @@ def assemble_task(*, name: str, records: dict[str, list[Record]], kind: str, lev
         classes = sorted({r.target for rows in kept.values() for r in rows})
     splits = {s: _to_split(rows, kind, level, classes) for s, rows in kept.items()}
     info = dict(info or {})
-    info["source_rows"] = source_rows(kept)
     info["splits"] = {s: {"n": len(splits[s]), **drops[s], **_residue_stats(splits[s], level)}
                       for s in splits}
+    info["source_rows"] = source_rows(kept)  # sequence -> "file row N", for later checks
     return Task(name=name, level=level, kind=kind, splits=splits, dataset=dataset,
                 metric=metric or DEFAULT_METRIC[kind], classes=classes, info=info)
 
