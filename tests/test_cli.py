@@ -91,6 +91,8 @@ def test_data_root_option_without_a_value_is_an_error(work, capsys):
     ("extract.toks_per_batch=many", "config key 'extract.toks_per_batch': expected an integer"),
     ("force=yes", "config key 'force': expected true or false"),
     ("task=nope", "Could not find 'task/nope'"),
+    ("seed=1,abc", "config key 'seed': expected an integer, got 'abc'"),
+    ("model=onehot,nope", "Could not find 'model/nope'"),
 ])
 @pytest.mark.parametrize("command", ["run", "plan"])
 def test_bad_config_names_the_key_and_runs_nothing(work, capsys, command, override, words):

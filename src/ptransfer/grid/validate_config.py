@@ -118,31 +118,49 @@ def check_writable(directory: str | Path, key: str = "results_dir") -> None:
                           f"({err.strerror or err}); choose a writable {key}") from None
 
 
-def _fixed_overrides(overrides: list[str]) -> list[str]:
-    """The overrides that are not sweeps (``a,b``, ``range(...)``): one composable config."""
+def _split_sweeps(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(the overrides that are not sweeps, each sweep's choices as ``key=value`` strings)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    return [o for o in overrides if not parser.parse_override(o).is_sweep_override()]
+    fixed, sweeps = [], []
+    for item in overrides:
+        override = parser.parse_override(item)
+        if not override.is_sweep_override():
+            fixed.append(item)
+            continue
+        key = override.get_key_element()
+        sweeps.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+    return fixed, sweeps
+
+
+def _fixed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that are not sweeps (``a,b``, ``range(...)``): one composable config."""
+    return _split_sweeps(overrides)[0]
 
 
 def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True) -> DictConfig:
-    """Compose ``overrides`` once (sweep axes left out), check it, and (``writable``) that
-    results_dir can be written.
+    """Check the command line's config before anything runs; returns the fixed part composed.
 
-    ``ptransfer run`` and ``plan`` call this before anything else, so a typo or a read-only
-    results_dir is one line, not a traceback from inside Hydra's start-up.
+    Composes the non-sweep overrides once, then each choice of each command-line sweep axis
+    on top of them (one compose per choice, not per combination), checks every result, and
+    (``writable``) that results_dir can be written. ``ptransfer run`` and ``plan`` call this
+    first, so a typo, ``seed=1,abc`` or a read-only results_dir is one line, not a traceback
+    from inside Hydra's start-up or a sweep stopped half-way.
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
+    fixed, sweeps = _split_sweeps(overrides)
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose("config", overrides=_fixed_overrides(overrides))
+            cfg = compose("config", overrides=fixed)
+            check_config(cfg, conf_dir)
+            for choice in (c for axis in sweeps for c in axis):
+                check_config(compose("config", overrides=[*fixed, choice]), conf_dir)
     except HydraException as err:  # a bad override or an unknown option: Hydra's own words
         words = str(err).strip().split("\nConfig search path")[0]  # the path list is noise
         raise ConfigError(words) from None
-    check_config(cfg, conf_dir)
     if writable:
         check_writable(cfg.results_dir)
     return cfg
