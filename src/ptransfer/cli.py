@@ -83,6 +83,7 @@ def cmd_run(argv: list[str]) -> int:
     argv = flags + [a for a in argv if a not in _MULTIRUN_FLAGS]
     if not any(a in _HYDRA_INFO_FLAGS for a in argv):
         precheck(CONF_DIR, [a for a in argv if not a.startswith("-")])
+    FAILED["count"] = 0  # this command's failures only (main() may be called again in-process)
     _hydra_entry(run_job, ["run", *argv])
     return 1 if FAILED["count"] else 0
 
