@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -107,3 +108,61 @@ def test_bad_kind(tmp_path):
     path = write_csv(tmp_path, ["sequence,target,set", "MKV,1,train"])
     with pytest.raises(TaskDataError, match=r"task\.kind must be one of"):
         load_csv_task(path, kind="ordinal")
+
+
+# --- a cell that cannot run fails before any model or store file (issue 12, item 5) -----
+
+@pytest.mark.parametrize(("family_model", "accepts_j"), [
+    ("esm1_t6_43M_UR50S", False), ("esm1b_t33_650M_UR50S", False), ("esm2_t6_8M_UR50D", False),
+    ("carp_600k", True), ("onehot", True),
+])
+def test_each_family_alphabet_is_known_without_weights(family_model, accepts_j):
+    cfg = OmegaConf.load(CONF.parent / "model" / f"{family_model}.yaml")
+    encoder = hydra.utils.instantiate(cfg, _convert_="all")  # no load(): no weights read
+    assert set("ACDEFGHIKLMNPQRSTVWYXBZUO") <= set(encoder.residue_alphabet())
+    assert ("J" in encoder.residue_alphabet()) is accepts_j
+    where = {"MKJV": "mine.csv row 6"}
+    if accepts_j:
+        encoder.check_alphabet(["MKV", "MKJV"], where)
+    else:
+        with pytest.raises(ValueError, match=r"^mine\.csv row 6: residue 'J' at position 3 is "
+                                             rf"outside the alphabet of model={family_model}"):
+            encoder.check_alphabet(["MKV", "MKJV"], where)
+    with pytest.raises(ValueError, match=r"^sequence 2: residue '\*' at position 2"):
+        encoder.check_alphabet(["MKV", "M*V"])
+
+
+def _cell_files(results: Path) -> list[str]:
+    return sorted(str(p.relative_to(results)) for p in results.rglob("*")
+                  if p.is_file() and "hydra" not in p.parts)
+
+
+@pytest.mark.parametrize(("rows", "model", "kind", "words"), [
+    # J at data row 6: fair-esm's ESM-2 alphabet lacks it; the task checks accept it
+    (["MKVA,1,train", "MKLA,2,train", "MKIA,3,train", "MKAA,4,val", "MKCA,5,val",
+      "MKJA,6,test", "MKDA,7,test"], "esm2_t6_8M_UR50D", "regression",
+     "mine.csv row 6: residue 'J' at position 3 is outside the alphabet of "
+     "model=esm2_t6_8M_UR50D"),
+    (["MKVA,a,train", "MKLA,a,train", "MKAA,a,val", "MKDA,b,test"], "onehot", "classification",
+     "mine.csv: task 'mine' is a classification task but its train split has 1 class(es)"),
+])
+def test_cell_that_cannot_run_fails_before_model_and_store(tmp_path, monkeypatch, capsys,
+                                                           rows, model, kind, words):
+    from ptransfer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = write_csv(tmp_path, ["sequence,target,set", *rows])
+    loaded = []
+    monkeypatch.setattr("ptransfer.grid.cell.load_encoder",
+                        lambda *a, **k: loaded.append(a) or (_ for _ in ()).throw(AssertionError))
+    code = main(["run", "task=csv", f"task.path={path}", f"task.kind={kind}", f"model={model}",
+                 "ablation=random_init" if model != "onehot" else "ablation=pretrained",
+                 "results_dir=res"])
+    out = capsys.readouterr()
+    assert code == 1 and not loaded  # failed, and never got as far as loading a model
+    assert words in out.out + out.err
+    cell = next((tmp_path / "res" / "cells").iterdir())
+    status = json.loads((cell / "status.json").read_text())
+    assert status["state"] == "failed" and words in status["error"]
+    # Only the failure record: no config, no rows, no store, lock or temporary file.
+    assert _cell_files(tmp_path / "res") == [f"cells/{cell.name}/status.json"]

@@ -15,9 +15,11 @@ from ptransfer.tasks.user_csv import load_csv_task
 from ptransfer.tasks.validate import (
     ALPHABET,
     Record,
+    check_classes,
     check_sequence,
     parse_number,
     resolve_duplicates,
+    source_rows,
 )
 
 HEADER = "sequence,target,set,validation"
@@ -224,3 +226,48 @@ def test_header_only_file_has_no_rows(tmp_path):
     write_flip_zip(tmp_path, [])
     with pytest.raises(TaskDataError, match=r"toy\.csv: no rows for split 'train'"):
         load_toy(tmp_path)
+
+
+# --- checks made after loading, before any model (issue 12, item 5) ---------------------
+
+def _csv_task(tmp_path, rows: list[str], kind: str = "classification"):
+    path = tmp_path / "classes.csv"
+    path.write_text("sequence,target,set\n" + "\n".join(rows) + "\n")
+    return load_csv_task(path, kind=kind)
+
+
+def test_single_training_class_fails_naming_the_file(tmp_path):
+    task = _csv_task(tmp_path, ["MKV,a,train", "MKL,a,train", "MKI,a,val", "MKA,b,test"])
+    with pytest.raises(TaskDataError, match=r"classes\.csv: task 'classes' is a classification "
+                                            r"task but its train split has 1 class\(es\) \['a'\]"):
+        check_classes(task)
+
+
+def test_class_only_in_a_test_set_is_a_warning(tmp_path, caplog):
+    task = _csv_task(tmp_path, ["MKV,a,train", "MKL,b,train", "MKI,a,val", "MKA,c,test",
+                                "MKC,b,test"])
+    with caplog.at_level(logging.WARNING):
+        check_classes(task)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{tmp_path / 'classes.csv'}: class(es) ['c'] appear in test but "
+                        "never in train: the probe can never predict them"]
+
+
+def test_two_training_classes_and_regression_pass_silently(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        check_classes(_csv_task(tmp_path, ["MKV,a,train", "MKL,b,train", "MKI,a,val",
+                                           "MKA,b,test"]))
+        check_classes(_csv_task(tmp_path, ["MKV,1,train", "MKL,1,train", "MKI,2,val",
+                                           "MKA,3,test"], kind="regression"))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_source_rows_map_each_sequence_to_its_first_row(tmp_path):
+    task = _csv_task(tmp_path, ["MKV,1,train", "MKL,2,train", "MKI,3,val", "MKV,1,test"],
+                     kind="regression")
+    rows = task.info["source_rows"]
+    where = str(tmp_path / "classes.csv")
+    # MKV (row 1, train) is also a test sequence: dropped from train, kept at its test row
+    assert rows == {"MKV": f"{where} row 4", "MKL": f"{where} row 2", "MKI": f"{where} row 3"}
+    assert source_rows({"train": [Record("A", 1.0, "x row 1"), Record("A", 1.0, "x row 2")]}) \
+        == {"A": "x row 1"}

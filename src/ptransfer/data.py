@@ -274,3 +274,22 @@ def _stream(url: str, sink, file: DataFile, root: str | Path) -> str:
             f"could not download {url} ({reason}); {placement_hint(file, root)} "
             f"(or set a mirror: --mirror / {ENV_MIRROR})") from err
     return digest.hexdigest()
+
+
+def split_root_option(argv: list[str]) -> tuple[str, list[str]]:
+    """(data root, the other arguments) of a ``ptransfer data`` command line.
+
+    The root may be given as ``data.root=DIR`` (the override every other command takes),
+    ``--root DIR`` or ``--root=DIR``, before or after the action; the last one wins.
+    """
+    root, rest, items = DEFAULT_ROOT, [], iter(argv)
+    for item in items:
+        if item.startswith(("data.root=", "--root=")):
+            root = item.partition("=")[2]
+        elif item == "--root":
+            root = next(items, None)
+            if not root:
+                raise ValueError("--root needs a directory: ptransfer data list --root DIR")
+        else:
+            rest.append(item)
+    return root, rest

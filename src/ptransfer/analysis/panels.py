@@ -92,7 +92,17 @@ def _check_unique(rows: pd.DataFrame) -> None:
         first = rows.loc[dup, ROW_KEY].iloc[0].to_dict()
         raise ValueError(
             f"results table: {int(dup.sum())} rows repeat a (model, checkpoint, ablation, seed, "
-            f"task, layer, eval_set, metric) key, e.g. {first}; was a run collected twice?")
+            f"task, layer, eval_set, metric) key, e.g. {first}; {_collision_cause(rows, first)}")
+
+
+def _collision_cause(rows: pd.DataFrame, key: dict) -> str:
+    """Which cells wrote the rows of one repeated key, and what that usually means."""
+    same = (rows[list(key)] == pd.Series(key)).all(axis=1)
+    cells = sorted(rows.loc[same, "cell_id"].astype(str).unique()) if "cell_id" in rows else []
+    if len(cells) > 1:
+        return (f"written by the cells {cells}: different configs under one task name "
+                "(two task=csv files? set task.name, which defaults to the file's stem)")
+    return f"every copy comes from cell {cells}: was a run collected twice?"
 
 
 def _check_main_metric(rows: pd.DataFrame) -> None:

@@ -14,6 +14,7 @@ within its scope (``full``: every tensor; ``reference``: what the paper's code c
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -118,6 +119,36 @@ class Encoder(abc.ABC):
         (BOS/EOS) are removed; positions j >= len(sequences[i]) are padding and carry no
         meaning.
         """
+
+    def residue_alphabet(self) -> str | None:
+        """The residue letters this model can embed, known without weights (None: unchecked).
+
+        Families override it with their tokenizer's letters: fair-esm's ESM alphabets lack
+        ``J``; CARP's and the one-hot table's include it.
+        """
+        return None
+
+    def check_alphabet(self, sequences: Iterable[str],
+                       where: Mapping[str, str] | None = None) -> None:
+        """Raise ``ValueError`` at the first residue outside :meth:`residue_alphabet`.
+
+        Needs no weights, so a cell calls it before loading any model. ``where`` maps a
+        sequence to its source (``"file.csv row 6"``, as the task checks say), else the
+        message names the 1-based position of the sequence in ``sequences``.
+        """
+        alphabet = self.residue_alphabet()
+        if alphabet is None:
+            return
+        allowed = set(alphabet)
+        for index, sequence in enumerate(sequences):
+            bad = set(sequence) - allowed
+            if bad:
+                position = min(sequence.index(c) for c in bad)
+                place = (where or {}).get(sequence, f"sequence {index + 1}")
+                raise ValueError(
+                    f"{place}: residue {sequence[position]!r} at position {position + 1} is "
+                    f"outside the alphabet of model={self.name} ({''.join(sorted(allowed))}); "
+                    "replace it (X, any residue, is accepted) or drop the row")
 
     def to(self, device: torch.device | str) -> Encoder:
         """Move the loaded module to ``device``; encoders without a module ignore this."""

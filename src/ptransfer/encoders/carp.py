@@ -123,6 +123,9 @@ class CarpEncoder(ModuleEncoder):
             "model.dim": module.model.last_norm.normalized_shape[0],
         }
 
+    def residue_alphabet(self) -> str:
+        return ALL_AAS
+
     def embed(self, sequences: list[str]) -> torch.Tensor:
         """n_layers x B x T x D float32 features, T = longest sequence (CARP adds no tokens)."""
         module = self.loaded_module()

@@ -169,6 +169,9 @@ class EsmEncoder(ModuleEncoder):
             fuse_attention(self.module_)
         return self
 
+    def residue_alphabet(self) -> str:
+        return "".join(t for t in esm_alphabet(self.family).standard_toks if t.isalpha())
+
     def build_module(self) -> nn.Module:
         return build_esm_module(self.family, dict(self.arch))
 

@@ -114,6 +114,9 @@ class OneHotEncoder(Encoder):
         self.table_ = residue_table()
         return self
 
+    def residue_alphabet(self) -> str:
+        return ONEHOT_ALPHABET
+
     def embed(self, sequences: list[str]) -> torch.Tensor:
         """1 x B x T x 20 float32 one-hot features; padding positions are zeros."""
         if not hasattr(self, "table_"):

@@ -32,6 +32,13 @@ from ptransfer.embed.features import memory_features, store_features
 from ptransfer.encoders.base import CheckpointRef, Encoder
 from ptransfer.encoders.weights import resolve_checkpoint
 from ptransfer.grid.cell_predictions import write_cell_predictions
+from ptransfer.grid.status import (  # noqa: F401 - STATUS_FILE, read_status: cell's API
+    STATUS_FILE,
+    read_status,
+    running_status,
+    start_heartbeat,
+    write_status,
+)
 from ptransfer.grid.task_data import (
     FINGERPRINT_CHARS,
     check_declared_shape,
@@ -39,6 +46,7 @@ from ptransfer.grid.task_data import (
     remember_fingerprint,
     task_fingerprint,
 )
+from ptransfer.grid.validate_config import check_before_load
 from ptransfer.heads.fit_layers import LayerFit, fit_layer, make_probe, resolve_head
 from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.metrics import HIGHER_IS_BETTER
@@ -46,7 +54,6 @@ from ptransfer.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
 CONFIG_FILE = "config.yaml"
 # Keys that do not change a cell's numbers, left out of its hash.
 _TASK_KEYS_IGNORED = ("root",)
@@ -102,27 +109,10 @@ def cell_key(cfg: DictConfig, fingerprint: str | None = None) -> CellKey:
     return CellKey(cell_id, digest[:16], Path(cfg.results_dir) / "cells" / cell_id)
 
 
-def read_status(cell_dir: Path) -> dict | None:
-    path = cell_dir / STATUS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # a torn status file reads as "not done": the cell is redone
-
-
 def is_done(key: CellKey) -> bool:
     status = read_status(key.dir)
     return bool(status and status.get("state") == "done" and (key.dir / ROWS_FILE).is_file()
                 and (key.dir / PREDICTIONS_FILE).is_file())
-
-
-def write_status(cell_dir: Path, **status) -> None:
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cell_dir / (STATUS_FILE + ".tmp")
-    tmp.write_text(json.dumps(status, indent=2, default=str))
-    tmp.replace(cell_dir / STATUS_FILE)
 
 
 def pick_device(name: str) -> str:
@@ -252,9 +242,11 @@ def run_cell(cfg: DictConfig) -> pd.DataFrame:
     fingerprint = remember_fingerprint(cfg, task)
     key = cell_key(cfg, fingerprint)
     started = time.time()
-    write_status(key.dir, state="running", cell_id=key.cell_id, started=started)
-    (key.dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("task %s, data fingerprint %s", task.summary(), fingerprint[:FINGERPRINT_CHARS])
+    check_before_load(cfg, task)  # what needs no model weights: nothing on disk yet
+    write_status(key.dir, **running_status(key.cell_id, started))
+    start_heartbeat(key.dir)
+    (key.dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     device = pick_device(cfg.extract.device)
     encoder, ref = load_encoder(cfg, device)
     head = resolve_head(cfg.head, task)

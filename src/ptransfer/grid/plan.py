@@ -39,6 +39,7 @@ class PlannedCell:
     disk_bytes: float
     gpu_seconds: float
     store_key: str  # cells of one dataset and encoder identity share an embedding store ("": none)
+    state: str | None = None  # status.json's state; a dead "running" cell reads "interrupted"
 
 
 def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
@@ -80,8 +81,10 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
 
 def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
     from ptransfer.grid.cell import cell_key, encoder_identity, is_done
+    from ptransfer.grid.status import effective_state, read_status
     from ptransfer.grid.sweep import excluded_reason
     from ptransfer.grid.task_data import planned_head
+    from ptransfer.grid.validate_config import check_config
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],
@@ -89,6 +92,7 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
         cells = []
         for combo in expand_sweep(base, overrides):
             cfg = compose("config", overrides=combo)
+            check_config(cfg, conf_dir)
             head = planned_head(cfg)  # the rule run_cell applies, from the config alone
             disk, gpu = estimate(cfg, head)
             key = cell_key(cfg)
@@ -99,7 +103,7 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
             if cfg.model.get("family", "onehot") == "onehot":
                 store = ""
             cells.append(PlannedCell(combo, key.cell_id, is_done(key), excluded_reason(cfg),
-                                     disk, gpu, store))
+                                     disk, gpu, store, effective_state(read_status(key.dir))))
     return cells
 
 
@@ -127,6 +131,7 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
     print(f"sweep: {len(cells)} combinations, {len(real)} cells in the design "
           f"({len(cells) - len(real)} outside it)")
     print(f"done:  {len(real) - len(todo)} complete, {len(todo)} to run")
+    print_unfinished(todo)
     print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {len(stores)} extractions "
           f"(cells of one dataset and encoder share one; streaming cells store nothing; "
           f"one-hot needs none)")
@@ -136,3 +141,15 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
         print(f"  to run: {c.cell_id}")
     if len(todo) > 20:
         print(f"  ... and {len(todo) - 20} more")
+
+
+def print_unfinished(todo: list[PlannedCell]) -> None:
+    """Cells to run that a process is running now, or that one left interrupted (killed)."""
+    from ptransfer.grid.status import INTERRUPTED, RUNNING
+
+    for state, words in ((INTERRUPTED, "interrupted (their process died; a run redoes them)"),
+                         (RUNNING, "running now (a live process, this host or a recent "
+                                   "heartbeat)")):
+        ids = [c.cell_id for c in todo if c.state == state]
+        if ids:
+            print(f"{state}: {len(ids)} {words}: {', '.join(ids)}")

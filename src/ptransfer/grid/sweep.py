@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.status import INTERRUPTED, RUNNING, effective_state, read_status
+from ptransfer.grid.validate_config import CONF_DIR, check_config
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ def _job_output_dir() -> Path | None:
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job = one cell. Returns and records {state, cell_id, ...}."""
+    check_config(cfg, CONF_DIR)  # names a mistyped key before the cell id needs it
     key = cell_key(cfg)
     out_dir = _job_output_dir()
     log_path = str(out_dir) if out_dir else None
@@ -80,6 +84,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                  key.cell_id, key.config_hash)
         status = {"state": "skipped", "cell_id": key.cell_id}
     else:
+        log_unfinished(key)
         try:
             frame = run_cell(cfg)
             status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame)}
@@ -97,6 +102,19 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2))
     return status
+
+
+def log_unfinished(key) -> None:
+    """Say so when a cell about to run was interrupted, or looks live elsewhere."""
+    status = read_status(key.dir)
+    state = effective_state(status)
+    if state == INTERRUPTED:
+        log.warning("cell %s was interrupted (pid %s on %s stopped without finishing): "
+                    "redoing it", key.cell_id, status.get("pid"), status.get("host"))
+    elif state == RUNNING:
+        log.warning("cell %s is running in pid %s on %s (heartbeat %.0f s ago): running it "
+                    "here as well", key.cell_id, status.get("pid"), status.get("host"),
+                    time.time() - float(status.get("heartbeat", status.get("started", 0))))
 
 
 def root_cause(err: BaseException) -> BaseException:

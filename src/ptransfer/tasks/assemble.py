@@ -6,7 +6,7 @@ import numpy as np
 
 from ptransfer.tasks.base import FIT_SPLITS, Split, Task, TaskDataError
 from ptransfer.tasks.overlap import check_overlap_policy, overlap_mask
-from ptransfer.tasks.validate import Record, resolve_duplicates
+from ptransfer.tasks.validate import Record, resolve_duplicates, source_rows
 
 KINDS = ("regression", "classification")
 DEFAULT_METRIC = {"regression": "spearman", "classification": "accuracy"}
@@ -48,6 +48,7 @@ def assemble_task(*, name: str, records: dict[str, list[Record]], kind: str, lev
         splits, info["overlap"]["dropped"] = _drop_overlaps(splits, f"{source} (task.overlap=drop)")
     info["splits"] = {s: {"n": len(splits[s]), **drops[s], **_residue_stats(splits[s], level)}
                       for s in splits}
+    info["source_rows"] = source_rows(kept)  # sequence -> "file row N", for later checks
     return Task(name=name, level=level, kind=kind, splits=splits, dataset=dataset,
                 metric=metric or DEFAULT_METRIC[kind], classes=classes, info=info)
 

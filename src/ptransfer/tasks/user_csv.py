@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from ptransfer.tasks.assemble import assemble_task, check_kind
 from ptransfer.tasks.base import Task, TaskDataError
 from ptransfer.tasks.io import csv_rows, read_text_file
@@ -22,14 +24,26 @@ log = logging.getLogger(__name__)
 _STANDARD_SPLITS = ("train", "val", "test")
 
 
-def load_csv_task(path: str | Path, name: str = "csv", sequence_col: str = "sequence",
+def file_stem(path) -> str:
+    """``my_task`` for ``data/my_task.csv``: the default ``task.name`` of ``task=csv``."""
+    return Path(str(path)).stem
+
+
+# conf/task/csv.yaml names the task ${ptransfer.file_stem:${.path}}, so cells of two CSV
+# files get two task names (and never collide in collect). Registered on import of
+# ptransfer.tasks, which everything that resolves a cell config imports first.
+OmegaConf.register_new_resolver("ptransfer.file_stem", file_stem, replace=True)
+
+
+def load_csv_task(path: str | Path, name: str | None = None, sequence_col: str = "sequence",
                   target_col: str = "target", split_col: str = "set",
                   kind: str = "regression", metric: str | None = None,
                   overlap: str = "keep") -> Task:
     """Load ``path`` as a per-protein task (targets float, or class names -> sorted classes).
 
     Needs at least one ``train`` row, one ``val`` row and one test row (``test`` or any
-    extra split name). ``Task.dataset`` is ``csv/<file name>``.
+    extra split name). ``Task.dataset`` is ``csv/<file name>``; ``name`` defaults to the
+    file's stem (what conf/task/csv.yaml resolves it to).
     """
     check_kind(kind)
     path = Path(path)
@@ -54,7 +68,7 @@ def load_csv_task(path: str | Path, name: str = "csv", sequence_col: str = "sequ
     if n_no_split:
         log.info("%s: dropped %d rows with an empty %r", source, n_no_split, split_col)
     _require_splits(records, source, split_col)
-    return assemble_task(name=name, records=records, kind=kind, level="protein",
+    return assemble_task(name=name or file_stem(path), records=records, kind=kind, level="protein",
                          dataset=f"csv/{path.name}", source=source, metric=metric,
                          info={"source": source, "n_rows": n_rows, "n_no_split": n_no_split},
                          overlap=overlap)

@@ -174,3 +174,45 @@ def _log_drops(source: str, split: str, counts: dict[str, int]) -> None:
     for key, n in counts.items():
         if n:
             log.info("%s: dropped %d %s from %s", source, n, words[key], split)
+
+
+def source_rows(records: dict[str, list[Record]]) -> dict[str, str]:
+    """Sequence -> where it was first read (``"file.csv row 6"``): checks made after
+    loading (a model's alphabet) name the same file and row as the loaders' checks."""
+    rows: dict[str, str] = {}
+    for split_records in records.values():
+        for record in split_records:
+            rows.setdefault(record.sequence, record.where)
+    return rows
+
+
+def check_classes(task) -> None:
+    """A classification task needs two classes in train; warn of classes train never shows.
+
+    Raises :class:`TaskDataError` naming the task's source when train holds fewer than two
+    classes (no probe can be fitted). A class present only in val or test sets is logged
+    as a warning: the probe can never predict it, so those items are always scored wrong.
+    """
+    if task.kind != "classification":
+        return
+    source = task.info.get("source", task.dataset)
+    classes = list(task.classes or [])
+
+    def seen(split: str) -> set[int]:
+        flat = task.splits[split].flat_targets()
+        return {int(c) for c in np.unique(flat[flat != IGNORE])}
+
+    def names(indices) -> list[str]:
+        return [str(classes[i]) if i < len(classes) else str(i) for i in sorted(indices)]
+
+    in_train = seen("train")
+    if len(in_train) < 2:
+        raise TaskDataError(
+            f"{source}: task {task.name!r} is a classification task but its train split has "
+            f"{len(in_train)} class(es) {names(in_train)}; a classifier needs at least 2 "
+            "(is task.kind right? is task.target_col the label column?)")
+    for split in task.splits:
+        unseen = seen(split) - in_train
+        if split != "train" and unseen:
+            log.warning("%s: class(es) %s appear in %s but never in train: the probe can "
+                        "never predict them", source, names(unseen), split)

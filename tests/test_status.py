@@ -1,0 +1,111 @@
+"""A cell's status.json tells a live cell from an interrupted one (issue 12, item 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ptransfer.cli import main
+from ptransfer.grid import status as st
+
+
+def _main(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 0
+    out = capsys.readouterr()
+    return out.out + out.err
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_effective_state_rules(tmp_path):
+    now = time.time()
+    mine = st.running_status("c", now)
+    assert (mine["pid"], mine["host"]) == (os.getpid(), socket.gethostname())
+    assert st.effective_state(mine, now) == st.RUNNING
+    assert st.effective_state({**mine, "pid": _dead_pid()}, now) == st.INTERRUPTED
+    # the pid exists but was started at another time: a recycled pid, not the cell's process
+    assert st.effective_state({**mine, "proc_start": "1"}, now) == st.INTERRUPTED
+    other = {**mine, "host": "some-other-node", "pid": _dead_pid()}
+    assert st.effective_state(other, now) == st.RUNNING  # cannot see its process: trust the beat
+    stale = now + st.STALE_S + 1
+    assert st.effective_state(other, stale) == st.INTERRUPTED
+    assert st.effective_state({**mine, "state": "done"}, stale) == "done"
+    assert st.effective_state(None) is None
+    # a status written before heartbeats existed: its start time is the last sign of life
+    old = {"state": "running", "cell_id": "c", "started": now}
+    assert st.effective_state(old, now + 1) == st.RUNNING
+    assert st.effective_state(old, stale) == st.INTERRUPTED
+
+
+def test_heartbeat_refreshes_and_stops_once_the_cell_is_finished(tmp_path):
+    started = time.time()
+    st.write_status(tmp_path, **st.running_status("c", started))
+    first = st.read_status(tmp_path)["heartbeat"]
+    thread = st.start_heartbeat(tmp_path, interval=0.05)
+    deadline = time.time() + 10
+    while st.read_status(tmp_path)["heartbeat"] == first and time.time() < deadline:
+        time.sleep(0.02)
+    assert st.read_status(tmp_path)["heartbeat"] > first
+    st.write_status(tmp_path, state="done", cell_id="c")
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert st.read_status(tmp_path) == {"state": "done", "cell_id": "c"}
+
+
+# A real `ptransfer run` whose probe fitting never ends, so it can be killed mid-cell.
+_STALLED = """
+import sys, time
+import ptransfer.grid.cell as cell
+cell.layer_fits = lambda *a, **k: time.sleep(3600)
+from ptransfer.cli import main
+sys.exit(main(["run", "+experiment=smoke", "results_dir=res", "extract.progress=false"]))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and SIGKILL")
+def test_cell_killed_with_sigkill_is_reported_interrupted_and_redone(tmp_path, monkeypatch,
+                                                                    capsys):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / ".torch")}
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    status = None
+    while time.time() < deadline and proc.poll() is None:
+        files = list(tmp_path.glob("res/cells/*/status.json"))
+        if files:
+            status = st.read_status(files[0].parent)
+            if status and status["state"] == "running":
+                break
+        time.sleep(0.1)
+    assert status and status["state"] == "running", "the cell never started"
+    assert status["pid"] == proc.pid and st.effective_state(status) == st.RUNNING
+    monkeypatch.chdir(tmp_path)
+    out = _main(capsys, "plan", "+experiment=smoke", "results_dir=res")
+    assert "running: 1 running now" in out and status["cell_id"] in out
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cell_dir = files[0].parent
+    assert json.loads((cell_dir / "status.json").read_text())["state"] == "running"  # left so
+    assert st.effective_state(st.read_status(cell_dir)) == st.INTERRUPTED
+    out = _main(capsys, "plan", "+experiment=smoke", "results_dir=res")
+    assert f"interrupted: 1 interrupted (their process died; a run redoes them): " \
+           f"{status['cell_id']}" in out
+    assert "done:  0 complete, 1 to run" in out
+    out = _main(capsys, "run", "+experiment=smoke", "results_dir=res", "extract.progress=false")
+    assert f"cell {status['cell_id']} was interrupted (pid {proc.pid} on " in out
+    assert "redoing it" in out
+    assert st.read_status(cell_dir)["state"] == "done" and (cell_dir / "rows.csv").is_file()
+    out = _main(capsys, "plan", "+experiment=smoke", "results_dir=res")
+    assert "interrupted" not in out and "done:  1 complete, 0 to run" in out
