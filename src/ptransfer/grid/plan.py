@@ -17,6 +17,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
+from ptransfer.embed.diskspace import expected_store_bytes
+
 # Approximate task sizes (unique sequences, mean embedded length) from the FLIP and NetSurfP
 # releases; GB1 is embedded as its 56-residue domain (see conf/task/gb1_*.yaml).
 TASK_SIZES = {
@@ -71,9 +73,11 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
     dim = int(cfg.model.dim)
     residue = cfg.task.name == "ss3"
     if residue:
-        disk = 0.0 if head == "streaming" else n_seq * mean_len * n_layers * dim * 2.0
+        disk = 0.0 if head == "streaming" else expected_store_bytes(
+            n_seq * mean_len, n_layers, dim, cfg.extract.residue_dtype)
     else:
-        disk = n_seq * n_layers * dim * 4.0
+        disk = expected_store_bytes(n_seq, n_layers, dim,
+                                    cfg.extract.get("pooled_dtype", "float32"))
     flops = 2.0 * float(cfg.model.n_params) * n_seq * (mean_len + 2)
     return disk, flops / (EFFECTIVE_TFLOPS * 1e12)
 
