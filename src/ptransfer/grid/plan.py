@@ -107,6 +107,8 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
 
 
 def print_plan(conf_dir: Path, overrides: list[str]) -> None:
+    from ptransfer.grid.retention import disk_lines
+
     cells = plan_cells(conf_dir, overrides)
     real = [c for c in cells if c.excluded is None]
     todo = [c for c in real if not c.done]
@@ -119,6 +121,8 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
     print(f"done:  {len(real) - len(todo)} complete, {len(todo)} to run")
     print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {len(stores)} extractions "
           f"(cells of one dataset and encoder share one; streaming cells store nothing)")
+    for line in disk_lines(todo):  # total vs peak under store.retain=all | until_done
+        print(line)
     print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
           f"TFLOP/s (2 x params x tokens; probes not included)")
     for c in todo[:20]:
