@@ -25,6 +25,7 @@ store at the same time should use ``store.retain=all``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -111,13 +112,16 @@ def _readers(folder: Path) -> set[str]:
 
 def _delete_store(path: Path) -> bool:
     """Delete one store's files under its lock; False when a writer holds the lock."""
+    shards = path.with_name(path.name + ".shards")
+    if not path.exists() and not shards.exists():
+        return False  # nothing to delete (and no lock file to leave behind)
     lock = FileLock(str(path) + ".lock")
     try:
         with lock.acquire(timeout=0):
             existed = path.exists()
             path.unlink(missing_ok=True)
             path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-            shutil.rmtree(path.with_name(path.name + ".shards"), ignore_errors=True)
+            shutil.rmtree(shards, ignore_errors=True)
             return existed
     except Timeout:
         log.info("store %s is being written by another process: kept", path)
@@ -139,6 +143,8 @@ def retire_if_unread(cfg: DictConfig) -> list[Path]:
     try:
         deleted = [p for p in paths if _delete_store(p)]
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last group gone: no empty readers/ left
+            folder.parent.rmdir()
     except OSError as err:  # retiring is housekeeping: never fail a finished cell for it
         log.warning("could not retire the stores of %s: %s", group, err)
         return []
