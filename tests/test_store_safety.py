@@ -265,3 +265,18 @@ def test_writer_commits_on_elapsed_time(tmp_path, monkeypatch):
 def test_commit_seconds_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="store.commit_seconds must be > 0"):
         EmbeddingStore(tmp_path / "s.h5", {"model": "fake"}, 3, 4, commit_seconds=0)
+
+
+def test_write_error_while_writing_rows_fails_cleanly(tmp_path, monkeypatch):
+    import ptransfer.grid.cell as cell
+
+    def full_disk(frame, path):
+        path.with_suffix(path.suffix + ".tmp").write_text("half a row")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cell, "write_rows", full_disk)
+    cfg = tiny_cfg(tmp_path / "res")
+    status = run_job(cfg)
+    assert status["state"] == "failed" and "No space left on device" in status["error"]
+    assert read_status(cell_key(cfg).dir)["state"] == "failed"
+    assert files_under(tmp_path, "*.tmp") == []
