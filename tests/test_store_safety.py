@@ -280,3 +280,22 @@ def test_write_error_while_writing_rows_fails_cleanly(tmp_path, monkeypatch):
     assert status["state"] == "failed" and "No space left on device" in status["error"]
     assert read_status(cell_key(cfg).dir)["state"] == "failed"
     assert files_under(tmp_path, "*.tmp") == []
+
+
+def test_float16_pooled_storage_is_its_own_store_and_cell(tmp_path):
+    cfgs = {dtype: tiny_cfg(tmp_path / "res", f"extract.pooled_dtype={dtype}")
+            for dtype in ("float32", "float16")}
+    for cfg in cfgs.values():
+        assert run_job(cfg)["state"] == "done"
+    assert cell_key(cfgs["float32"]).cell_id != cell_key(cfgs["float16"]).cell_id
+    stores = {}
+    for path in files_under(tmp_path / "res" / "embeddings", "*.h5"):
+        with h5py.File(path, "r") as handle:
+            stores[str(handle.attrs["dtype"])] = {k: handle[k][...] for k in handle}
+    assert sorted(stores) == ["float16", "float32"]
+    half, full = stores["float16"], stores["float32"]
+    np.testing.assert_array_equal(half["keys"], full["keys"])
+    for name in (k for k in full if k.startswith("layer_")):
+        assert half[name].dtype == np.float16
+        # The writer casts the same float32 features: exactly numpy's float16 rounding.
+        np.testing.assert_array_equal(half[name], full[name].astype(np.float16))
