@@ -115,6 +115,10 @@ def test_enospc_mid_extraction_fails_the_cell_cleanly(tmp_path, monkeypatch):
     assert shards, "the shards committed before the disk filled are kept"
     for shard in shards:  # every file left is whole and checks out
         assert verify_file(shard).state == OK
+    # Still full: the next run's merge of those shards fails as cleanly, deleting its file.
+    again = run_job(tiny_cfg(tmp_path / "res"))
+    assert again["state"] == "failed" and "No space left on device" in again["error"]
+    assert files_under(tmp_path, "*.tmp") == []
     monkeypatch.undo()
     assert run_job(tiny_cfg(tmp_path / "res"))["state"] == "done"
     assert files_under(Path(cfg.store_dir), "*.shards/*.h5") == []
