@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from ptransfer.embed.store_files import sequence_key
 from ptransfer.embed.store_files import short as _short
 
-if TYPE_CHECKING:  # the store imports this module; the writer only needs its type
-    from ptransfer.embed.store import EmbeddingStore
-
 log = logging.getLogger(__name__)
+
+
+class WritableStore(Protocol):
+    """What a writer needs of its store (``EmbeddingStore``); a protocol, not an import,
+    keeps the dependency one way: store -> store_writer."""
+
+    path: Path
+    level: str
+    dtype: str
+    dim: int
+    n_layers: int
+    _index: dict[str, int]
+
+    def _write_shard(self, keys: list[str], lengths: list[int], rows: list) -> Path: ...
 
 
 class StoreWriter:
     """Buffers rows and commits them as shards; made by ``EmbeddingStore.writer()``."""
 
-    def __init__(self, store: EmbeddingStore, flush_bytes: int, commit_seconds: float) -> None:
+    def __init__(self, store: WritableStore, flush_bytes: int, commit_seconds: float) -> None:
         self.store = store
         self.flush_bytes = int(flush_bytes)
         self.commit_seconds = float(commit_seconds)

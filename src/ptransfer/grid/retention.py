@@ -3,7 +3,7 @@
 A sweep of the paper's size embeds far more than a scratch disk holds (``ptransfer plan``
 prints the total), but a store is only needed while the cells that read it run. So:
 
-1. **Readers manifest.** At the start of a multirun (the ``StoreReaders`` Hydra callback, in
+1. **Readers manifest.** At the start of a multirun (``grid.readers.StoreReaders``, a Hydra callback in
    the launching process for every launcher: basic, joblib, Slurm), the sweep is expanded
    exactly as ``ptransfer plan`` does it (``expand_sweep`` + Hydra's own per-job config
    loader) and, per store, the result folders of the cells that read it are written to
@@ -31,11 +31,8 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock, Timeout
-from hydra.core.global_hydra import GlobalHydra
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ptransfer.embed.diskspace import gigabytes
@@ -151,29 +148,6 @@ def retire_if_unread(cfg: DictConfig) -> list[Path]:
     for path in deleted:
         log.info("store.retain=until_done: deleted %s (all %d readers done)", path, len(readers))
     return deleted
-
-
-class StoreReaders(Callback):
-    """Hydra callback: checks ``store.retain``; writes readers manifests for ``until_done``."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        policy(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if policy(config) != "until_done":
-            return
-        from ptransfer.grid.plan import expand_sweep
-        from ptransfer.grid.sweep import excluded_reason
-
-        loader = GlobalHydra.instance().config_loader()
-        cells = []
-        for combo in expand_sweep(config, list(config.hydra.overrides.task)):
-            cfg = loader.load_sweep_config(config, combo)  # what each job will get
-            if excluded_reason(cfg) is None:
-                cells.append(cfg)
-        groups = write_readers(str(config.hydra.sweep.dir), cells)
-        log.info("store.retain=until_done: %d stores, each deleted after its last reader",
-                 len(groups))
 
 
 def remove_temporaries(cell_dir: Path) -> None:
