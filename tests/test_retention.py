@@ -147,5 +147,5 @@ def test_plan_prints_both_policies_for_a_small_sweep(tmp_path, tiny_conf):
     args = [a for a in _cell_args(tiny_conf) if not a.startswith("model=")]
     out = check(ptransfer("plan", *args, "model=tiny_esm2,onehot", cwd=tmp_path))
     # synthetic: 600 sequences x 3 layers x 32 dims x 4 bytes (plan's TASK_SIZES, tiny ESM-2).
-    assert f"retain=all keeps ~{600 * 3 * 32 * 4 / 1e9:.3f} GB" in out
+    assert f"retain=all keeps ~{600 * 3 * 32 * 4 / 1e6:.2f} MB" in out
     assert "retain=until_done peaks at" in out and "basic launcher" in out

@@ -57,8 +57,11 @@ def free_bytes(directory: str | Path) -> int:
     return shutil.disk_usage(_existing_ancestor(Path(directory))).free
 
 
-def gigabytes(n_bytes: float) -> str:
-    return f"{n_bytes / 1e9:.3f} GB" if n_bytes < 1e10 else f"{n_bytes / 1e9:.1f} GB"
+def size_text(n_bytes: float) -> str:
+    """``0.23 MB``, ``1.52 GB``, ``758.4 GB``: readable at every scale a store has."""
+    if n_bytes < 1e9:
+        return f"{n_bytes / 1e6:.2f} MB"
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes < 1e10 else f"{n_bytes / 1e9:.1f} GB"
 
 
 class DiskSpaceError(OSError):
@@ -76,8 +79,8 @@ def check_free_space(directory: str | Path, needed: float, what: str) -> None:
     free = free_bytes(directory)
     if needed > free:
         raise DiskSpaceError(
-            f"not enough disk for {what}: needs about {gigabytes(needed)} ({int(needed)} "
-            f"bytes), only {gigabytes(free)} ({free} bytes) free in {Path(directory)}; free "
+            f"not enough disk for {what}: needs about {size_text(needed)} ({int(needed)} "
+            f"bytes), only {size_text(free)} ({free} bytes) free in {Path(directory)}; free "
             "some space, or point store_dir= at a larger disk, or use extract.pooled_dtype="
             "float16 / store.retain=until_done")
 

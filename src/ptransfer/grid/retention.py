@@ -35,7 +35,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 
-from ptransfer.embed.diskspace import gigabytes
+from ptransfer.embed.diskspace import size_text
 from ptransfer.embed.features import store_location
 from ptransfer.embed.store import LEVELS
 from ptransfer.grid.cell import CellKey, cell_key, encoder_identity, is_done
@@ -180,8 +180,8 @@ def disk_lines(cells: list) -> list[str]:
         if last[group] == i:
             del live[group]
     everything = sum(total.values())
-    return [f"store: retain=all keeps ~{gigabytes(everything)} (the total); "
-            f"retain=until_done peaks at ~{gigabytes(peak)}",
+    return [f"store: retain=all keeps ~{size_text(everything)} (the total); "
+            f"retain=until_done peaks at ~{size_text(peak)}",
             "       (peak: cells in sweep order, one at a time, as the basic launcher runs "
             "them; a launcher running P cells at once can hold up to P-1 more stores)"]
 
