@@ -16,6 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ptransfer.embed.diskspace import size_text
+
 OK, DAMAGED, UNCHECKED = "ok", "damaged", "unchecked"
 
 
@@ -89,6 +91,6 @@ def verify_dir(root: str | Path, out=print) -> tuple[list[Verdict], float]:
     seconds = time.perf_counter() - started
     counts = {state: sum(v.state == state for v in verdicts) for state in (OK, DAMAGED, UNCHECKED)}
     total = sum(v.n_bytes for v in verdicts)
-    out(f"{len(verdicts)} store files ({total / 1e9:.3f} GB) under {root} in {seconds:.1f} s: "
+    out(f"{len(verdicts)} store files ({size_text(total)}) under {root} in {seconds:.1f} s: "
         f"{counts[OK]} ok, {counts[DAMAGED]} damaged, {counts[UNCHECKED]} without checksums")
     return verdicts, seconds
