@@ -10,7 +10,7 @@ Every text is computed on its own in float64, so a row never depends on its batc
 positions are NaN, so any use of padding shows up.
 
 Run as a script it extracts a FASTA-free list of sequences into a store (crash tests):
-    python tests/extract_fakes.py STORE_PATH N_SEQUENCES DELAY_S FLUSH_BYTES
+    python tests/extract_fakes.py STORE_PATH N_SEQUENCES DELAY_S FLUSH_BYTES [COMMIT_SECONDS]
 """
 
 from __future__ import annotations
@@ -103,8 +103,10 @@ def main(argv: list[str]) -> None:
 
     path, n_sequences = Path(argv[0]), int(argv[1])
     delay, flush_bytes = float(argv[2]), int(argv[3])
+    commit_seconds = float(argv[4]) if len(argv) > 4 else 120.0
     encoder = FakeEncoder(n_layers=3, dim=4, delay=delay)
-    store = EmbeddingStore(path, {"model": "fake"}, encoder.n_layers, encoder.dim, level="residue")
+    store = EmbeddingStore(path, {"model": "fake"}, encoder.n_layers, encoder.dim, level="residue",
+                           commit_seconds=commit_seconds)
     embedded = extract_to_store(encoder, make_sequences(n_sequences), store, toks_per_batch=64,
                                 progress=False, flush_bytes=flush_bytes)
     print(f"embedded {embedded}", flush=True)

@@ -38,9 +38,10 @@ def env(tmp_path, monkeypatch):
             "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / "torch")}
 
 
-def start(path: Path, env: dict, delay: float, flush_bytes: int = 1500) -> subprocess.Popen:
+def start(path: Path, env: dict, delay: float, flush_bytes: int = 1500,
+          commit_seconds: float = 120.0) -> subprocess.Popen:
     command = [sys.executable, str(SCRIPT), str(path), str(N_SEQUENCES), str(delay),
-               str(flush_bytes)]
+               str(flush_bytes), str(commit_seconds)]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -125,4 +126,16 @@ def test_two_concurrent_writers_end_with_one_correct_store(tmp_path, env):
     first, second = start(path, env, delay=0.01), start(path, env, delay=0.01)
     embedded = finish(first) + finish(second)
     assert embedded == N_SEQUENCES  # the second writer waited, then found nothing missing
+    assert_same_file(path, reference)
+
+
+def test_time_based_commit_survives_a_kill_and_is_not_re_embedded(tmp_path, env):
+    # A store far below the size threshold (1 GiB): only the 0.3 s commit interval commits.
+    reference = reference_store(tmp_path)
+    path = tmp_path / "timed.h5"
+    shard_dir = path.with_name(path.name + ".shards")
+    process = start(path, env, delay=0.05, flush_bytes=1 << 30, commit_seconds=0.3)
+    kill_after_new_shard(process, shard_dir)
+    survived = assert_killed_state_is_partial(path, reference)
+    assert finish(start(path, env, delay=0.0, flush_bytes=1 << 30)) == N_SEQUENCES - survived
     assert_same_file(path, reference)

@@ -160,6 +160,24 @@ def cmd_pretrain(argv: list[str]) -> int:
     return 0
 
 
+def cmd_store(argv: list[str]) -> int:
+    """``ptransfer store verify [DIR | results_dir=R | store_dir=S]``: exit 1 if any damaged."""
+    from ptransfer.embed.verify import DAMAGED, verify_dir
+
+    parser = argparse.ArgumentParser(prog="ptransfer store", description="embedding stores")
+    sub = parser.add_subparsers(dest="action", required=True)
+    verify = sub.add_parser("verify", help="read every block of every store; list damaged ones")
+    verify.add_argument("dir", nargs="?", default="results/embeddings",
+                        help="store folder, or results_dir=R / store_dir=S "
+                             "(default results/embeddings)")
+    args = parser.parse_args(argv)
+    key, _, value = args.dir.partition("=")
+    root = {"results_dir": Path(value) / "embeddings", "store_dir": Path(value)}.get(
+        key, Path(args.dir)) if value else Path(args.dir)
+    verdicts, _ = verify_dir(root)
+    return 1 if any(v.state == DAMAGED for v in verdicts) else 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "plan": cmd_plan,
@@ -167,6 +185,7 @@ COMMANDS = {
     "report": cmd_report,
     "data": cmd_data,
     "pretrain": cmd_pretrain,
+    "store": cmd_store,
 }
 
 

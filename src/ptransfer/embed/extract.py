@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ptransfer.embed.diskspace import expected_store_bytes
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
 
@@ -311,7 +312,7 @@ def _pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingSto
 def _log_expected_size(encoder: Encoder, todo: list[str], store: EmbeddingStore) -> None:
     residues = sum(len(s) for s in todo)
     rows = residues if store.level == "residue" else len(todo)
-    n_bytes = rows * store.n_layers * store.dim * (2 if store.dtype == "float16" else 4)
+    n_bytes = expected_store_bytes(rows, store.n_layers, store.dim, store.dtype)
     log.info("extracting %d sequences (%d residues) with %s: %d layers x %d dims, %s rows, "
              "about %.2f GB in %s", len(todo), residues, encoder.name, store.n_layers,
              store.dim, store.level, n_bytes / 1e9, store.path)

@@ -4,6 +4,11 @@ The probes see plain arrays: per protein ``N x D``, per residue ``(sum L_i) x D`
 the order of the split's sequences and residues, aligned with ``Split.flat_targets()``.
 PLM features come from the content-addressed HDF5 store (extracted once per encoder
 identity); the one-hot baseline is cheap and exact, so it is computed in memory.
+
+Before extracting, ``store_features`` checks that the store's filesystem has room for the
+rows still missing (``ptransfer.embed.diskspace``) and refuses at once otherwise. Features
+read back are checked finite: rows were finite when written, so NaN/inf is damage, and the
+error names the store file.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ptransfer.embed.diskspace import check_free_space, expected_store_bytes, needed_for_extraction
 from ptransfer.embed.extract import embed_sequences, extract_to_store, flatten_pool, mean_pool
-from ptransfer.embed.store import EmbeddingStore, store_path
+from ptransfer.embed.store import DEFAULT_COMMIT_SECONDS, EmbeddingStore, StoreError, store_path
+from ptransfer.embed.store_files import short
 from ptransfer.encoders.base import Encoder
 from ptransfer.tasks.base import Task
 
@@ -41,7 +48,27 @@ class StoreFeatures(LayerFeatures):
         self.store = store
 
     def get(self, layer: int, split: str) -> np.ndarray:
-        return self.store.read_layer(layer, self.task.splits[split].sequences)
+        sequences = self.task.splits[split].sequences
+        out = self.store.read_layer(layer, sequences)  # N x D or (sum L) x D
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            path = self.store.path
+            raise StoreError(
+                f"{path}: layer {layer} of split {split!r} has NaN/inf at feature row {row}"
+                f"{_sequence_of(self.task, split, row)}; rows were finite when written, so the "
+                f"store file is damaged: delete {path} and re-run to rebuild it")
+        return out
+
+
+def _sequence_of(task: Task, split: str, row: int) -> str:
+    """`` (sequence i, 'MKT...')`` of a feature row, for error messages."""
+    sequences = task.splits[split].sequences
+    if task.level == "residue":
+        index = int(np.searchsorted(np.cumsum([len(s) for s in sequences]), row, side="right"))
+    else:
+        index = row
+    return f" (sequence {index}, {short(sequences[index])!r})" if index < len(sequences) else ""
 
 
 class MemoryFeatures(LayerFeatures):
@@ -94,13 +121,33 @@ def _stack(task: Task, per_seq: list[np.ndarray]) -> np.ndarray:
     return np.stack(per_seq, axis=1)
 
 
+def store_location(store_dir: str | Path, identity: dict, level: str, extract_cfg):
+    """``(path, identity, dtype)`` of the store a cell of this level reads.
+
+    A non-default pooled dtype (``extract.pooled_dtype=float16``) is part of the identity,
+    so float16 and float32 stores of one encoder are separate files; the default leaves
+    the identity (and so every existing store's path) unchanged.
+    """
+    if level == "residue":
+        dtype = extract_cfg.residue_dtype
+    else:
+        dtype = extract_cfg.get("pooled_dtype", "float32") or "float32"
+        if dtype != "float32":
+            identity = {**identity, "pooled_dtype": dtype}
+    return store_path(store_dir, identity, level), identity, dtype
+
+
 def store_features(
-    encoder: Encoder, task: Task, identity: dict, store_dir: str | Path, extract_cfg
+    encoder: Encoder, task: Task, identity: dict, store_dir: str | Path, extract_cfg,
+    store_cfg=None,
 ) -> StoreFeatures:
-    """Extract what the store lacks (each unique sequence once), then read from it."""
+    """Extract what the store lacks (each unique sequence once), then read from it.
+
+    ``store_cfg``: the config's ``store`` node (``commit_seconds``); None: the defaults.
+    """
     level = task.level
-    dtype = extract_cfg.residue_dtype if level == "residue" else "float32"
-    path = store_path(store_dir, identity, level)
+    path, identity, dtype = store_location(store_dir, identity, level, extract_cfg)
+    commit = (store_cfg or {}).get("commit_seconds", DEFAULT_COMMIT_SECONDS)
     store = EmbeddingStore(
         path,
         identity=identity,
@@ -109,7 +156,9 @@ def store_features(
         level=level,
         dtype=dtype,
         compression=extract_cfg.compression,
+        commit_seconds=commit,
     )
+    check_store_space(store, task.all_sequences())
     extract_to_store(
         encoder,
         task.all_sequences(),
@@ -120,3 +169,18 @@ def store_features(
         progress=extract_cfg.progress,
     )
     return StoreFeatures(task, store)
+
+
+def check_store_space(store: EmbeddingStore, sequences: list[str]) -> None:
+    """Refuse, before any forward pass or write, an extraction the disk cannot hold."""
+    todo = store.missing(sequences)
+    if not todo:
+        return
+    rows = len(todo) if store.level == "protein" else sum(len(s) for s in todo)
+    new = expected_store_bytes(rows, store.n_layers, store.dim, store.dtype)
+    files = [store.path, *store._shard_files()]
+    existing = float(sum(p.stat().st_size for p in files if p.exists()))
+    check_free_space(store.path.parent, needed_for_extraction(new, existing),
+                     f"the {store.level}-level embedding store {store.path} ({len(todo)} new "
+                     f"sequences x {store.n_layers} layers x {store.dim} dims in {store.dtype}, "
+                     "then merged with the rows already there)")

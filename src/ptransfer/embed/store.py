@@ -27,6 +27,7 @@ Writers of one store are serialised by a ``filelock.FileLock`` on ``<path>.lock`
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -50,8 +51,12 @@ from ptransfer.embed.store_files import (
     package_versions,
     read_protein_rows,
     read_residue_rows,
+    reading,
+    sequence_key,
     write_rows_file,
 )
+from ptransfer.embed.store_files import short as _short
+from ptransfer.embed.store_writer import StoreWriter
 
 __all__ = ["EmbeddingStore", "StoreError", "StoreWriter", "layer_name", "sequence_key",
            "store_path"]
@@ -63,11 +68,8 @@ DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "gzip", "lzf")
 DEFAULT_DTYPE = {"protein": "float32", "residue": "float16"}
 DEFAULT_FLUSH_BYTES = 64 << 20  # a shard per ~64 MiB of new features bounds lost work and RAM
-
-
-def sequence_key(sequence: str) -> str:
-    """Hex SHA-256 of the sequence (64 characters): the row key of the store."""
-    return hashlib.sha256(sequence.encode("utf-8")).hexdigest()
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+DEFAULT_COMMIT_SECONDS = 120.0  # ... and per ~2 minutes, so a small store's work survives a kill
 
 
 def store_path(root: str | Path, identity: dict, level: str) -> Path:
@@ -78,9 +80,6 @@ def store_path(root: str | Path, identity: dict, level: str) -> Path:
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
     return Path(root) / str(identity["model"]) / f"{digest}.h5"
 
-
-def _short(sequence: str) -> str:
-    return sequence[:20] + ("..." if len(sequence) > 20 else "")
 
 class EmbeddingStore:
     """Per-layer features of sequences for one encoder identity, in one HDF5 file.
@@ -94,6 +93,8 @@ class EmbeddingStore:
         dtype: on-disk dtype; default float32 for protein, float16 for residue level.
         compression: None, ``gzip`` or ``lzf`` for the layer datasets.
         flush_bytes: buffered feature bytes after which a writer commits a shard.
+        commit_seconds: seconds after which a writer commits its buffer as a shard even
+            below ``flush_bytes`` (checked as rows arrive).
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class EmbeddingStore:
         dtype: str | None = None,
         compression: str | None = None,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
+        commit_seconds: float = DEFAULT_COMMIT_SECONDS,
     ) -> None:
         if level not in LEVELS:
             raise ValueError(f"store level must be one of {LEVELS}, got {level!r}")
@@ -125,6 +127,9 @@ class EmbeddingStore:
         self.identity = json.loads(self.identity_json)  # as it reads back from the file
         self.n_layers, self.dim, self.level = int(n_layers), int(dim), level
         self.dtype, self.compression, self.flush_bytes = dtype, compression, int(flush_bytes)
+        if not float(commit_seconds) > 0:
+            raise ValueError(f"store.commit_seconds must be > 0, got {commit_seconds}")
+        self.commit_seconds = float(commit_seconds)
         self.shard_dir = self.path.with_name(self.path.name + ".shards")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path) + ".lock")
@@ -236,10 +241,11 @@ class EmbeddingStore:
         with self._open_current() as handle:
             rows = self._rows_of(sequences)
             dataset = handle[layer_name(layer)]
-            if self.level == "protein":
-                out = read_protein_rows(dataset, rows)
-            else:
-                out = read_residue_rows(dataset, self._offsets, rows)
+            with reading(self.path):
+                if self.level == "protein":
+                    out = read_protein_rows(dataset, rows)
+                else:
+                    out = read_residue_rows(dataset, self._offsets, rows)
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def read_sequence(self, sequence: str, dtype: type | None = np.float32) -> np.ndarray:
@@ -247,7 +253,8 @@ class EmbeddingStore:
         with self._open_current() as handle:
             row = int(self._rows_of([sequence])[0])
             start, end = int(self._offsets[row]), int(self._offsets[row + 1])
-            layers = [handle[layer_name(i)][start:end] for i in range(self.n_layers)]
+            with reading(self.path):
+                layers = [handle[layer_name(i)][start:end] for i in range(self.n_layers)]
         out = np.stack(layers)
         out = out[:, 0] if self.level == "protein" else out
         return out if dtype is None else out.astype(dtype, copy=False)
@@ -269,16 +276,40 @@ class EmbeddingStore:
         try:
             self._repair()
             self._load_index()
-            writer = StoreWriter(self, self.flush_bytes if flush_bytes is None else flush_bytes)
+            writer = StoreWriter(self, self.flush_bytes if flush_bytes is None else flush_bytes,
+                                 self.commit_seconds)
             try:
                 yield writer
-            finally:
-                writer.commit()
-                if self._shard_files() or not self.path.exists():
-                    self._merge()
-                self._load_index()
+            except BaseException as err:
+                self._close_after_error(writer, err)
+                raise
+            writer.commit()
+            if self._shard_files() or not self.path.exists():
+                self._merge()
+            self._load_index()
         finally:
             self._lock.release()
+
+    def _close_after_error(self, writer: StoreWriter, err: BaseException) -> None:
+        """Keep what can be kept after the writer's block raised; never mask ``err``.
+
+        After a disk error nothing more is written (no retry on a full disk): committed
+        shards stay for the next open to merge, the failed file is already deleted.
+        Otherwise (interrupt, encoder error) the buffer is committed and merged, as on a
+        normal exit, so work done survives; a failure doing so is logged, not raised.
+        """
+        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+            log.error("%s: write failed (%s); %d buffered rows dropped, committed shards kept",
+                      self.path, err, len(writer._rows))
+            self._remove_temporaries()
+            return
+        try:
+            writer.commit()
+            if self._shard_files():
+                self._merge()
+        except Exception as second:  # noqa: BLE001 - the first error is the one to report
+            log.error("%s: could not save buffered rows after %r: %s", self.path, err, second)
+            self._remove_temporaries()
 
     def append(self, sequences: Sequence[str], features: Sequence) -> None:
         """Add rows in one writer; ``features[i]`` as for ``StoreWriter.add``."""
@@ -293,8 +324,8 @@ class EmbeddingStore:
             return []
         return sorted(p for p in self.shard_dir.glob("*.h5") if p.is_file())
 
-    def _repair(self) -> None:
-        """Under the lock: delete temp files of killed writers, merge committed shards."""
+    def _remove_temporaries(self) -> None:
+        """Under the lock: delete the main file's and the shards' temp files."""
         stray = [self.path.with_name(self.path.name + ".tmp")]
         if self.shard_dir.is_dir():
             stray += list(self.shard_dir.glob("*.tmp"))
@@ -302,6 +333,10 @@ class EmbeddingStore:
             if path.exists():
                 log.warning("deleting %s, left by an interrupted writer", path)
                 path.unlink()
+
+    def _repair(self) -> None:
+        """Under the lock: delete temp files of killed writers, merge committed shards."""
+        self._remove_temporaries()
         shards = self._shard_files()
         if shards:
             log.warning("%s: merging %d shard(s) left by an interrupted writer", self.path,
@@ -343,64 +378,3 @@ class EmbeddingStore:
         with contextlib.suppress(OSError):
             self.shard_dir.rmdir()
         log.info("%s: %d rows after merging %d shard(s)", self.path, n_rows, len(shards))
-
-
-class StoreWriter:
-    """Buffers rows and commits them as shards; made by ``EmbeddingStore.writer()``."""
-
-    def __init__(self, store: EmbeddingStore, flush_bytes: int) -> None:
-        self.store = store
-        self.flush_bytes = int(flush_bytes)
-        self.n_added = 0
-        self._keys: list[str] = []
-        self._lengths: list[int] = []
-        self._rows: list[np.ndarray] = []
-        self._pending: set[str] = set()
-        self._bytes = 0
-
-    def add(self, sequence: str, features) -> bool:
-        """Buffer one row; returns False (and stores nothing) when the sequence is present.
-
-        ``features``: torch tensor or array, protein level n_layers x D, residue level
-        n_layers x len(sequence) x D; converted to the store dtype, must stay finite.
-        """
-        key = sequence_key(sequence)
-        if key in self.store._index or key in self._pending:
-            return False
-        row = self._validated(sequence, features)
-        self._keys.append(key)
-        self._lengths.append(len(sequence))
-        self._rows.append(row)
-        self._pending.add(key)
-        self._bytes += row.nbytes
-        self.n_added += 1
-        if self._bytes >= self.flush_bytes:
-            self.commit()
-        return True
-
-    def _validated(self, sequence: str, features) -> np.ndarray:
-        store = self.store
-        if hasattr(features, "detach"):
-            features = features.detach().cpu().numpy()
-        row = np.asarray(features)
-        if store.level == "protein":
-            expected = (store.n_layers, store.dim)
-        else:
-            expected = (store.n_layers, len(sequence), store.dim)
-        if row.shape != expected:
-            raise ValueError(f"features of sequence {_short(sequence)!r} have shape {row.shape}, "
-                             f"the {store.level}-level store {store.path} expects {expected}")
-        with np.errstate(over="ignore"):  # overflow is reported below, naming the sequence
-            row = row.astype(store.dtype)
-        if not np.isfinite(row).all():
-            raise ValueError(f"features of sequence {_short(sequence)!r} are not finite in "
-                             f"{store.dtype} (NaN, or too large for the dtype); store {store.path}")
-        return row
-
-    def commit(self) -> None:
-        """Write the buffered rows as one complete shard (no-op when empty)."""
-        if not self._rows:
-            return
-        shard = self.store._write_shard(self._keys, self._lengths, self._rows)
-        log.debug("committed %d rows to %s", len(self._rows), shard)
-        self._keys, self._lengths, self._rows, self._bytes = [], [], [], 0

@@ -3,12 +3,20 @@
 A store file (main or shard) is plain HDF5 (see ``ptransfer.embed.store`` for the schema). This
 module writes one complete file from rows and merges several files into one sorted file;
 ``ptransfer.embed.store`` decides when (shards, atomic replace, lock).
+
+Checksums (format 2): every dataset is chunked with HDF5's Fletcher-32 filter, so a damaged
+block is a read error (a StoreError naming the file and how to rebuild it), never silently
+changed numbers. Format-1 files (no checksums) still read; their next rewrite (any added row
+merges into a new main file) writes them in format 2. Writes go through a ``GuardedFile``
+(see ``ptransfer.embed.diskspace``): a full disk is a clean OSError, the half-written file
+is deleted, and HDF5 never holds a file it cannot close.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +26,7 @@ import h5py
 import numpy as np
 
 from ptransfer import __version__
+from ptransfer.embed.diskspace import GuardedFile
 
 
 class StoreLayout(Protocol):
@@ -34,11 +43,34 @@ class StoreLayout(Protocol):
 
     def attributes(self) -> dict: ...
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Fletcher-32 checksums on every dataset; 1 (none) still reads
 
 
 class StoreError(RuntimeError):
     """An embedding store file that cannot be used as asked. The message names the file."""
+
+
+def sequence_key(sequence: str) -> str:
+    """Hex SHA-256 of the sequence (64 characters): the row key of the store."""
+    return hashlib.sha256(sequence.encode("utf-8")).hexdigest()
+
+
+def short(sequence: str) -> str:
+    return sequence[:20] + ("..." if len(sequence) > 20 else "")
+
+
+def damaged_message(path: Path, err: BaseException) -> str:
+    return (f"{path}: the store file is damaged ({err}); delete {path} and re-run to rebuild "
+            "it (`ptransfer store verify` checks every store)")
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn HDF5 read errors (a failed Fletcher-32 checksum among them) into a StoreError."""
+    try:
+        yield
+    except OSError as err:
+        raise StoreError(damaged_message(path, err)) from err
 
 
 def layer_name(layer: int) -> str:
@@ -128,6 +160,7 @@ class MergeSource:
 
     def __init__(self, handle: h5py.File, level: str, n_layers: int) -> None:
         path = Path(handle.filename)
+        self.path = path
         try:
             self.keys = handle["keys"][...]  # N |S64
             self.lengths = handle["lengths"][...].astype(np.int64)  # N
@@ -138,6 +171,8 @@ class MergeSource:
         except KeyError as err:
             raise StoreError(f"{path}: missing dataset ({err}); delete the file to "
                              "rebuild") from err
+        except OSError as err:
+            raise StoreError(damaged_message(path, err)) from err
         if not len(self.keys) == len(self.lengths) == len(self.offsets) - 1:
             raise StoreError(f"{path}: keys, lengths and offsets disagree in size; delete it")
         _layer_datasets_ok(handle, path, int(self.offsets[-1]), n_layers)
@@ -146,12 +181,10 @@ class MergeSource:
     def layer_reader(self, layer: int, max_bytes: int = 256 << 20):
         """The layer in memory when small (fast gathers), else the h5py dataset itself."""
         dataset = self.handle[layer_name(layer)]
-        return dataset[...] if dataset.size * dataset.dtype.itemsize <= max_bytes else dataset
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+        if dataset.size * dataset.dtype.itemsize > max_bytes:
+            return dataset
+        with reading(self.path):
+            return dataset[...]
 
 
 def write_rows_file(
@@ -167,36 +200,59 @@ def write_rows_file(
     sum L x D (residue). Blocks are gathered to ~16 MiB before each HDF5 write.
     """
     n_rows = len(keys) if store.level == "protein" else int(lengths.sum())
+    guard = GuardedFile(path)
+    try:
+        with h5py.File(guard, "w") as handle:
+            _write_datasets(handle, guard, keys, lengths, layer_blocks, store, n_rows)
+            handle.attrs.update(store.attributes())
+        guard.sync()
+    except BaseException:
+        guard.close()
+        path.unlink(missing_ok=True)
+        raise
+    guard.close()
+    if guard.error is not None:
+        path.unlink(missing_ok=True)
+        raise OSError(guard.error.errno, f"writing the embedding store file {path} failed: "
+                      f"{guard.error.strerror or guard.error} (the partial file was deleted; "
+                      f"{path.parent} needs more free space)") from guard.error
+
+
+def _write_datasets(handle, guard: GuardedFile, keys, lengths, layer_blocks, store, n_rows):
+    """The datasets of one file; stops at the first failed OS write (``guard.error``)."""
     itemsize = np.dtype(store.dtype).itemsize
     chunk_rows = max(1, min(max(n_rows, 1), (1 << 20) // (store.dim * itemsize)))  # ~1 MiB
     block_rows = 16 * chunk_rows
-    with h5py.File(path, "w") as handle:
-        handle.create_dataset("keys", data=keys.astype("S64"), maxshape=(None,))
-        handle.create_dataset("lengths", data=lengths.astype(np.int64), maxshape=(None,))
-        if store.level == "residue":
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            handle.create_dataset("offsets", data=offsets, maxshape=(None,))
-        for layer in range(store.n_layers):
-            dataset = handle.create_dataset(
-                layer_name(layer), shape=(n_rows, store.dim), dtype=store.dtype,
-                chunks=(chunk_rows, store.dim), maxshape=(None, store.dim),
-                compression=store.compression)
-            position, pending = 0, []
-            for block in layer_blocks(layer):
-                pending.append(block)
-                if sum(len(b) for b in pending) >= block_rows:
-                    data = np.concatenate(pending)
-                    dataset[position: position + len(data)] = data
-                    position, pending = position + len(data), []
-            if pending:
+    # Checksums on the small datasets too: a damaged key would silently mislabel a row.
+    handle.create_dataset("keys", data=keys.astype("S64"), maxshape=(None,), fletcher32=True)
+    handle.create_dataset("lengths", data=lengths.astype(np.int64), maxshape=(None,),
+                          fletcher32=True)
+    if store.level == "residue":
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        handle.create_dataset("offsets", data=offsets, maxshape=(None,), fletcher32=True)
+    for layer in range(store.n_layers):
+        dataset = handle.create_dataset(
+            layer_name(layer), shape=(n_rows, store.dim), dtype=store.dtype,
+            chunks=(chunk_rows, store.dim), maxshape=(None, store.dim),
+            compression=store.compression, fletcher32=True)
+        position, pending = 0, []
+        for block in layer_blocks(layer):
+            pending.append(block)
+            if sum(len(b) for b in pending) >= block_rows:
                 data = np.concatenate(pending)
                 dataset[position: position + len(data)] = data
-                position += len(data)
-            if position != n_rows:
-                raise StoreError(f"{path}: wrote {position} rows of {layer_name(layer)}, "
-                                 f"expected {n_rows}")
-        handle.attrs.update(store.attributes())
-    _fsync(path)
+                position, pending = position + len(data), []
+                if guard.error is not None:
+                    return  # the disk is full: stop writing, the caller deletes the file
+        if pending:
+            data = np.concatenate(pending)
+            dataset[position: position + len(data)] = data
+            position += len(data)
+        if guard.error is not None:
+            return
+        if position != n_rows:
+            raise StoreError(f"{guard.path}: wrote {position} rows of {layer_name(layer)}, "
+                             f"expected {n_rows}")
 
 
 def merge_sources(path: Path, sources: list[MergeSource], store: StoreLayout) -> int:
@@ -228,7 +284,9 @@ def merge_sources(path: Path, sources: list[MergeSource], store: StoreLayout) ->
                 readers[source] = sources[source].layer_reader(layer)
             offsets = sources[source].offsets
             first_row, last_row = row_of[start], row_of[end - 1]
-            yield readers[source][offsets[first_row]: offsets[last_row + 1]]
+            with reading(sources[source].path):
+                block = readers[source][offsets[first_row]: offsets[last_row + 1]]
+            yield block
 
     write_rows_file(path, keys, lengths, layer_blocks, store)
     return len(keys)

@@ -84,7 +84,7 @@ def effective_config(cfg: DictConfig, fingerprint: str | None = None) -> dict:
     task = OmegaConf.to_container(cfg.task, resolve=True)
     for key in _TASK_KEYS_IGNORED:
         task.pop(key, None)
-    return {
+    effective = {
         "task": task,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "checkpoint": cfg.checkpoint,
@@ -97,6 +97,10 @@ def effective_config(cfg: DictConfig, fingerprint: str | None = None) -> dict:
         "precision": cfg.extract.precision,
         "data": fingerprint if fingerprint is not None else data_fingerprint(cfg),
     }
+    pooled = cfg.extract.get("pooled_dtype", "float32")
+    if pooled != "float32":  # float16 storage changes the numbers; the default keeps old keys
+        effective["pooled_dtype"] = pooled
+    return effective
 
 
 def cell_key(cfg: DictConfig, fingerprint: str | None = None) -> CellKey:
@@ -169,7 +173,8 @@ def layer_fits(cfg, task: Task, encoder: Encoder, head: str, device: str) -> lis
     if encoder.family == "onehot":
         feats = memory_features(encoder, task, cfg.extract)
     else:
-        feats = store_features(encoder, task, encoder_identity(cfg), cfg.store_dir, cfg.extract)
+        feats = store_features(encoder, task, encoder_identity(cfg), cfg.store_dir, cfg.extract,
+                               cfg.get("store"))
     fits = []
     for layer in range(feats.n_layers):
         probe = make_probe(head, cfg.head, task, int(cfg.seed), device)

@@ -17,6 +17,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
+from ptransfer.embed.diskspace import expected_store_bytes
+
 # Approximate task sizes (unique sequences, mean embedded length) from the FLIP and NetSurfP
 # releases; GB1 is embedded as its 56-residue domain (see conf/task/gb1_*.yaml).
 TASK_SIZES = {
@@ -72,9 +74,11 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
     dim = int(cfg.model.dim)
     residue = cfg.task.name == "ss3"
     if residue:
-        disk = 0.0 if head == "streaming" else n_seq * mean_len * n_layers * dim * 2.0
+        disk = 0.0 if head == "streaming" else expected_store_bytes(
+            n_seq * mean_len, n_layers, dim, cfg.extract.residue_dtype)
     else:
-        disk = n_seq * n_layers * dim * 4.0
+        disk = expected_store_bytes(n_seq, n_layers, dim,
+                                    cfg.extract.get("pooled_dtype", "float32"))
     flops = 2.0 * float(cfg.model.n_params) * n_seq * (mean_len + 2)
     return disk, flops / (EFFECTIVE_TFLOPS * 1e12)
 
@@ -121,6 +125,8 @@ def plan_totals(cells: list[PlannedCell]) -> dict:
 
 
 def print_plan(conf_dir: Path, overrides: list[str]) -> None:
+    from ptransfer.grid.retention import disk_lines
+
     cells = plan_cells(conf_dir, overrides)
     totals = plan_totals(cells)
     real = [c for c in cells if c.excluded is None]
@@ -135,6 +141,8 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
     print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {len(stores)} extractions "
           f"(cells of one dataset and encoder share one; streaming cells store nothing; "
           f"one-hot needs none)")
+    for line in disk_lines(todo):  # total vs peak under store.retain=all | until_done
+        print(line)
     print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
           f"TFLOP/s (2 x params x tokens; probes not included)")
     for c in todo[:20]:

@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.retention import remove_temporaries, retire_if_unread
 from ptransfer.grid.status import INTERRUPTED, RUNNING, effective_state, read_status
 from ptransfer.grid.validate_config import CONF_DIR, check_config
 
@@ -94,9 +95,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             status = {"state": "failed", "cell_id": key.cell_id,
                       "error": f"{type(cause).__name__}: {cause}",
                       "traceback": traceback.format_exc(), "log": log_path}
+            remove_temporaries(key.dir)
             write_status(key.dir, **status)
             log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
             FAILED["count"] += 1
+    if status["state"] in ("done", "skipped"):
+        retire_if_unread(cfg)  # store.retain=until_done: the last reader deletes the store
     status["rows"] = str(key.dir)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,151 @@
+"""store.retain=until_done: a shared store lives until its last reader is done.
+
+A 3-cell sweep through the CLI (one tiny encoder, three cells reading its store), the
+last-reader rule in-process for any finishing order (parallel launchers), and the plan's
+total / peak disk lines against hand-computed timelines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helpers import check, ptransfer
+from filelock import FileLock
+from test_store_safety import tiny_cfg
+from tiny_models import model_config
+
+from ptransfer.analysis.rows import ROWS_FILE
+from ptransfer.grid.cell import cell_key, write_status
+from ptransfer.grid.plan import PlannedCell
+from ptransfer.grid.retention import disk_lines, retire_if_unread, store_group, write_readers
+
+SUBSAMPLES = ("null", "{train:200}", "{train:300}")
+
+
+@pytest.fixture()
+def tiny_conf(tmp_path):
+    conf = tmp_path / "extra_conf" / "model"
+    conf.mkdir(parents=True)
+    (conf / "tiny_esm2.yaml").write_text(yaml.safe_dump(model_config("esm2", name="tiny_esm2")))
+    return f"hydra.searchpath=[file://{conf.parent}]"
+
+
+def _cell_args(tiny_conf: str, *extra: str) -> list[str]:
+    return [tiny_conf, "task=synthetic", "model=tiny_esm2", "ablation=random_init", "seed=0",
+            "results_dir=res", "extract.progress=false", "store.retain=until_done", *extra]
+
+
+def test_three_cell_sweep_keeps_the_shared_store_until_its_last_reader(tmp_path, tiny_conf):
+    out = check(ptransfer("run", "-m", *_cell_args(tiny_conf, f"subsample={','.join(SUBSAMPLES)}"),
+                          cwd=tmp_path))
+    assert "3 run, 0 skipped" in out
+    lines = out.splitlines()
+    extracting = [line for line in lines if "extracting" in line]
+    # Extracted once by the first cell; the next two found every row in the surviving store.
+    assert len(extracting) == 3 and "extracting 0 sequences" not in extracting[0]
+    assert all("extracting 0 sequences" in line for line in extracting[1:])
+    kept = [i for i, line in enumerate(lines) if "readers are not done" in line]
+    deleted = [i for i, line in enumerate(lines) if "store.retain=until_done: deleted" in line]
+    assert ["2 of its 3" in lines[kept[0]], "1 of its 3" in lines[kept[1]]] == [True, True]
+    assert len(deleted) == 1 and kept[1] < deleted[0]
+    assert "all 3 readers done" in lines[deleted[0]]
+    assert list((tmp_path / "res" / "embeddings").rglob("*.h5")) == []
+    assert not (tmp_path / "res" / "embeddings" / "readers").exists()
+    assert len(list((tmp_path / "res" / "cells").glob(f"*/{ROWS_FILE}"))) == 3
+    # A retired store asked for again is simply re-extracted (then retired: its only reader).
+    again = check(ptransfer("run", *_cell_args(tiny_conf, "force=true"), cwd=tmp_path))
+    assert "extracting 600 sequences" in again and "deleted" in again
+    # The default policy keeps it.
+    check(ptransfer("run", *_cell_args(tiny_conf, "force=true", "store.retain=all"),
+                    cwd=tmp_path))
+    assert len(list((tmp_path / "res" / "embeddings").rglob("*.h5"))) == 1
+
+
+def _mark_done(cfg) -> None:
+    key = cell_key(cfg)
+    write_status(key.dir, state="done", cell_id=key.cell_id)
+    (key.dir / ROWS_FILE).write_text("x\n")
+
+
+def _make_store(cfg) -> Path:
+    _, paths = store_group(cfg)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    paths[0].write_bytes(b"store")
+    return paths[0]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2, 0)])
+def test_last_reader_deletes_whatever_the_finishing_order(tmp_path, order):
+    cells = [tiny_cfg(tmp_path / "res", f"subsample={s}", "store.retain=until_done")
+             for s in SUBSAMPLES]
+    groups = write_readers(str(tmp_path / "sweep"), cells)
+    assert [len(readers) for readers in groups.values()] == [3]
+    store = _make_store(cells[0])
+    for step, index in enumerate(order):
+        _mark_done(cells[index])
+        deleted = retire_if_unread(cells[index])
+        assert store.exists() == (step < 2)
+        assert deleted == ([] if step < 2 else [store.absolute()])
+
+
+def test_a_store_being_written_is_not_deleted(tmp_path):
+    cfg = tiny_cfg(tmp_path / "res", "store.retain=until_done")
+    store = _make_store(cfg)
+    _mark_done(cfg)
+    with FileLock(str(store) + ".lock"):  # another process extracting into it
+        assert retire_if_unread(cfg) == []
+    assert store.exists()
+    assert retire_if_unread(cfg) == [store.absolute()] and not store.exists()
+
+
+def test_failed_reader_keeps_the_store_and_retain_all_never_deletes(tmp_path):
+    cells = [tiny_cfg(tmp_path / "res", f"subsample={s}", "store.retain=until_done")
+             for s in SUBSAMPLES[:2]]
+    write_readers(str(tmp_path / "sweep"), cells)
+    store = _make_store(cells[0])
+    _mark_done(cells[0])
+    key = cell_key(cells[1])
+    write_status(key.dir, state="failed", cell_id=key.cell_id)
+    assert retire_if_unread(cells[0]) == [] and store.exists()
+    keep_all = tiny_cfg(tmp_path / "res")
+    _mark_done(keep_all)
+    assert retire_if_unread(keep_all) == [] and store.exists()
+
+
+def test_bad_policy_names_the_key(tmp_path, tiny_conf):
+    proc = ptransfer("run", *_cell_args(tiny_conf, "store.retain=sometimes"), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "store.retain must be one of ['all', 'until_done'], got 'sometimes'" in (
+        proc.stdout + proc.stderr)
+
+
+def _planned(name: str, identity: str, dataset: str, gb: float) -> PlannedCell:
+    key = json.dumps([dataset, {"model": identity}], sort_keys=True)
+    return PlannedCell([], name, False, None, gb * 1e9, 0.0, key)
+
+
+def test_plan_peak_follows_the_sweep_order():
+    # Identity A on gb1 (10 GB) and aav (20 GB), B on gb1 (5) and aav (7): 42 GB in all.
+    grouped = [_planned("a1", "A", "gb1", 10), _planned("a2", "A", "aav", 20),
+               _planned("b1", "B", "gb1", 5), _planned("b2", "B", "aav", 7)]
+    # A lives for cells 1-2 (peak 30), then B for 3-4 (12): peak 30.
+    assert disk_lines(grouped)[0] == ("store: retain=all keeps ~42.0 GB (the total); "
+                                      "retain=until_done peaks at ~30.0 GB")
+    # Interleaved: A (10) + B (5) + A's aav (20) are on disk together at cell 3: 35.
+    interleaved = [grouped[0], grouped[2], grouped[1], grouped[3]]
+    assert "retain=until_done peaks at ~35.0 GB" in disk_lines(interleaved)[0]
+    # A second cell reading A's gb1 rows adds nothing; streaming/one-hot cells hold no store.
+    extra = [grouped[0], _planned("a1b", "A", "gb1", 10),
+             PlannedCell([], "onehot", False, None, 0.0, 0.0, "onehot")]
+    assert "keeps ~10.0 GB (the total); retain=until_done peaks at ~10.0 GB" in disk_lines(extra)[0]
+
+
+def test_plan_prints_both_policies_for_a_small_sweep(tmp_path, tiny_conf):
+    args = [a for a in _cell_args(tiny_conf) if not a.startswith("model=")]
+    out = check(ptransfer("plan", *args, "model=tiny_esm2,onehot", cwd=tmp_path))
+    # synthetic: 600 sequences x 3 layers x 32 dims x 4 bytes (plan's TASK_SIZES, tiny ESM-2).
+    assert f"retain=all keeps ~{600 * 3 * 32 * 4 / 1e6:.2f} MB" in out
+    assert "retain=until_done peaks at" in out and "basic launcher" in out
