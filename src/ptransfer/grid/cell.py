@@ -27,6 +27,7 @@ from ptransfer.embed.extract import check_length_policy
 from ptransfer.embed.features import memory_features, store_features
 from ptransfer.encoders.base import CheckpointRef, Encoder
 from ptransfer.encoders.weights import resolve_checkpoint
+from ptransfer.grid.memory import check_memory
 from ptransfer.heads.fit_layers import LayerFit, fit_layer, make_probe, resolve_head
 from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.tasks.base import Task
@@ -204,6 +205,7 @@ def run_cell(cfg: DictConfig) -> pd.DataFrame:
     log.info("encoder %s (%d layers x %d), checkpoint %s, ablation %s, seed %s, head %s",
              encoder.name, encoder.n_layers, encoder.dim, ref.name, cfg.ablation.name,
              cfg.seed, head)
+    check_memory(task, encoder, head)  # one-hot width and memory; refuses what cannot fit
     fits = layer_fits(cfg, task, encoder, head, device)
     frame = rows_from_fits(cfg, key, task, encoder, ref, head, fits)
     write_rows(frame, key.dir / ROWS_FILE)

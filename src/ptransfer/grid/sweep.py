@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.logs import enter_cell, leave_cell
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def _job_output_dir() -> Path | None:
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job = one cell. Returns and records {state, cell_id, ...}."""
     key = cell_key(cfg)
+    token = enter_cell(key.cell_id)  # log lines of this job name the cell (grid/logs.py)
     out_dir = _job_output_dir()
     log_path = str(out_dir) if out_dir else None
     reason = excluded_reason(cfg) if _in_multirun() else None
@@ -96,6 +98,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2))
+    leave_cell(token)
     return status
 
 
