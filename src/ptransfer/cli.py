@@ -37,8 +37,11 @@ def _hydra_entry(task_function, argv: list[str], config_name: str = "config") ->
 
 
 def cmd_run(argv: list[str]) -> int:
+    from ptransfer.grid.done import skip_done_sweep
     from ptransfer.grid.sweep import FAILED, run_job
 
+    if skip_done_sweep(CONF_DIR, argv):  # a finished sweep: nothing for Hydra to launch
+        return 0
     _hydra_entry(run_job, ["run", *argv])
     return 1 if FAILED["count"] else 0
 

@@ -15,22 +15,22 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import __version__
 from ptransfer.analysis.rows import ROWS_FILE, make_frame, write_rows
-from ptransfer.embed.extract import check_length_policy
-from ptransfer.embed.features import memory_features, store_features
-from ptransfer.encoders.base import CheckpointRef, Encoder
-from ptransfer.encoders.weights import resolve_checkpoint
-from ptransfer.grid.memory import check_memory
-from ptransfer.heads.fit_layers import LayerFit, fit_layer, make_probe, resolve_head
-from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.tasks.base import Task
+
+# torch, the encoders, embed and the heads (sklearn) are imported where a cell runs, not
+# here: a re-run of a finished sweep only keys and skips its cells, and importing them
+# would be most of its cost (docs/benchmarks.md, tests/test_done_sweep.py).
+if TYPE_CHECKING:
+    from ptransfer.encoders.base import CheckpointRef, Encoder
+    from ptransfer.heads.fit_layers import LayerFit
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ def write_status(cell_dir: Path, **status) -> None:
 
 
 def pick_device(name: str) -> str:
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
@@ -104,6 +106,9 @@ def pick_device(name: str) -> str:
 
 def checkpoint_ref(cfg: DictConfig) -> CheckpointRef:
     """``checkpoint=final`` or a key of ``model.checkpoints`` ({path, step}), with its step."""
+    from ptransfer.encoders.base import CheckpointRef
+    from ptransfer.encoders.weights import resolve_checkpoint
+
     node = cfg.model.get("checkpoints")
     known = OmegaConf.to_container(node, resolve=True) if node else {}
     name = str(cfg.checkpoint)
@@ -138,6 +143,11 @@ def encoder_identity(cfg: DictConfig) -> dict:
 
 
 def layer_fits(cfg, task: Task, encoder: Encoder, head: str, device: str) -> list[LayerFit]:
+    from ptransfer.embed.extract import check_length_policy
+    from ptransfer.embed.features import memory_features, store_features
+    from ptransfer.heads.fit_layers import fit_layer, make_probe
+    from ptransfer.heads.fit_streaming import fit_streaming
+
     # One check for every path (store, in-memory, streaming): truncation must not misalign
     # per-residue labels.
     check_length_policy(encoder, task.all_sequences(), cfg.extract.length_policy, task.level)
@@ -190,6 +200,9 @@ def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits) -> pd.Data
 
 def run_cell(cfg: DictConfig) -> pd.DataFrame:
     """Run one cell and write its files; raises on failure (the grid records it)."""
+    from ptransfer.grid.memory import check_memory
+    from ptransfer.heads.fit_layers import resolve_head
+
     key = cell_key(cfg)
     started = time.time()
     write_status(key.dir, state="running", cell_id=key.cell_id, started=started)
