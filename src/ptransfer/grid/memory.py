@@ -82,8 +82,8 @@ def onehot_memory(task: Task, encoder: Encoder, head: str) -> MemoryEstimate | N
         train_rows = len(train.sequences)
     else:
         padded, width = None, encoder.dim
-        rows = sum(split.n_residues for split in task.splits.values())
-        train_rows = train.n_residues
+        rows = sum(split.n_residues() for split in task.splits.values())
+        train_rows = train.n_residues()
     held = float(encoder.n_layers) * rows * width * FEATURE_BYTES
     probe = float(train_rows) * width * PROBE_COPY_BYTES.get(head, FEATURE_BYTES)
     return MemoryEstimate(width, encoder.n_layers, rows, train_rows, padded, longest,
@@ -125,3 +125,39 @@ def check_memory(task: Task, encoder: Encoder, head: str) -> MemoryEstimate | No
             if estimate.padded_len is not None else "subsample the task (subsample={train: N})")
     raise MemoryError(f"{estimate.describe()}, but only {_gb(free)} of memory is available; "
                       f"{hint}")
+
+
+def plan_memory(cfg, cache: dict) -> str | None:
+    """``ptransfer plan``'s memory line for one cell: the estimate for in-memory (one-hot)
+    features, None for store-backed encoders; the task is loaded once per task config
+    (``cache``) since the width depends on its longest sequence."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from ptransfer.heads.fit_layers import resolve_head
+
+    if cfg.model.get("family") != "onehot":
+        return None
+    task_key = repr(OmegaConf.to_container(cfg.task, resolve=True)) + repr(cfg.subsample)
+    try:
+        if task_key not in cache:
+            task = hydra.utils.instantiate(cfg.task, _convert_="all")
+            if cfg.subsample:
+                task = task.subsample(OmegaConf.to_container(cfg.subsample), seed=0)
+            cache[task_key] = task
+        task = cache[task_key]
+        encoder = hydra.utils.instantiate(cfg.model, _convert_="all")
+        head = resolve_head(cfg.head, task, encoder.n_params)
+    except Exception as err:  # noqa: BLE001 - plan reports, the cell itself will fail clearly
+        while err.__cause__ is not None:  # Hydra wraps errors raised by a _target_
+            err = err.__cause__
+        first = (str(err).splitlines() or [""])[0]
+        return f"one-hot features: not estimated (task {cfg.task.name}: {first})"
+    estimate = onehot_memory(task, encoder, head)
+    if estimate is None:
+        return None
+    free = available_bytes()
+    fits = "" if free is None or estimate.total_bytes <= free else (
+        f"; MORE than the {_gb(free)} available: the cell will refuse; set "
+        f"{MAX_LEN_KEY}={max_len_that_fits(estimate, free)} or lower")
+    return estimate.describe() + fits
