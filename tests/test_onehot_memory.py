@@ -76,7 +76,7 @@ def test_estimate_counts_every_split_and_the_probe_copy(csv_task):
     assert logistic.held_bytes == 24 * width * 4  # float32, all splits
     assert logistic.probe_bytes == 16 * width * 4  # one float32 standardised train copy
     ridge = memory.onehot_memory(task, encoder, "ridge")
-    assert ridge.probe_bytes == 16 * width * 16
+    assert ridge.probe_bytes == 16 * width * 16 + 4 * width * 8  # + float64 validation copy
     capped = memory.onehot_memory(task, OneHotEncoder(max_len=10), "logistic")
     assert capped.width == 200 and capped.padded_len == 10 and capped.longest == LONGEST
 

@@ -11,10 +11,11 @@ any feature is built the cell logs the width and an estimate, and refuses with a
 The estimate (float32 features, 4 B a value):
 
 - held: every split and layer of in-memory features (n_layers x rows x width);
-- probe: the probe's full-size working copies of the training split, ``PROBE_COPY_BYTES``
-  bytes per training value (logistic: one float32 standardised copy; ridge: float64
-  standardised train and validation copies plus, with more columns than rows, the
-  float64 D x N dual basis; the minibatch softmax probe and streaming ridge: none).
+- probe: the probe's full-size working copies, ``PROBE_COPY_BYTES`` = (bytes per training
+  value, bytes per validation value): logistic, one float32 standardised copy of train
+  (validation is scored in chunks); ridge, float64 standardised train and validation copies
+  plus, with more columns than rows, the float64 D x N dual basis; the minibatch softmax
+  probe and streaming ridge, none.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ptransfer.tasks.base import Task
 log = logging.getLogger(__name__)
 
 FEATURE_BYTES = 4  # float32
-PROBE_COPY_BYTES = {"logistic": 4, "ridge": 16, "linear": 0, "streaming": 0}
+PROBE_COPY_BYTES = {"logistic": (4, 0), "ridge": (16, 8), "linear": (0, 0), "streaming": (0, 0)}
 MAX_LEN_KEY = "model.max_len"
 MEMINFO = Path("/proc/meminfo")
 
@@ -79,13 +80,14 @@ def onehot_memory(task: Task, encoder: Encoder, head: str) -> MemoryEstimate | N
         padded = padded_length(lengths, encoder.max_len)
         width = padded * encoder.dim
         rows = sum(len(split.sequences) for split in task.splits.values())
-        train_rows = len(train.sequences)
+        train_rows, val_rows = len(train.sequences), len(task.splits["val"].sequences)
     else:
         padded, width = None, encoder.dim
         rows = sum(split.n_residues() for split in task.splits.values())
-        train_rows = train.n_residues()
+        train_rows, val_rows = train.n_residues(), task.splits["val"].n_residues()
     held = float(encoder.n_layers) * rows * width * FEATURE_BYTES
-    probe = float(train_rows) * width * PROBE_COPY_BYTES.get(head, FEATURE_BYTES)
+    per_train, per_val = PROBE_COPY_BYTES.get(head, (FEATURE_BYTES, FEATURE_BYTES))
+    probe = float(width) * (train_rows * per_train + val_rows * per_val)
     return MemoryEstimate(width, encoder.n_layers, rows, train_rows, padded, longest,
                           held, probe)
 
