@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from cli_helpers import REPO, check, ptransfer
 from hydra import compose, initialize_config_dir
 
+from ptransfer.grid import done
 from ptransfer.grid.done import done_sweep_counts, skip_done_sweep
 from ptransfer.grid.sweep import run_job
 
@@ -63,6 +65,24 @@ def test_precheck_answers_only_when_every_design_cell_is_done(tmp_path, capsys):
     assert skip_done_sweep(CONF, sweep)
     out = capsys.readouterr().out
     assert "2 cells: 0 run, 2 skipped" in out and "nothing to do" in out
+
+
+def test_a_remembered_done_sweep_is_rechecked_cell_by_cell(tmp_path, monkeypatch):
+    results = tmp_path / "res"
+    sweep = ["-m", *_cell(results, "ablation=pretrained,random_init", "task.n_variants=120,90")]
+    statuses = [_run(_cell(results))["rows"], _run(_cell(results, "task.n_variants=90"))["rows"]]
+    assert done_sweep_counts(CONF, sweep) == (2, 2)  # composes every combination, remembers
+    assert len(list((results / done.RECORDS).glob("*.json"))) == 1
+    real_compose = done.compose
+    calls = []
+    monkeypatch.setattr(done, "compose", lambda *a, **k: calls.append(1) or real_compose(*a, **k))
+    assert done_sweep_counts(CONF, sweep) == (2, 2)
+    assert len(calls) == 1  # only the base config: the cells came from the record
+    assert done_sweep_counts(CONF, [*sweep, "seed=42"]) == (2, 2)  # other overrides:
+    assert len(calls) == 1 + 5 and len(list((results / done.RECORDS).glob("*.json"))) == 2
+    status = Path(statuses[1]) / "status.json"
+    status.write_text(json.dumps({"state": "failed"}))
+    assert done_sweep_counts(CONF, sweep) is None  # the record does not hide a redone cell
 
 
 def test_cli_rerun_of_a_done_sweep_launches_nothing(tmp_path):

@@ -10,19 +10,32 @@ is complete does it print the sweep summary and return True. Anything it does no
 (other flags, another sweeper, ``force=true``, an override it cannot expand, a cell not
 done) returns False and the sweep runs through Hydra as usual, so the shortcut can only skip
 work that ``run_job`` would also skip. It imports no model code (tests/test_done_sweep.py).
+
+Composing is most of what is left (~0.1 s CPU per combination), so a finished sweep is also
+remembered: ``results_dir/.done_sweeps/<digest>.json`` lists its cell folders, the digest
+covering the overrides, every YAML file of the config search path and the package version.
+The next re-run with the same digest re-keys each listed cell from its own ``config.yaml``
+(``cell_key``, so a data fingerprint in the key is re-checked) and checks its status; one
+mismatch and the full check above runs instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from ptransfer import __version__
 
 log = logging.getLogger(__name__)
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+RECORDS = ".done_sweeps"  # under results_dir
 
 
 def done_sweep_counts(conf_dir: Path, argv: list[str]) -> tuple[int, int] | None:
@@ -37,21 +50,62 @@ def done_sweep_counts(conf_dir: Path, argv: list[str]) -> tuple[int, int] | None
     from ptransfer.grid.plan import expand_sweep
     from ptransfer.grid.sweep import excluded_reason
 
-    done = excluded = 0
+    excluded = 0
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],
                        return_hydra_config=True)
-        if base.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        if base.hydra.sweeper.get("_target_") != BASIC_SWEEPER or base.force:
             return None
+        record = _record_path(base, conf_dir, overrides)
+        remembered = _remembered(record)
+        if remembered is not None:
+            return remembered
+        cells = []
         for combo in expand_sweep(base, overrides):
             cfg = compose("config", overrides=combo)
             if excluded_reason(cfg):
                 excluded += 1
-            elif cfg.force or not is_done(cell_key(cfg)):
+                continue
+            key = cell_key(cfg)
+            if cfg.force or not is_done(key):
                 return None
-            else:
-                done += 1
-    return (done, excluded) if done else None
+            cells.append(str(key.dir))
+    if not cells:
+        return None
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"cells": cells, "excluded": excluded}))
+    tmp.replace(record)
+    return len(cells), excluded
+
+
+def _record_path(base, conf_dir: Path, overrides: list[str]) -> Path:
+    """``results_dir/.done_sweeps/<digest>.json``; the digest covers what decides the cells."""
+    digest = hashlib.sha256(json.dumps([sorted(overrides), __version__]).encode())
+    searchpath = [str(conf_dir)] + [p.removeprefix("file://") for p in base.hydra.searchpath
+                                    if str(p).startswith("file://")]
+    for folder in searchpath:
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return Path(base.results_dir) / RECORDS / f"{digest.hexdigest()[:24]}.json"
+
+
+def _remembered(record: Path) -> tuple[int, int] | None:
+    """(done, excluded) when every cell the record lists still keys to its folder and is
+    done; None when there is no record or anything changed."""
+    from ptransfer.grid.cell import CONFIG_FILE, cell_key, is_done
+
+    if not record.is_file():
+        return None
+    entry = json.loads(record.read_text())
+    for folder in entry["cells"]:
+        config = Path(folder) / CONFIG_FILE
+        if not config.is_file():
+            return None
+        key = cell_key(OmegaConf.load(config))
+        if str(key.dir) != folder or not is_done(key):
+            return None
+    return len(entry["cells"]), int(entry["excluded"])
 
 
 def skip_done_sweep(conf_dir: Path, argv: list[str]) -> bool:
