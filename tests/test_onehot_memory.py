@@ -128,3 +128,23 @@ def test_plan_prints_width_and_estimate(csv_task, tmp_path):
     out = check(ptransfer("plan", *_overrides(path, tmp_path), cwd=tmp_path))
     assert f"one-hot features: 20 x {LONGEST} = {20 * LONGEST} columns per protein" in out
     assert "GB probe working copy" in out
+
+
+def test_ridge_predictions_in_chunks_equal_sklearn(monkeypatch):
+    # Ridge predicts test sets in row chunks; tiny chunks against sklearn on the whole split.
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    import ptransfer.heads.standardize as standardize
+    from ptransfer.heads import RidgeProbe
+
+    rng = np.random.default_rng(3)
+    X, X_val, X_test = (rng.normal(size=(n, 8)) * 3 + 1 for n in (60, 20, 33))
+    w = rng.normal(size=8)
+    y, y_val = X @ w + rng.normal(size=60), X_val @ w + rng.normal(size=20)
+    monkeypatch.setattr(standardize, "CHUNK_ELEMENTS", 16)  # 2 rows per chunk
+    probe = RidgeProbe(alphas=(0.1, 1.0, 10.0)).fit(X, y, X_val, y_val)
+    scaler = StandardScaler().fit(X)
+    reference = Ridge(alpha=probe.alpha_).fit(scaler.transform(X), y)
+    np.testing.assert_allclose(probe.predict(X_test), reference.predict(scaler.transform(X_test)),
+                               rtol=1e-10, atol=1e-10)
