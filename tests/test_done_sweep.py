@@ -80,6 +80,9 @@ def test_a_remembered_done_sweep_is_rechecked_cell_by_cell(tmp_path, monkeypatch
     assert len(calls) == 1  # only the base config: the cells came from the record
     assert done_sweep_counts(CONF, [*sweep, "seed=42"]) == (2, 2)  # other overrides:
     assert len(calls) == 1 + 5 and len(list((results / done.RECORDS).glob("*.json"))) == 2
+    for record in (results / done.RECORDS).glob("*.json"):
+        record.write_text("{torn")
+    assert done_sweep_counts(CONF, sweep) == (2, 2)  # a torn record: the full check
     status = Path(statuses[1]) / "status.json"
     status.write_text(json.dumps({"state": "failed"}))
     assert done_sweep_counts(CONF, sweep) is None  # the record does not hide a redone cell

@@ -72,10 +72,13 @@ def done_sweep_counts(conf_dir: Path, argv: list[str]) -> tuple[int, int] | None
             cells.append(str(key.dir))
     if not cells:
         return None
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"cells": cells, "excluded": excluded}))
-    tmp.replace(record)
+    try:  # remembering is an optimisation: a read-only results_dir only loses it
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"cells": cells, "excluded": excluded}))
+        tmp.replace(record)
+    except OSError as err:
+        log.debug("could not remember the finished sweep in %s: %s", record, err)
     return len(cells), excluded
 
 
@@ -97,7 +100,10 @@ def _remembered(record: Path) -> tuple[int, int] | None:
 
     if not record.is_file():
         return None
-    entry = json.loads(record.read_text())
+    try:
+        entry = json.loads(record.read_text())
+    except (OSError, ValueError):  # a torn record: check the sweep in full
+        return None
     for folder in entry["cells"]:
         config = Path(folder) / CONFIG_FILE
         if not config.is_file():
