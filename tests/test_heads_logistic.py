@@ -145,3 +145,35 @@ def test_bad_n_classes_is_an_error():
 def test_predict_proba_before_fit_is_an_error():
     with pytest.raises(NotFittedError):
         LogisticProbe().predict_proba(np.zeros((2, 2)))
+
+
+def test_float32_features_use_a_float32_copy_and_match_sklearn_float64():
+    # The working copy follows the features' precision; the reference is sklearn in float64.
+    X, y, X_val, y_val = make_data(seed=6)
+    X32, X_val32 = X.astype(np.float32), X_val.astype(np.float32)
+    probe = LogisticProbe(Cs=CS, **TIGHT).fit(X32, y, X_val32, y_val)
+    assert probe.dtype_ == np.float32 and probe.model_.coef_.dtype == np.float32
+    assert LogisticProbe(Cs=CS, **TIGHT).fit(X, y, X_val, y_val).dtype_ == np.float64
+    C, _ = brute_force(X, y, X_val, y_val, "accuracy")
+    assert probe.C_ == C
+    scaler = StandardScaler().fit(X)
+    reference = LogisticRegression(C=C, **TIGHT).fit(scaler.transform(X), y)
+    np.testing.assert_allclose(probe.predict_proba(X_val32),
+                               reference.predict_proba(scaler.transform(X_val)), atol=1e-3)
+
+
+def test_chunked_scoring_and_prediction_equal_one_chunk(monkeypatch):
+    # Tiny chunks (2 rows of 6 features) against chunks larger than every split.
+    import ptransfer.heads.standardize as standardize
+
+    X, y, X_val, y_val = make_data(seed=7)
+    whole = LogisticProbe(Cs=CS, **TIGHT).fit(X, y, X_val, y_val)
+    expected = whole.predict_proba(X_val)
+    monkeypatch.setattr(standardize, "CHUNK_ELEMENTS", 12)
+    chunked = LogisticProbe(Cs=CS, **TIGHT).fit(X, y, X_val, y_val)
+    assert chunked.val_scores_ == pytest.approx(whole.val_scores_, abs=1e-12)
+    np.testing.assert_allclose(chunked.predict_proba(X_val), expected, atol=1e-10)
+    scaler = StandardScaler().fit(X)
+    np.testing.assert_allclose(
+        standardize.fit_standardizer(X).transform(X_val.astype(np.float16), dtype=np.float32),
+        scaler.transform(X_val.astype(np.float16).astype(np.float64)), atol=1e-5, rtol=1e-5)

@@ -75,12 +75,15 @@ def _hydra_entry(task_function, argv: list[str], config_name: str = "config") ->
 
 
 def cmd_run(argv: list[str]) -> int:
+    from ptransfer.grid.done import skip_done_sweep
     from ptransfer.grid.sweep import FAILED, run_job
     from ptransfer.grid.validate_config import precheck
 
     # Hydra's own parser wants -m before the overrides; accept it anywhere, as Hydra's docs do.
     flags = [a for a in argv if a in _MULTIRUN_FLAGS][:1]
     argv = flags + [a for a in argv if a not in _MULTIRUN_FLAGS]
+    if skip_done_sweep(CONF_DIR, argv):  # a finished sweep: nothing for Hydra to launch
+        return 0
     if not any(a in _HYDRA_INFO_FLAGS for a in argv):
         precheck(CONF_DIR, [a for a in argv if not a.startswith("-")])
     FAILED["count"] = 0  # this command's failures only (main() may be called again in-process)

@@ -223,8 +223,9 @@ def embed_sequences(
     averager = _WindowAverager(pieces, sequences)
     plan = plan_batches([p.end - p.start for p in pieces], toks_per_batch)
     total = sum(len(s) for s in sequences)
+    # No bar when there is nothing to embed (a complete store): an empty bar is noise.
     with tqdm(total=total, unit="res", unit_scale=True, desc=f"embed {encoder.name}",
-              disable=not progress) as bar:
+              disable=not progress or total == 0) as bar:
         for batch in plan:
             batch_pieces = [pieces[i] for i in batch]
             texts = [sequences[p.seq_index][p.start: p.end] for p in batch_pieces]

@@ -24,6 +24,7 @@ from ptransfer.embed.extract import embed_sequences, extract_to_store, flatten_p
 from ptransfer.embed.store import DEFAULT_COMMIT_SECONDS, EmbeddingStore, StoreError, store_path
 from ptransfer.embed.store_files import short
 from ptransfer.encoders.base import Encoder
+from ptransfer.encoders.onehot import padded_length
 from ptransfer.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -84,41 +85,60 @@ class MemoryFeatures(LayerFeatures):
 
 
 def memory_features(encoder: Encoder, task: Task, extract_cfg) -> MemoryFeatures:
-    """Embed every unique sequence of ``task`` once, in memory (one-hot baseline, tiny models)."""
+    """Embed every unique sequence of ``task`` once, in memory (one-hot baseline, tiny models).
+
+    Each split's n_layers x rows x D float32 array is allocated once and filled as batches
+    arrive, so the peak is the features themselves (no per-sequence copies to stack).
+    Flattened per-protein rows are padded to ``padded_length`` (the longest sequence, capped
+    at ``encoder.max_len``; longer proteins are truncated to it before embedding).
+    """
     unique = task.all_sequences()
-    per_seq: dict[str, torch.Tensor] = {}
+    flatten = task.level == "protein" and encoder.pooling == "flatten"
+    pad_to = padded_length((len(s) for s in unique), encoder.max_len) if flatten else None
+    texts = [s[:pad_to] for s in unique] if flatten else unique
+    width = pad_to * encoder.dim if flatten else encoder.dim
+    arrays, slots = _allocate(task, unique, encoder.n_layers, width)
     batches = embed_sequences(
         encoder,
-        unique,
+        texts,
         toks_per_batch=extract_cfg.toks_per_batch,
         length_policy=extract_cfg.length_policy,
         precision=extract_cfg.precision,
         progress=extract_cfg.progress,
     )
-    pad_to = max(len(s) for s in unique)
     for indices, tensors in batches:
         for i, feats in zip(indices, tensors):  # feats: n_layers x L x D
-            per_seq[unique[i]] = _pool(encoder, task, feats, pad_to)
-    arrays = {
-        name: _stack(task, [per_seq[s] for s in split.sequences])
-        for name, split in task.splits.items()
-    }
+            row = _pool(encoder, task, feats, pad_to)
+            for split, where in slots[i]:
+                arrays[split][:, where] = row
     return MemoryFeatures(task, arrays)
 
 
-def _pool(encoder: Encoder, task: Task, feats: torch.Tensor, pad_to: int) -> np.ndarray:
+def _allocate(task: Task, unique: list[str], n_layers: int, width: int):
+    """Zeroed float32 arrays per split (n_layers x rows x width) and, per unique sequence,
+    where its rows go: ``slots[i]`` = [(split, row index or residue slice), ...]."""
+    index = {s: i for i, s in enumerate(unique)}
+    slots: list[list] = [[] for _ in unique]
+    arrays = {}
+    for name, split in task.splits.items():
+        offset = 0
+        for j, sequence in enumerate(split.sequences):
+            if task.level == "residue":
+                slots[index[sequence]].append((name, slice(offset, offset + len(sequence))))
+                offset += len(sequence)
+            else:
+                slots[index[sequence]].append((name, j))
+        n_rows = offset if task.level == "residue" else len(split.sequences)
+        arrays[name] = np.zeros((n_layers, n_rows, width), dtype=np.float32)
+    return arrays, slots
+
+
+def _pool(encoder: Encoder, task: Task, feats: torch.Tensor, pad_to: int | None) -> np.ndarray:
     if task.level == "residue":
         return feats.numpy()
     if encoder.pooling == "flatten":
         return flatten_pool(feats, pad_to).numpy()
     return mean_pool(feats).numpy()
-
-
-def _stack(task: Task, per_seq: list[np.ndarray]) -> np.ndarray:
-    """protein: n_layers x N x D; residue: n_layers x (sum L) x D."""
-    if task.level == "residue":
-        return np.concatenate(per_seq, axis=1)
-    return np.stack(per_seq, axis=1)
 
 
 def store_location(store_dir: str | Path, identity: dict, level: str, extract_cfg):

@@ -9,6 +9,12 @@ that order). Ambiguity and rare codes are encoded as the residues they stand for
 so every row sums to 1. Per-protein features are the zero-padded, flattened one-hot matrix
 (``pooling = "flatten"``), the baseline of the FLIP benchmark. There are no weights: the only
 ablation is ``pretrained``, and ``load`` refuses the others.
+
+Padding: per-protein rows have 20 x L_pad columns, L_pad = the task's longest sequence
+(the FLIP baseline) unless ``model.max_len`` caps it, in which case longer proteins are
+truncated to their first ``max_len`` residues for the per-protein features
+(``padded_length``). Per-residue one-hot is unaffected by the cap: one-hot of a residue does
+not depend on its neighbours, so windows of ``max_len`` give the same features.
 """
 
 from __future__ import annotations
@@ -62,6 +68,12 @@ def check_sequences(
                 f"{model}: sequence {index} has character(s) {sorted(unknown)} outside the "
                 f"model's alphabet {''.join(sorted(allowed))}"
             )
+
+
+def padded_length(lengths: Iterable[int], max_len: int | None) -> int:
+    """Residues per flattened per-protein row: the longest of ``lengths``, capped at ``max_len``."""
+    longest = max(lengths, default=0)
+    return longest if max_len is None else min(longest, int(max_len))
 
 
 def residue_table() -> torch.Tensor:

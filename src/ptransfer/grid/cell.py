@@ -17,21 +17,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import __version__
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE, make_frame, write_rows
-from ptransfer.embed.extract import check_length_policy
-from ptransfer.embed.features import memory_features, store_features
-from ptransfer.encoders.base import CheckpointRef, Encoder
-from ptransfer.encoders.weights import resolve_checkpoint
-from ptransfer.grid.cell_predictions import write_cell_predictions
 from ptransfer.grid.status import (  # noqa: F401 - STATUS_FILE, read_status: cell's API
     STATUS_FILE,
     read_status,
@@ -46,11 +41,15 @@ from ptransfer.grid.task_data import (
     remember_fingerprint,
     task_fingerprint,
 )
-from ptransfer.grid.validate_config import check_before_load
-from ptransfer.heads.fit_layers import LayerFit, fit_layer, make_probe, resolve_head
-from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.metrics import HIGHER_IS_BETTER
 from ptransfer.tasks.base import Task
+
+# torch, the encoders, embed and the heads (sklearn) are imported where a cell runs, not
+# here: a re-run of a finished sweep only keys and skips its cells, and importing them
+# would be most of its cost (docs/benchmarks.md, tests/test_done_sweep.py).
+if TYPE_CHECKING:
+    from ptransfer.encoders.base import CheckpointRef, Encoder
+    from ptransfer.heads.fit_layers import LayerFit
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +119,8 @@ def is_done(key: CellKey) -> bool:
 
 
 def pick_device(name: str) -> str:
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
@@ -127,6 +128,9 @@ def pick_device(name: str) -> str:
 
 def checkpoint_ref(cfg: DictConfig) -> CheckpointRef:
     """``checkpoint=final`` or a key of ``model.checkpoints`` ({path, step}), with its step."""
+    from ptransfer.encoders.base import CheckpointRef
+    from ptransfer.encoders.weights import resolve_checkpoint
+
     node = cfg.model.get("checkpoints")
     known = OmegaConf.to_container(node, resolve=True) if node else {}
     name = str(cfg.checkpoint)
@@ -165,6 +169,11 @@ def encoder_identity(cfg: DictConfig) -> dict:
 
 
 def layer_fits(cfg, task: Task, encoder: Encoder, head: str, device: str) -> list[LayerFit]:
+    from ptransfer.embed.extract import check_length_policy
+    from ptransfer.embed.features import memory_features, store_features
+    from ptransfer.heads.fit_layers import fit_layer, make_probe
+    from ptransfer.heads.fit_streaming import fit_streaming
+
     # One check for every path (store, in-memory, streaming): truncation must not misalign
     # per-residue labels.
     check_length_policy(encoder, task.all_sequences(), cfg.extract.length_policy, task.level)
@@ -242,6 +251,11 @@ def run_cell(cfg: DictConfig) -> pd.DataFrame:
 
     The task is loaded first: its content fingerprint is part of the key.
     """
+    from ptransfer.grid.cell_predictions import write_cell_predictions
+    from ptransfer.grid.memory import check_memory
+    from ptransfer.grid.validate_config import check_before_load
+    from ptransfer.heads.fit_layers import resolve_head
+
     task = load_task(cfg)
     check_declared_shape(cfg, task)
     fingerprint = remember_fingerprint(cfg, task)
@@ -258,6 +272,7 @@ def run_cell(cfg: DictConfig) -> pd.DataFrame:
     log.info("encoder %s (%d layers x %d), checkpoint %s, ablation %s, seed %s, head %s",
              encoder.name, encoder.n_layers, encoder.dim, ref.name, cfg.ablation.name,
              cfg.seed, head)
+    check_memory(task, encoder, head)  # one-hot width and memory; refuses what cannot fit
     fits = layer_fits(cfg, task, encoder, head, device)
     frame = rows_from_fits(cfg, key, task, encoder, ref, head, fits, fingerprint)
     write_rows(frame, key.dir / ROWS_FILE)

@@ -42,6 +42,7 @@ class PlannedCell:
     gpu_seconds: float
     store_key: str  # cells of one dataset and encoder identity share an embedding store ("": none)
     state: str | None = None  # status.json's state; a dead "running" cell reads "interrupted"
+    memory: str | None = None  # one-hot: feature width and memory estimate (grid/memory.py)
 
 
 def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
@@ -85,10 +86,13 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
 
 def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
     from ptransfer.grid.cell import cell_key, encoder_identity, is_done
+    from ptransfer.grid.memory import plan_memory
     from ptransfer.grid.status import effective_state, read_status
     from ptransfer.grid.sweep import excluded_reason
     from ptransfer.grid.task_data import planned_head
     from ptransfer.grid.validate_config import check_config
+
+    tasks: dict = {}  # loaded tasks, shared by the one-hot cells' memory estimates
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],
@@ -108,6 +112,8 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
                 store = ""
             cells.append(PlannedCell(combo, key.cell_id, is_done(key), excluded_reason(cfg),
                                      disk, gpu, store, effective_state(read_status(key.dir))))
+            if cells[-1].excluded is None and not cells[-1].done:
+                cells[-1].memory = plan_memory(cfg, tasks)
     return cells
 
 
@@ -147,6 +153,9 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
           f"TFLOP/s (2 x params x tokens; probes not included)")
     for c in todo[:20]:
         print(f"  to run: {c.cell_id}")
+    for c in todo:
+        if c.memory:
+            print(f"memory: {c.cell_id}: {c.memory}")
     if len(todo) > 20:
         print(f"  ... and {len(todo) - 20} more")
 

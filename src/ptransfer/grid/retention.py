@@ -36,8 +36,6 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 
 from ptransfer.embed.diskspace import size_text
-from ptransfer.embed.features import store_location
-from ptransfer.embed.store import LEVELS
 from ptransfer.grid.cell import CellKey, cell_key, encoder_identity, is_done
 
 log = logging.getLogger(__name__)
@@ -58,16 +56,18 @@ def reads_store(cfg: DictConfig) -> bool:
     """Whether the cell reads an embedding store (one-hot and streaming cells do not)."""
     if cfg.model.get("family", "onehot") == "onehot":
         return False
-    head = cfg.head.get("name", "auto")
-    if head == "auto" and cfg.task.name == "ss3":  # the rule of heads' resolve_head / plan
-        head = ("streaming" if int(cfg.model.get("n_params", 0)) >= cfg.head.streaming_min_params
-                else "linear")
-    return head != "streaming"
+    from ptransfer.grid.task_data import planned_head  # the rule run_cell and plan apply
+
+    return planned_head(cfg) != "streaming"
 
 
 def store_group(cfg: DictConfig) -> tuple[str, list[Path]]:
     """(group id, store files) of the cell's encoder identity, every level."""
     identity = encoder_identity(cfg)
+    # Imported here: the sweep imports this module, and a skipped cell must not pay for torch.
+    from ptransfer.embed.features import store_location
+    from ptransfer.embed.store import LEVELS
+
     paths = [store_location(cfg.store_dir, identity, level, cfg.extract)[0].absolute()
              for level in LEVELS]
     digest = hashlib.sha256(json.dumps(sorted(map(str, paths))).encode()).hexdigest()[:16]

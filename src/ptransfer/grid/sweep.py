@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.logs import enter_cell, leave_cell
 from ptransfer.grid.retention import remove_temporaries, retire_if_unread
 from ptransfer.grid.status import INTERRUPTED, RUNNING, effective_state, read_status
 from ptransfer.grid.validate_config import CONF_DIR, check_config
@@ -74,6 +75,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job = one cell. Returns and records {state, cell_id, ...}."""
     check_config(cfg, CONF_DIR)  # names a mistyped key before the cell id needs it
     key = cell_key(cfg)
+    token = enter_cell(key.cell_id)  # log lines of this job name the cell (grid/logs.py)
     out_dir = _job_output_dir()
     log_path = str(out_dir) if out_dir else None
     reason = excluded_reason(cfg) if _in_multirun() else None
@@ -105,6 +107,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2))
+    leave_cell(token)
     return status
 
 

@@ -16,20 +16,29 @@ All estimators follow the scikit-learn estimator contract (``__init__`` stores p
 returns self, learned state ends in ``_``) and expose ``selected_params_``.
 """
 
-from ptransfer.heads.logistic import DEFAULT_CS, LogisticProbe
-from ptransfer.heads.ridge import DEFAULT_ALPHAS, RidgeProbe
-from ptransfer.heads.selection import select_best
-from ptransfer.heads.softmax import DEFAULT_WEIGHT_DECAYS, SoftmaxProbe
-from ptransfer.heads.streaming_ridge import StreamingRidgeClassifier, StreamingScorer
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_ALPHAS",
-    "DEFAULT_CS",
-    "DEFAULT_WEIGHT_DECAYS",
-    "LogisticProbe",
-    "RidgeProbe",
-    "SoftmaxProbe",
-    "StreamingRidgeClassifier",
-    "StreamingScorer",
-    "select_best",
-]
+import importlib
+from typing import Any
+
+# Names are imported on first use: ``ptransfer.heads.fit_layers`` (the head rule the grid
+# needs to key a cell) must not pull in torch and scikit-learn for a cell that is skipped.
+_EXPORTS = {
+    "DEFAULT_CS": "ptransfer.heads.logistic",
+    "LogisticProbe": "ptransfer.heads.logistic",
+    "DEFAULT_ALPHAS": "ptransfer.heads.ridge",
+    "RidgeProbe": "ptransfer.heads.ridge",
+    "select_best": "ptransfer.heads.selection",
+    "DEFAULT_WEIGHT_DECAYS": "ptransfer.heads.softmax",
+    "SoftmaxProbe": "ptransfer.heads.softmax",
+    "StreamingRidgeClassifier": "ptransfer.heads.streaming_ridge",
+    "StreamingScorer": "ptransfer.heads.streaming_ridge",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

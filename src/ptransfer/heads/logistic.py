@@ -5,6 +5,12 @@ regression (multinomial for three or more classes) is fitted once per ``C`` on t
 warm-started from the previous (more regularised) solution, and the ``C`` with the best
 validation ``metric`` is kept (ties -> smaller C, the more regularised model).
 
+Memory: the one full-size copy is the standardised training matrix, in the working dtype
+(float32 for float16/float32 features, float64 for float64 input: a wider copy than the
+features themselves carries no extra information, and per-protein one-hot of long proteins
+has hundreds of thousands of columns). Validation scoring and ``predict_proba`` standardise
+and predict ``CHUNK_ELEMENTS`` values at a time.
+
 Classes are the task's class indices ``0 .. n_classes-1``. ``predict_proba`` always returns
 one column per task class, in that order, even when a class is absent from the training
 split (its column is 0).
@@ -23,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ptransfer.heads.inputs import check_features, check_labels, resolve_n_classes
 from ptransfer.heads.selection import check_grid, check_metric, select_best
-from ptransfer.heads.standardize import fit_standardizer
+from ptransfer.heads.standardize import chunk_rows, fit_standardizer
 from ptransfer.metrics import METRICS, score
 
 log = logging.getLogger(__name__)
@@ -36,7 +42,8 @@ class LogisticProbe(BaseEstimator):
 
     After ``fit``: ``classes_`` (0 .. n_classes-1), ``C_`` (chosen), ``val_scores_``
     ({C: validation score}), ``mean_`` / ``scale_`` (D), ``model_`` (the fitted
-    ``LogisticRegression`` for ``C_``), ``n_not_converged_`` (fits that hit ``max_iter``).
+    ``LogisticRegression`` for ``C_``), ``n_not_converged_`` (fits that hit ``max_iter``),
+    ``dtype_`` (the working dtype, see the module docstring).
     """
 
     def __init__(
@@ -74,17 +81,19 @@ class LogisticProbe(BaseEstimator):
         standardizer = fit_standardizer(X, name="X")
         self.mean_, self.scale_ = standardizer.mean, standardizer.scale
         self.n_features_in_ = X.shape[1]
-        Z, Z_val = standardizer.transform(X), standardizer.transform(X_val)
+        self.dtype_ = working_dtype(X)
+        Z = standardizer.transform(X, dtype=self.dtype_)  # N x D, the one full-size copy
 
-        models, val_scores = self._fit_path(Z, y, Z_val, y_val, Cs)
+        models, val_scores = self._fit_path(Z, y, X_val, y_val, Cs)
         best = select_best(Cs, val_scores, self.metric, prefer_larger=False)
         self.model_ = models[best]
         self.C_ = float(Cs[best])
         self.val_scores_ = dict(zip((float(c) for c in Cs), val_scores))
         return self
 
-    def _fit_path(self, Z, y, Z_val, y_val, Cs: np.ndarray) -> tuple[list, list[float]]:
-        """One model per C (ascending, warm-started) and its validation score."""
+    def _fit_path(self, Z, y, X_val, y_val, Cs: np.ndarray) -> tuple[list, list[float]]:
+        """One model per C (ascending, warm-started) on ``Z`` (N x D, standardised) and its
+        score on the raw validation features ``X_val`` (M x D, standardised in chunks)."""
         model = LogisticRegression(
             solver="lbfgs", max_iter=self.max_iter, tol=self.tol, random_state=self.seed,
             warm_start=True,
@@ -98,7 +107,7 @@ class LogisticProbe(BaseEstimator):
                 model.fit(Z, y)
             self.n_not_converged_ += any(issubclass(w.category, ConvergenceWarning) for w in caught)
             models.append(copy.deepcopy(model))
-            proba = self._expand(model, model.predict_proba(Z_val))
+            proba = self._proba(model, X_val)
             val_scores.append(score(self.metric, y_val, proba))
         if self.n_not_converged_:
             log.warning(
@@ -107,10 +116,20 @@ class LogisticProbe(BaseEstimator):
             )
         return models, val_scores
 
-    def _expand(self, model: LogisticRegression, proba: np.ndarray) -> np.ndarray:
-        """Probabilities over the classes seen in training -> all task classes (N x C)."""
-        full = np.zeros((proba.shape[0], self.classes_.size))
-        full[:, model.classes_] = proba
+    def _proba(self, model: LogisticRegression, X: np.ndarray) -> np.ndarray:
+        """Probabilities of raw features ``X`` (N x D) over all task classes: N x C.
+
+        Rows are standardised chunk by chunk (a chunk of ``CHUNK_ELEMENTS`` values in the
+        working dtype), so no standardised copy of a whole split is made; classes absent
+        from training keep probability 0.
+        """
+        full = np.zeros((X.shape[0], self.classes_.size))
+        mean, scale = self.mean_.astype(self.dtype_), self.scale_.astype(self.dtype_)
+        step = chunk_rows(X.shape[1])
+        for start in range(0, X.shape[0], step):
+            chunk = np.asarray(X[start : start + step], dtype=self.dtype_) - mean
+            chunk /= scale
+            full[start : start + step, model.classes_] = model.predict_proba(chunk)
         return full
 
     def predict_proba(self, X) -> np.ndarray:
@@ -118,8 +137,7 @@ class LogisticProbe(BaseEstimator):
         if not hasattr(self, "model_"):
             raise NotFittedError("LogisticProbe is not fitted yet: call fit(X, y, X_val, y_val) first")
         X = check_features(X, "X", n_features=self.n_features_in_)
-        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        return self._expand(self.model_, self.model_.predict_proba(Z))
+        return self._proba(self.model_, X)
 
     def predict(self, X) -> np.ndarray:
         """Most probable class index of each row of ``X``: N."""
@@ -130,3 +148,8 @@ class LogisticProbe(BaseEstimator):
         if not hasattr(self, "C_"):
             raise NotFittedError("LogisticProbe is not fitted yet")
         return {"C": self.C_}
+
+
+def working_dtype(X: np.ndarray) -> np.dtype:
+    """dtype of the standardised copy: float32 for float16/float32 features, else float64."""
+    return np.result_type(X.dtype, np.float32)

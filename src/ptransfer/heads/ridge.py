@@ -27,7 +27,7 @@ from sklearn.exceptions import NotFittedError
 from ptransfer.heads.backend import ArrayBackend
 from ptransfer.heads.inputs import check_features, check_targets
 from ptransfer.heads.selection import check_grid, check_metric, select_best
-from ptransfer.heads.standardize import Standardizer, fit_standardizer
+from ptransfer.heads.standardize import Standardizer, chunk_rows, fit_standardizer
 from ptransfer.metrics import METRICS, score
 
 log = logging.getLogger(__name__)
@@ -124,12 +124,18 @@ class RidgeProbe(BaseEstimator):
         return self
 
     def predict(self, X) -> np.ndarray:
-        """Predictions for ``X`` (N x D): N."""
+        """Predictions for ``X`` (N x D): N, standardised in row chunks (no float64 copy of a
+        whole test split)."""
         self._check_fitted()
         X = check_features(X, "X", n_features=self.n_features_in_)
         active = np.flatnonzero(self.coef_)
-        Z = (np.asarray(X[:, active], dtype=np.float64) - self.mean_[active]) / self.scale_[active]
-        return Z @ self.coef_[active] + self.intercept_
+        mean, scale, coef = self.mean_[active], self.scale_[active], self.coef_[active]
+        out = np.empty(X.shape[0])
+        step = chunk_rows(max(active.size, 1))
+        for start in range(0, X.shape[0], step):
+            Z = (np.asarray(X[start : start + step, active], dtype=np.float64) - mean) / scale
+            out[start : start + step] = Z @ coef + self.intercept_
+        return out
 
     @property
     def selected_params_(self) -> dict:

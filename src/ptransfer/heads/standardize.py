@@ -41,9 +41,18 @@ class Standardizer:
         return np.flatnonzero(~self.constant)
 
     def transform(self, X: np.ndarray, dtype=np.float64) -> np.ndarray:
-        """(X - mean) / scale as ``dtype``, N x D; cast happens here, so X may be float16."""
-        out = np.asarray(X, dtype=dtype) - self.mean.astype(dtype)
-        out /= self.scale.astype(dtype)
+        """(X - mean) / scale as ``dtype``, N x D (C order); X may be float16.
+
+        Filled chunk by chunk into one preallocated array, so the only full-size allocation
+        is the result (no float64 temporary of the whole of X when ``dtype`` is narrower).
+        """
+        out = np.empty(X.shape, dtype=dtype)
+        mean, scale = self.mean.astype(dtype), self.scale.astype(dtype)
+        step = chunk_rows(X.shape[1])
+        for start in range(0, X.shape[0], step):
+            chunk = out[start : start + step]
+            np.subtract(X[start : start + step], mean, out=chunk, casting="unsafe")
+            chunk /= scale
         return out
 
 
