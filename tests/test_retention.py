@@ -17,6 +17,7 @@ from filelock import FileLock
 from test_store_safety import tiny_cfg
 from tiny_models import model_config
 
+from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE
 from ptransfer.grid.cell import cell_key, write_status
 from ptransfer.grid.plan import PlannedCell
@@ -68,6 +69,7 @@ def _mark_done(cfg) -> None:
     key = cell_key(cfg)
     write_status(key.dir, state="done", cell_id=key.cell_id)
     (key.dir / ROWS_FILE).write_text("x\n")
+    (key.dir / PREDICTIONS_FILE).write_bytes(b"x")  # a done cell has rows and predictions
 
 
 def _make_store(cfg) -> Path:

@@ -149,7 +149,7 @@ def plan_memory(cfg, cache: dict) -> str | None:
             cache[task_key] = task
         task = cache[task_key]
         encoder = hydra.utils.instantiate(cfg.model, _convert_="all")
-        head = resolve_head(cfg.head, task, encoder.n_params)
+        head = resolve_head(cfg.head, task)
     except Exception as err:  # noqa: BLE001 - plan reports, the cell itself will fail clearly
         while err.__cause__ is not None:  # Hydra wraps errors raised by a _target_
             err = err.__cause__
