@@ -268,13 +268,23 @@ def seed_resample(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> n
     return None if n_seeds <= 1 else resample_counts(n_seeds, n_resamples, rng)
 
 
-def percentile_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval of bootstrap replicates (NaN replicates ignored; NaN if > 5 %)."""
+def percentile_interval(values: np.ndarray, level: float = LEVEL,
+                        n_items: int | None = None) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (NaN replicates ignored; NaN if > 5 %).
+
+    With ``n_items`` (the number of resampled proteins), the *expanded* percentile interval
+    (Hesterberg 2015): tails at ``Phi(-sqrt(n / (n - 1)) t_{n-1})`` instead of ``Phi(-z)``,
+    which corrects the percentile interval's narrowness on small test sets (CASP12: 21
+    proteins) and changes nothing visible on large ones.
+    """
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
     if finite.size < 0.95 * values.size or finite.size < 2:
         return float("nan"), float("nan")
     tail = (1.0 - level) / 2.0
+    if n_items is not None and n_items > 2:
+        t = stats.t.ppf(1.0 - tail, n_items - 1) * np.sqrt(n_items / (n_items - 1.0))
+        tail = float(stats.norm.sf(t))
     low, high = np.quantile(finite, [tail, 1.0 - tail])
     return float(low), float(high)
 
