@@ -2,7 +2,8 @@
 
     ptransfer run [hydra overrides]          one cell, or a sweep with -m / +experiment=...
     ptransfer plan [hydra overrides]         what a sweep would do, without running it
-    ptransfer collect DIR                    merge every rows.csv under DIR into DIR/results.csv
+    ptransfer collect DIR                    merge every rows.csv under DIR into DIR/results.csv,
+                                             with intervals, comparisons and the taxonomy
     ptransfer report RESULTS.csv --out DIR   figures, summary tables and index.html
     ptransfer data list | download NAME      datasets under data.root
 """
@@ -55,15 +56,17 @@ def cmd_collect(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="ptransfer collect", description="merge rows.csv files")
     parser.add_argument("dir", nargs="?", default="results", help="results root (default results)")
+    parser.add_argument("--resamples", type=int, default=1000,
+                        help="bootstrap resamples for intervals and comparisons (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     args = parser.parse_args(argv)
     merged = collect(args.dir)
     print(f"{len(merged)} rows from {merged.cell_id.nunique()} cells -> "
           f"{Path(args.dir) / RESULTS_FILE}")
-    try:
-        from ptransfer.analysis.summary import write_tables
-    except ImportError:
-        return 0
-    for path in write_tables(merged, Path(args.dir)):
+    from ptransfer.analysis.summary import analyse, write_tables
+
+    analysis = analyse(merged, args.dir, n_resamples=args.resamples, seed=args.seed)
+    for path in write_tables(merged, Path(args.dir), analysis=analysis):
         print(f"wrote {path}")
     return 0
 

@@ -5,7 +5,8 @@ Per panel (task, test set) one matrix of resample counts over the panel's protei
 (seeded by the panel's name), and every cell and layer of the panel is scored on those same
 resamples: that is what makes comparisons *paired* (the same resampled items for both arms,
 matched by item id). Only the layers a table reports are scored: each cell's
-best-validation and last layer, and every layer of pretrained encoders (the depth trend).
+best-validation and last layer, and up to ``DEPTH_POINTS`` evenly spaced layers of
+pretrained encoders (the depth trend).
 A cell without a predictions file gets a note instead of replicates, never an error.
 """
 
@@ -30,6 +31,8 @@ from ptransfer.analysis.panels import ONEHOT_FAMILY, PANEL
 from ptransfer.analysis.predictions import PREDICTIONS_FILE, read_predictions
 
 log = logging.getLogger(__name__)
+
+DEPTH_POINTS = 9
 
 
 @dataclass
@@ -61,16 +64,24 @@ def find_predictions(root: str | Path | None) -> dict[str, Path]:
     return {p.parent.name: p for p in sorted(Path(root).rglob(PREDICTIONS_FILE))}
 
 
+def depth_layers(n_layers: int) -> list[int]:
+    """The layers of the depth trend: at most ``DEPTH_POINTS``, evenly spaced, first and last
+    included (a rank trend needs no more; scoring all 57 CARP layers on 80k AAV items would
+    dominate collect's time)."""
+    return sorted({int(round(x)) for x in np.linspace(0, n_layers - 1,
+                                                      min(n_layers, DEPTH_POINTS))})
+
+
 def needed_layers(rows: pd.DataFrame) -> dict[str, set[int]]:
-    """cell_id -> layers to score: best-validation and last, all layers of pretrained PLMs."""
+    """cell_id -> layers to score: best-validation and last, and for pretrained PLMs the
+    depth-trend layers (``depth_layers``)."""
     out: dict[str, set[int]] = {}
     for cell_id, cell in rows.groupby("cell_id", sort=False):
         first = cell.iloc[0]
+        layers = set(cell.loc[cell["best_layer"], "layer"].astype(int))
+        layers.add(int(first["n_layers"]) - 1)
         if first["ablation"] == "pretrained" and first["family"] != ONEHOT_FAMILY:
-            layers = set(cell["layer"].astype(int))
-        else:
-            layers = set(cell.loc[cell["best_layer"], "layer"].astype(int))
-            layers.add(int(first["n_layers"]) - 1)
+            layers |= set(depth_layers(int(first["n_layers"])))
         out[str(cell_id)] = layers
     return out
 

@@ -8,7 +8,7 @@ Per (task, eval_set, model, checkpoint), at the best-validation layer:
    A missing arm (no pretrained, no ablation, no one-hot) is named, never guessed.
 2. *Alignment* (only when benefit is "yes"): the trend of the pretrained score along each
    axis the results hold: pretraining checkpoints of the model (``checkpoint_step``), depth
-   (layers of this checkpoint) and size (``n_params`` of the family's models at their final
+   (up to 9 evenly spaced layers of this checkpoint, ``bootstrap.depth_layers``) and size (``n_params`` of the family's models at their final
    checkpoints). Trend = Spearman correlation of axis value and score (sign-aware: positive =
    better with more), with a percentile interval over the same item resamples. Aligned when
    every present axis rises (interval above 0) and a checkpoint or size axis is present; not
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ptransfer.analysis.bootstrap import Replicates
+from ptransfer.analysis.bootstrap import Replicates, depth_layers
 from ptransfer.analysis.comparisons import FULL_SCOPE, Arm
 from ptransfer.analysis.intervals import percentile_interval
 from ptransfer.analysis.panels import FINAL_CHECKPOINT, ONEHOT_FAMILY, higher_is_better
@@ -112,8 +112,8 @@ def _axis_points(axis: str, arm: Arm, pretrained: list[Arm]) -> list[tuple[float
                                          ("head", "data_fingerprint", "precision",
                                           "ablation_scope"))]
     if axis == "depth":
-        n_layers = int(arm.cells["n_layers"].iloc[0])
-        return [(float(layer), arm, [layer] * len(arm.cells)) for layer in range(n_layers)]
+        layers = depth_layers(int(arm.cells["n_layers"].iloc[0]))
+        return [(float(layer), arm, [layer] * len(arm.cells)) for layer in layers]
     if axis == "checkpoint":
         points = [a for a in same if a.key["model"] == arm.key["model"]
                   and np.isfinite(float(a.key["checkpoint_step"]))]
