@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from stats_fakes import protein_task, write_cell
 
+from ptransfer.analysis.bootstrap import Replicates
+from ptransfer.analysis.comparisons import Arm, compare
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.summary import analyse
 
@@ -133,3 +135,25 @@ def test_no_predictions_anywhere_is_not_an_error(tmp_path):
     analysis = analyse(_grid(tmp_path), None)
     assert analysis.intervals["ci_low"].isna().all()
     assert (analysis.taxonomy["class"] == "inconclusive").all()
+
+
+def test_delta_is_a_gain_for_lower_is_better_metrics():
+    """mse: delta = b - a, so a lower error of ``a`` is a positive delta; replicates too."""
+    def arm(cell_id, value):
+        key = {"task": "t", "eval_set": "test", "model": "m", "checkpoint": "final",
+               "ablation": "pretrained", "ablation_scope": "full", "head": "ridge",
+               "data_fingerprint": "fp", "precision": "fp32", "family": "esm2",
+               "n_params": 1, "checkpoint_step": np.nan, "metric": "mse"}
+        cells = pd.DataFrame({"cell_id": [cell_id], "seed": [0], "n_layers": [1],
+                              "best": [0], "last": [0]})
+        return Arm(key, cells, {(cell_id, 0): value})
+
+    reps = Replicates(n_resamples=4, seed=0)
+    reps.values = {("a", "test", 0): np.array([1.0, 1.2, 0.8, 1.0]),
+                   ("b", "test", 0): np.array([2.0, 2.1, 1.9, 2.0])}
+    reps.items = {("a", "test"): np.arange(3), ("b", "test"): np.arange(3)}
+    out = compare(arm("a", 1.0), [0], arm("b", 2.0), [0], reps)
+    assert out["delta"] == pytest.approx(1.0)
+    deltas = np.array([1.0, 0.9, 1.1, 1.0])
+    assert out["se"] == pytest.approx(np.std(deltas, ddof=1))
+    assert out["ci_low"] > 0.85 and out["ci_high"] < 1.15

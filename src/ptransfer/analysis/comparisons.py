@@ -129,9 +129,10 @@ def comparability(a: Arm, b: Arm, reps: Replicates | None = None) -> str:
 def _interval_row(arm: Arm, choice: str, reps: Replicates) -> dict:
     layers = arm.layers(choice)
     dist, note = arm.distribution(layers, reps)
-    low, high = percentile_interval(dist) if dist is not None else (np.nan, np.nan)
     eval_set, first = arm.key["eval_set"], arm.cells["cell_id"].iloc[0]
     items = reps.items.get((first, eval_set))
+    low, high = (percentile_interval(dist, n_items=len(items)) if dist is not None
+                 else (np.nan, np.nan))
     return {**{k: arm.key[k] for k in [*ARM_KEY, *INFO]}, "arm": arm.label,
             "layer_choice": choice, "layers": " ".join(map(str, layers)),
             "estimate": arm.estimate(layers), "ci_low": low, "ci_high": high,
@@ -170,7 +171,7 @@ def compare(a: Arm, layers_a: list[int], b: Arm, layers_b: list[int],
         out["note"] = "; ".join(n for n in (note_a, note_b) if n)
         return out
     delta = sign * (dist_a - dist_b)
-    out["ci_low"], out["ci_high"] = percentile_interval(delta)
+    out["ci_low"], out["ci_high"] = percentile_interval(delta, n_items=out["n_items"])
     out["se"] = bootstrap_se(delta)
     out["p_value"] = wald_p(out["delta"], out["se"])
     return out

@@ -84,8 +84,8 @@ def benefit(comparisons: pd.DataFrame, ablations: list[str], has_onehot: bool
     return "unresolved", evidence
 
 
-def trend(x: np.ndarray, estimates: np.ndarray, dists: np.ndarray, metric: str
-          ) -> tuple[float, float, float]:
+def trend(x: np.ndarray, estimates: np.ndarray, dists: np.ndarray, metric: str,
+          n_items: int | None = None) -> tuple[float, float, float]:
     """Spearman trend of score along ``x`` (K points): estimate and percentile interval.
 
     ``dists`` is K x B (each point's replicates on the shared resamples); sign-aware, so a
@@ -102,7 +102,7 @@ def trend(x: np.ndarray, estimates: np.ndarray, dists: np.ndarray, metric: str
                             np.nan)
 
     estimate = float(rho(np.asarray(estimates, dtype=float)[:, None])[0])
-    low, high = percentile_interval(rho(dists))
+    low, high = percentile_interval(rho(dists), n_items=n_items)
     return estimate, low, high
 
 
@@ -139,7 +139,9 @@ def axis_trend(axis: str, arm: Arm, pretrained: list[Arm], reps: Replicates) -> 
         dist_matrix = np.full((len(points), reps.n_resamples), np.nan)
     else:
         dist_matrix = np.vstack([d for d, _ in dists])
-    rho, low, high = trend(x, estimates, dist_matrix, arm.key["metric"])
+    items = reps.items.get((arm.cells["cell_id"].iloc[0], arm.key["eval_set"]))
+    rho, low, high = trend(x, estimates, dist_matrix, arm.key["metric"],
+                           None if items is None else len(items))
     out.update({f"trend_{axis}": rho, f"trend_{axis}_low": low, f"trend_{axis}_high": high})
     return out
 
