@@ -8,6 +8,7 @@ Prints the time to write the simulated cells (not part of collect), then the tim
 ``rows.collect`` + ``summary.write_tables`` (1,000 resamples), the same as ``ptransfer collect``.
 
     python scripts/bench_collect.py [--out /tmp/bench_collect] [--resamples 1000] [--keep]
+        [--reuse]
 """
 
 from __future__ import annotations
@@ -135,25 +136,29 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/bench_collect")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="keep the simulated cells")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse cells a previous --keep run left in --out")
     args = parser.parse_args()
     root = Path(args.out)
-    shutil.rmtree(root, ignore_errors=True)
-    started = time.perf_counter()
-    n_cells = simulate(root)
+    if not (args.reuse and (root / "cells").is_dir()):
+        shutil.rmtree(root, ignore_errors=True)
+        started = time.perf_counter()
+        n_cells = simulate(root)
+        print(f"simulated {n_cells} cells in {time.perf_counter() - started:.1f} s "
+              "(not part of collect)")
     size = sum(p.stat().st_size for p in root.rglob(PREDICTIONS_FILE))
-    print(f"simulated {n_cells} cells ({size / 2**20:.0f} MiB of predictions) in "
-          f"{time.perf_counter() - started:.1f} s (not part of collect)")
-    started = time.perf_counter()
+    print(f"{size / 2**20:.0f} MiB of predictions.parquet")
+    started, cpu = time.perf_counter(), time.process_time()
     merged = collect(root)
     read = time.perf_counter() - started
     from ptransfer.analysis.summary import analyse
     analysis = analyse(merged, root, n_resamples=args.resamples)
     stats_time = time.perf_counter() - started - read
     write_tables(merged, root, analysis=analysis)
-    total = time.perf_counter() - started
+    total, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(f"collect: {len(merged):,} rows from {merged.cell_id.nunique()} cells; merge "
           f"{read:.1f} s, intervals + comparisons + taxonomy {stats_time:.1f} s "
-          f"({args.resamples} resamples), total {total:.1f} s; "
+          f"({args.resamples} resamples), total {total:.1f} s wall, {cpu:.1f} s CPU; "
           f"{len(analysis.intervals)} intervals, {len(analysis.comparisons)} comparisons, "
           f"{len(analysis.taxonomy)} taxonomy rows; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")

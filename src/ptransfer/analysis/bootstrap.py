@@ -89,7 +89,7 @@ def needed_layers(rows: pd.DataFrame) -> dict[str, set[int]]:
 def _read_blocks(path: Path, eval_sets: set[str], layers: set[int]) -> pd.DataFrame:
     """The rows of one predictions file on the wanted test sets and layers."""
     frame = read_predictions(path)
-    keep = frame["eval_set"].astype(str).isin(eval_sets) & frame["layer"].isin(list(layers))
+    keep = frame["eval_set"].isin(list(eval_sets)) & frame["layer"].isin(list(layers))
     return frame[keep]
 
 
@@ -106,18 +106,37 @@ def _panel_blocks(rows: pd.DataFrame, files: dict[str, Path], reps: Replicates) 
                 reps.notes[(cell_id, eval_set)] = "no predictions.parquet (older cell)"
             continue
         frame = _read_blocks(files[cell_id], eval_sets, layers[cell_id])
-        for eval_set, part in frame.groupby(frame["eval_set"].astype(str), sort=False,
-                                            observed=True):
-            blocks.setdefault((task, eval_set), []).append((cell_id, part))
-        for eval_set in eval_sets - set(frame["eval_set"].astype(str)):
+        for eval_set, part in frame.groupby("eval_set", sort=False, observed=True):
+            blocks.setdefault((task, str(eval_set)), []).append((cell_id, part))
+        for eval_set in eval_sets - {str(e) for e in frame["eval_set"].unique()}:
             reps.notes[(cell_id, eval_set)] = f"predictions.parquet has no rows for {eval_set}"
     return blocks
+
+
+def _item_codes(items: pd.Series, universe: pd.Index) -> np.ndarray:
+    """Index of each row's item in ``universe``, through the categorical codes (converting
+    millions of per-residue rows to strings would dominate collect's time)."""
+    items = items.astype("category")
+    return universe.get_indexer(items.cat.categories.astype(str))[items.cat.codes.to_numpy()]
+
+
+def _used_items(items: pd.Series) -> pd.Index:
+    items = items.astype("category")
+    return pd.Index(items.cat.categories.astype(str)[np.unique(items.cat.codes.to_numpy())])
+
+
+def _universe(cells: list) -> pd.Index:
+    """Sorted union of the item ids of a panel's cells."""
+    index = pd.Index([], dtype=object)
+    for _, part in cells:
+        index = index.union(_used_items(part["item"]))
+    return index.sort_values()
 
 
 def _elements_of(part: pd.DataFrame, universe: pd.Index, cache: dict):
     """Elements (shared by cells with identical items, positions and targets) and the
     order that sorts ``part``'s rows of one layer by (item, position)."""
-    codes = universe.get_indexer(part["item"].astype(str))
+    codes = _item_codes(part["item"], universe)
     order = np.lexsort((part["position"].to_numpy(), codes))
     codes, positions = codes[order], part["position"].to_numpy()[order]
     y_true = part["y_true"].to_numpy()[order]
@@ -129,7 +148,7 @@ def _elements_of(part: pd.DataFrame, universe: pd.Index, cache: dict):
 
 def _score_panel(metric: str, cells: list, counts: np.ndarray, reps: Replicates,
                  eval_set: str) -> None:
-    universe = pd.Index(sorted({i for _, part in cells for i in part["item"].astype(str)}))
+    universe = _universe(cells)
     elements_cache: dict = {}
     jobs: dict[int, tuple[Elements, list, list]] = {}
     for cell_id, part in cells:
@@ -138,8 +157,7 @@ def _score_panel(metric: str, cells: list, counts: np.ndarray, reps: Replicates,
             job = jobs.setdefault(id(elements), (elements, [], []))
             job[1].append(block["y_pred"].to_numpy()[order])
             job[2].append((cell_id, eval_set, int(layer)))
-        reps.items[(cell_id, eval_set)] = np.unique(universe.get_indexer(
-            part["item"].astype(str)))
+        reps.items[(cell_id, eval_set)] = np.unique(_item_codes(part["item"], universe))
         reps.n_scored[(cell_id, eval_set)] = int(len(part) // max(part["layer"].nunique(), 1))
     for elements, predictions, keys in jobs.values():
         values = replicates(metric, counts, elements, predictions)
@@ -158,7 +176,7 @@ def compute_replicates(rows: pd.DataFrame, root: str | Path | None,
             for cell_id, _ in cells:
                 reps.notes[(cell_id, eval_set)] = f"no vectorised bootstrap for {metric}"
             continue
-        n_items = len({i for _, part in cells for i in part["item"].astype(str)})
+        n_items = len(_universe(cells))
         rng = np.random.default_rng([seed, stable_seed(*PANEL, task, eval_set)])
         counts = resample_counts(n_items, n_resamples, rng)
         _score_panel(metric, cells, counts, reps, eval_set)

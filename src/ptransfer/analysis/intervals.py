@@ -24,7 +24,7 @@ from scipy import stats
 
 N_RESAMPLES = 1000
 LEVEL = 0.95
-CHUNK_ELEMENTS = 4_000_000  # resamples x elements per chunk: bounds memory (~16 MB float32)
+CHUNK_ELEMENTS = 250_000  # resamples x elements per chunk: ~1 MB float32 blocks stay in cache
 _CUBE_MINUS = np.arange(256, dtype=np.float64) ** 3 - np.arange(256)  # k^3 - k per count k
 BOOTSTRAP_METRICS = frozenset({"spearman", "pearson", "mse", "accuracy", "macro_f1"})
 
@@ -87,17 +87,16 @@ def _sort_with_ties(values: np.ndarray):
     return order, starts[group_id], ends[group_id]
 
 
-def _weighted_ranks(w_sorted: np.ndarray, starts, ends) -> np.ndarray:
-    """Average ranks (b x N, in sorted order) of a sample whose sorted elements have weights
-    ``w_sorted`` (b x N); ties (``starts``/``ends`` of each position's group) share a rank.
-    float32 holds these ranks exactly (integers and halves below 2**23)."""
-    cum = np.cumsum(w_sorted, axis=1, dtype=np.float32)
+def _doubled_ranks(w_sorted: np.ndarray, starts, ends) -> np.ndarray:
+    """Twice the average ranks (b x N int32, in sorted order) of a sample whose sorted
+    elements have integer weights ``w_sorted``; ties (``starts``/``ends``: each position's
+    group) share a rank. Doubling keeps the half ranks of ties exact integers, and integer
+    cumulative sums are ~5x faster than float ones."""
+    cum = np.cumsum(w_sorted, axis=1, dtype=np.int32)
     if starts is None:
-        cum -= 0.5 * (w_sorted - 1.0)  # below + (w + 1) / 2 with below = cum - w
-        return cum
-    below = np.where(starts > 0, cum[:, np.maximum(starts - 1, 0)], 0.0)
-    total = cum[:, ends] - below
-    return (below + (total + 1.0) / 2.0).astype(np.float32)
+        return 2 * cum - w_sorted + 1  # 2 below + w + 1 with below = cum - w
+    below = np.where(starts > 0, np.take(cum, np.maximum(starts - 1, 0), axis=1), 0)
+    return below + np.take(cum, ends, axis=1) + 1  # 2 below + total + 1
 
 
 def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -115,50 +114,42 @@ class Prediction(np.ndarray):
         return self._sort
 
 
-def _element_weights(W, elements: Elements, cache: dict) -> np.ndarray:
-    """b x N float32 weight of every element (its protein's count), computed once a chunk."""
-    if "w" not in cache:
-        w = W if elements.identity else np.take(W, elements.cluster, axis=1)
-        cache["w"] = w.astype(np.float32)
-        cache["half"] = (cache["w"].sum(axis=1, dtype=np.float64) + 1.0) / 2.0  # mean rank
-    return cache["w"]
-
-
 def _spearman(W, elements: Elements, y_pred: Prediction, cache: dict) -> np.ndarray:
     """Spearman of every resample (b rows) as the weighted Pearson of the resample's ranks.
 
-    With ranks centred on their mean ``half``, ``cov = sum(w dx dy)``. Without ties among
-    distinct predictions, ``dy = cum - (w - 1) / 2 - half`` (``cum``: cumulative weight in
-    prediction order) and ``sum(w dx) = 0``, so ``cov = w dx . cum - w dx . w / 2``, and the
-    ranks' variance is the closed form ``(N^3 - N - sum(w^3 - w)) / 12`` (copies of one
-    element are tied): one cumulative sum and two dot products per prediction.
+    In doubled, centred ranks ``d = 2 rank - (N + 1)`` (exact integers), the correlation is
+    ``sum(w dx dy) / sqrt(sum(w dx^2) sum(w dy^2))``. Without ties among distinct
+    predictions, ``sum(w dx) = 0`` turns the numerator into ``w dx . (2 cum - w)`` (``cum``:
+    cumulative weight in prediction order) and ``sum(w dy^2)`` into the closed form
+    ``(N^3 - N - sum(w^3 - w)) / 3`` (copies of one element are tied): one integer cumulative
+    sum, two gathers and one dot product per prediction.
     """
-    w = _element_weights(W, elements, cache)
-    half = cache["half"][:, None]
+    w = W if elements.identity else np.take(W, elements.cluster, axis=1)  # b x N counts
     if "w_dx" not in cache:  # the true values' ranks are shared by every prediction
+        total = w.sum(axis=1, dtype=np.int64)
         t_order, t_starts, t_ends = elements.true_sort
         inverse = np.empty_like(t_order)
         inverse[t_order] = np.arange(len(t_order))
-        sorted_ranks = _weighted_ranks(np.take(w, t_order, axis=1), t_starts, t_ends)
-        ranks = np.take(sorted_ranks, inverse, axis=1)  # take: ~2x faster than w[:, idx]
-        ranks -= half
-        cache["w_dx"] = w * ranks
-        cache["var_x"] = _row_dot(cache["w_dx"], ranks)
-        total = 2.0 * cache["half"] - 1.0
-        ties = np.take(_CUBE_MINUS, W if elements.identity else W[:, elements.cluster])
-        cache["tie_free_var"] = (total ** 3 - total - ties.sum(axis=1)) / 12.0
+        ranks = _doubled_ranks(np.take(w, t_order, axis=1), t_starts, t_ends)
+        dx = np.take(ranks, inverse, axis=1) - (total + 1)[:, None].astype(np.int32)
+        cache["w_dx"] = (w * dx).astype(np.float32)  # |w dx| < 2**24: exact in float32
+        cache["var_x"] = _row_dot(cache["w_dx"], dx.astype(np.float32))
+        ties = np.take(_CUBE_MINUS, w).sum(axis=1)
+        cache["tie_free_var"] = (total.astype(float) ** 3 - total - ties) / 3.0
+        cache["total"] = total
     p_order, p_starts, p_ends = y_pred.sort
     w_p = np.take(w, p_order, axis=1)
     w_dx = np.take(cache["w_dx"], p_order, axis=1)
     if p_starts is None:
-        cum = np.cumsum(w_p, axis=1, dtype=np.float32)
-        cov = _row_dot(w_dx, cum) - 0.5 * _row_dot(w_dx, w_p)
+        cum = np.cumsum(w_p, axis=1, dtype=np.int32)
+        cov = _row_dot(w_dx, (2 * cum - w_p).astype(np.float32))
         var_y = cache["tie_free_var"]
     else:
-        dy = _weighted_ranks(w_p, p_starts, p_ends)
-        dy -= half
+        dy = _doubled_ranks(w_p, p_starts, p_ends) - (cache["total"] + 1)[:, None].astype(
+            np.int32)
+        dy = dy.astype(np.float32)
         cov = _row_dot(w_dx, dy)
-        var_y = _row_dot(w_p * dy, dy)
+        var_y = _row_dot(w_p.astype(np.float32) * dy, dy)
     var = cache["var_x"] * var_y
     with np.errstate(invalid="ignore", divide="ignore"):
         r = cov / np.sqrt(var)
