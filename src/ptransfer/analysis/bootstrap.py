@@ -28,7 +28,7 @@ from ptransfer.analysis.intervals import (
     resample_counts,
 )
 from ptransfer.analysis.panels import ONEHOT_FAMILY, PANEL
-from ptransfer.analysis.predictions import PREDICTIONS_FILE, read_predictions
+from ptransfer.analysis.predictions import BASE_COLUMNS, PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,14 @@ def needed_layers(rows: pd.DataFrame) -> dict[str, set[int]]:
 
 def _read_blocks(path: Path, eval_sets: set[str], layers: set[int]) -> pd.DataFrame:
     """The rows of one predictions file on the wanted test sets and layers."""
-    frame = read_predictions(path)
-    keep = frame["eval_set"].isin(list(eval_sets)) & frame["layer"].isin(list(layers))
-    return frame[keep]
+    try:  # the filter lets pyarrow skip row groups of unwanted layers (most of a file)
+        frame = pd.read_parquet(path, filters=[("layer", "in", sorted(layers))])
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable predictions file ({err})") from err
+    missing = [c for c in BASE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not a ptransfer predictions file, missing columns {missing}")
+    return frame[frame["eval_set"].isin(list(eval_sets))]
 
 
 def _panel_blocks(rows: pd.DataFrame, files: dict[str, Path], reps: Replicates) -> dict:

@@ -69,6 +69,8 @@ def analyse(df: pd.DataFrame, root: str | Path | None = None,
 
 def _interval_columns(intervals: pd.DataFrame) -> pd.DataFrame:
     """Per (task, eval_set, model, checkpoint): ``{arm}_{choice}_ci_{low,high}``."""
+    if intervals.empty:
+        return pd.DataFrame(columns=[*GROUP, *CI_COLUMNS])
     full = intervals[intervals["ablation_scope"] == FULL_SCOPE]
     encoders = full[full["arm"] != "onehot"]
     out = encoders[GROUP].drop_duplicates()
