@@ -151,7 +151,7 @@ def intervals_table(arms: list[Arm], reps: Replicates) -> pd.DataFrame:
 def compare(a: Arm, layers_a: list[int], b: Arm, layers_b: list[int],
             reps: Replicates) -> dict:
     """Estimates, delta (gain of a over b), paired interval, SE and p of one comparison."""
-    sign = 1.0
+    sign = 1.0 if higher_is_better(a.key["metric"]) else -1.0
     est_a, est_b = a.estimate(layers_a), b.estimate(layers_b)
     out = {"estimate_a": est_a, "estimate_b": est_b, "delta": sign * (est_a - est_b),
            "ci_low": np.nan, "ci_high": np.nan, "se": np.nan, "p_value": np.nan,

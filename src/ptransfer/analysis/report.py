@@ -113,7 +113,7 @@ def _depth_figures(rows: pd.DataFrame, out_dir: Path, colours: dict[str, str],
                                  f"{task} — {eval_set}: probe on every layer", best=marks)
         caption = (f"{task}, test set {eval_set}: test {metric} of a probe fitted on each "
                    f"layer, against relative depth (checkpoint {checkpoints}); {LINE_KEY}; "
-                   f"{BEST_KEY}"
+                   f"{BEST_KEY}; {_band_note(final[here])}"
                    + _onehot_note(task, eval_set, onehot) + ".")
         entries.append(FigureEntry(*plots.save(fig, out_dir, f"depth_{_slug(task)}_"
                                                              f"{_slug(eval_set)}"), caption))
