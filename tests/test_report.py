@@ -10,6 +10,7 @@ import pytest
 from stats_fakes import protein_task, write_cell
 from test_summary import synthetic_results
 
+from ptransfer.analysis import plots
 from ptransfer.analysis.report import make_report
 
 PANELS = ["gb1_two_vs_rest_test", "ss3_cb513", "ss3_ts115", "ss3_casp12"]
@@ -79,8 +80,23 @@ def test_index_html_references_every_png_and_is_offline(full_report):
 def test_captions_mark_the_best_layer_and_count_seeds(full_report):
     out, _ = full_report
     index = (out / "index.html").read_text()
-    assert "star: the layer chosen on validation" in index
-    assert "random_init 3 seeds" in index and "pretrained 1 seed (no band)" in index
+    depth = index.split('src="depth_ss3_cb513.png"')[1].split("</figcaption>")[0]
+    assert "star: the layer chosen on validation" in depth
+    assert "random_init 3 seeds" in depth and "pretrained 1 seed (no band)" in depth
+    scaling = index.split('src="scaling_ss3_cb513.png"')[1].split("</figcaption>")[0]
+    assert "stat_transfer 3 seeds" in scaling
+
+
+def test_depth_figure_stars_the_best_layer():
+    curves = pd.DataFrame({"model": ["m"] * 3, "ablation": ["pretrained"] * 3,
+                           "rel_depth": [0.0, 0.5, 1.0], "mean": [0.1, 0.7, 0.4],
+                           "sd": [np.nan] * 3})
+    best = pd.DataFrame({"model": ["m"], "ablation": ["pretrained"], "rel_depth": [0.5],
+                         "mean": [0.7]})
+    fig = plots.depth_figure(curves, None, {"m": "#0072B2"}, "spearman", "t", best=best)
+    stars = [line for line in fig.axes[0].lines if line.get_marker() == "*"]
+    assert len(stars) == 1
+    assert list(stars[0].get_xdata()) == [0.5] and list(stars[0].get_ydata()) == [0.7]
 
 
 def test_report_shows_classes_with_evidence_from_predictions(tmp_path):
