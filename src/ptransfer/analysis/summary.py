@@ -97,6 +97,14 @@ def _not_comparable(comparisons: pd.DataFrame) -> pd.DataFrame:
     return reasons.reset_index()
 
 
+def _merge(table: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """Left merge on GROUP; an empty ``other`` (e.g. a table with one-hot only) adds its
+    columns as NaN instead of failing on the empty frame's key dtypes."""
+    if other.empty:
+        return table.assign(**{c: np.nan for c in other.columns if c not in GROUP})
+    return table.merge(other, on=GROUP, how="left")
+
+
 def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.DataFrame:
     """Per (task, eval_set, model, checkpoint): every arm's seed mean and sd at the last and
     best-validation layer (``panel_scores``), their 95 % intervals (``*_ci_low/high``), the
@@ -104,11 +112,11 @@ def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.Data
     comparison of the row was refused: probe, data fingerprint or precision differ)."""
     analysis = analysis if analysis is not None else analyse(df)
     table = panel_scores(main_test_rows(df))
-    table = table.merge(_interval_columns(analysis.intervals), on=GROUP, how="left")
+    table = _merge(table, _interval_columns(analysis.intervals))
     taxonomy = analysis.taxonomy[[*GROUP, "class", "evidence"]].rename(
         columns={"class": "classification"})
-    table = table.merge(taxonomy, on=GROUP, how="left")
-    table = table.merge(_not_comparable(analysis.comparisons), on=GROUP, how="left")
+    table = _merge(table, taxonomy)
+    table = _merge(table, _not_comparable(analysis.comparisons))
     table["not_comparable"] = table["not_comparable"].fillna("")
     table["higher_is_better"] = table["metric"].map(higher_is_better)
     order = [*PANEL, "model", "checkpoint", *MODEL_INFO, "metric", "higher_is_better",
