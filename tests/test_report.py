@@ -7,8 +7,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+from stats_fakes import protein_task, write_cell
 from test_summary import synthetic_results
 
+from ptransfer.analysis import plots
 from ptransfer.analysis.report import make_report
 
 PANELS = ["gb1_two_vs_rest_test", "ss3_cb513", "ss3_ts115", "ss3_casp12"]
@@ -35,7 +37,8 @@ def _names(paths) -> set[str]:
 
 def test_every_expected_file_is_written(full_report):
     out, paths = full_report
-    expected = {"summary.csv", "summary.md", "repstat.csv", "index.html"}
+    expected = {"summary.csv", "summary.md", "repstat.csv", "intervals.csv", "comparisons.csv",
+                "taxonomy.csv", "index.html"}
     for panel in PANELS:
         for kind in ("depth", "scaling", "checkpoints"):
             expected |= {f"{kind}_{panel}.png", f"{kind}_{panel}.svg"}
@@ -68,9 +71,55 @@ def test_index_html_references_every_png_and_is_offline(full_report):
         assert f'src="{png.name}"' in index
     assert "http" not in index.lower()
     assert "<script" not in index and "<link" not in index
-    assert "benefits from pretraining" in index  # the classification table
+    assert "inconclusive" in index  # the classification table: no predictions here,
+    assert "no predictions.parquet" in index  # and its evidence says so
     assert index.count("<figcaption>") == len([p for p in paths if p.suffix == ".png"])
     assert "0.700" in index and "0.260 ± 0.010" in index  # the summary table
+
+
+def test_captions_mark_the_best_layer_and_count_seeds(full_report):
+    out, _ = full_report
+    index = (out / "index.html").read_text()
+    depth = index.split('src="depth_ss3_cb513.png"')[1].split("</figcaption>")[0]
+    assert "star: the layer chosen on validation" in depth
+    assert "random_init 3 seeds" in depth and "pretrained 1 seed (no band)" in depth
+    scaling = index.split('src="scaling_ss3_cb513.png"')[1].split("</figcaption>")[0]
+    assert "stat_transfer 3 seeds" in scaling
+
+
+def test_depth_figure_stars_the_best_layer():
+    curves = pd.DataFrame({"model": ["m"] * 3, "ablation": ["pretrained"] * 3,
+                           "rel_depth": [0.0, 0.5, 1.0], "mean": [0.1, 0.7, 0.4],
+                           "sd": [np.nan] * 3})
+    best = pd.DataFrame({"model": ["m"], "ablation": ["pretrained"], "rel_depth": [0.5],
+                         "mean": [0.7]})
+    fig = plots.depth_figure(curves, None, {"m": "#0072B2"}, "spearman", "t", best=best)
+    stars = [line for line in fig.axes[0].lines if line.get_marker() == "*"]
+    assert len(stars) == 1
+    assert list(stars[0].get_xdata()) == [0.5] and list(stars[0].get_ydata()) == [0.7]
+
+
+def test_report_shows_classes_with_evidence_from_predictions(tmp_path):
+    """Cells with predictions: index.html shows the class decided from intervals, with the
+    numbers behind it, and the summary shows intervals."""
+    task = protein_task(300)
+    frames = [write_cell(tmp_path, "t", task, lambda layer, q=q: q * (0.6 + 0.2 * layer),
+                         checkpoint="final" if q == 2.0 else f"s{q}", step=1000.0 * q)
+              for q in (0.5, 1.0, 2.0)]
+    frames += [write_cell(tmp_path, "t", task, 0.2, ablation="random_init", seed=s)
+               for s in range(2)]
+    frames.append(write_cell(tmp_path, "t", task, 0.2, model="onehot", family="onehot",
+                             n_params=0, n_layers=1))
+    csv = tmp_path / "results.csv"
+    pd.concat(frames, ignore_index=True).to_csv(csv, index=False)
+    make_report(csv, tmp_path / "out")
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "benefits, aligned" in index
+    assert "pretrained vs random_init: better" in index and "checkpoint trend +1.00" in index
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    final = summary[summary["checkpoint"] == "final"].iloc[0]
+    assert final["pretrained_best_ci_low"] < final["pretrained_best"] < final[
+        "pretrained_best_ci_high"]
 
 
 def test_summary_csv_holds_hand_values(full_report):

@@ -1,4 +1,6 @@
-"""Summary tables: hand-computed scores, the three task classes, repstat p-values vs scipy."""
+"""Summary tables: hand-computed scores, classes without predictions, repstat vs scipy.
+
+The taxonomy itself (from intervals, with predictions) is tested in test_taxonomy.py."""
 
 from __future__ import annotations
 
@@ -18,14 +20,7 @@ from ptransfer.analysis.summary import (
     to_markdown,
     write_tables,
 )
-from ptransfer.analysis.taxonomy import (
-    ARCHITECTURE,
-    INCOMPLETE,
-    MIXED,
-    NO_BENEFIT,
-    PRETRAINING,
-    beats,
-)
+from ptransfer.analysis.taxonomy import INCONCLUSIVE
 
 # ------------------------------------------------------------------ synthetic grid
 # name -> (family, n_params, n_layers, {checkpoint: step})
@@ -162,7 +157,10 @@ def test_summary_hand_computed_cells():
     assert gb1["stat_transfer_best"] == pytest.approx(0.31)
     assert gb1["random_init_n_seeds"] == 3 and gb1["pretrained_n_seeds"] == 1
     assert gb1["onehot_best"] == pytest.approx(0.30) and gb1["onehot_last"] == 0.30
-    assert gb1["classification"] == PRETRAINING
+    # no predictions.parquet beside these rows: no interval, so no decision, and it says why
+    assert np.isnan(gb1["pretrained_best_ci_low"])
+    assert gb1["classification"] == INCONCLUSIVE
+    assert "no predictions.parquet" in gb1["evidence"]
     ts115 = table.loc[("ss3", "ts115", "esm2_t12_35M_UR50D", "final")]
     assert ts115["metric"] == "accuracy"
     assert ts115["pretrained_best"] == pytest.approx(0.50 + 0.05 + 0.12 + 0.2)
@@ -179,10 +177,11 @@ def test_summary_ignores_val_and_other_metrics():
     assert "onehot" not in set(table["model"])
 
 
-def test_summary_without_onehot_is_incomplete():
+def test_summary_without_onehot_names_what_is_missing():
     table = summary_table(synthetic_results(with_onehot=False))
     assert table["onehot_best"].isna().all()
-    assert set(table["classification"]) == {INCOMPLETE}
+    assert set(table["classification"]) == {INCONCLUSIVE}
+    assert table["evidence"].str.contains("no one-hot baseline").all()
 
 
 def test_classification_table_uses_final_checkpoint():
@@ -196,47 +195,6 @@ def test_final_checkpoint_rule():
                           "checkpoint": ["final", "s9", "s1", "s2", "only"],
                           "checkpoint_step": [np.nan, 9.0, 100.0, 20.0, np.nan]})
     assert final_checkpoint_of(frame) == {"a": "final", "b": "s1", "c": "only"}
-
-
-# ------------------------------------------------------------------ classification
-
-
-def test_classify_benefits_from_pretraining():
-    df = panel_results(0.70, [0.30, 0.31, 0.29], [0.35, 0.36, 0.34], onehot=0.30)
-    assert _only_row(df)["classification"] == PRETRAINING
-
-
-def test_classify_benefits_from_architecture():
-    df = panel_results(0.60, [0.60, 0.61, 0.59], [0.58, 0.57, 0.59], onehot=0.30)
-    assert _only_row(df)["classification"] == ARCHITECTURE
-
-
-def test_classify_no_benefit():
-    df = panel_results(0.30, [0.29, 0.30, 0.31], [0.30, 0.29, 0.28], onehot=0.305)
-    assert _only_row(df)["classification"] == NO_BENEFIT
-
-
-def test_classify_mixed_when_no_rule_holds():
-    # pretrained beats one-hot (0.03 > margin) but not random_init (gain 0.025 < sd 0.035),
-    # and random_init does not beat one-hot either
-    df = panel_results(0.53, [0.47, 0.505, 0.54], onehot=0.50)
-    assert _only_row(df)["classification"] == MIXED
-
-
-def test_classify_lower_is_better_mse():
-    good = panel_results(0.5, [1.0, 1.1, 0.9], [1.0, 1.05, 0.95], onehot=1.2, metric="mse")
-    assert _only_row(good)["classification"] == PRETRAINING
-    bad = panel_results(1.3, [1.25, 1.3, 1.35], onehot=1.2, metric="mse")
-    assert _only_row(bad)["classification"] == NO_BENEFIT
-
-
-def test_beats_margin_and_seed_noise():
-    assert beats(0.52, np.nan, 0.50, np.nan, "spearman")  # 0.02 > margin 0.01
-    assert not beats(0.505, np.nan, 0.50, np.nan, "spearman")  # within margin
-    assert not beats(0.52, np.nan, 0.50, 0.03, "spearman")  # within B's seed sd
-    assert beats(0.9, np.nan, 1.0, np.nan, "mse")  # 10 % lower error
-    assert not beats(0.995, np.nan, 1.0, np.nan, "mse")  # 0.5 % < 1 % of B
-    assert not beats(np.nan, np.nan, 0.5, np.nan, "spearman")
 
 
 # ------------------------------------------------------------------ repstat
@@ -274,6 +232,15 @@ def test_repstat_p_is_nan_with_one_seed():
     assert np.isnan(row["best_random_init_sd"])
     assert np.isfinite(row["best_p_vs_stat_transfer"])
     assert np.isnan(one_sided_p(np.array([]), 0.5, "spearman"))
+
+
+def test_repstat_p_is_nan_not_zero_when_seeds_do_not_vary():
+    row = repstat(panel_results(0.7, [0.3, 0.3, 0.3], [0.9, 0.9], onehot=0.3)).iloc[0]
+    assert np.isnan(row["best_p_vs_random_init"])  # scipy's limit would say p = 0
+    assert np.isnan(row["best_p_vs_stat_transfer"])  # and p = 1 here
+    assert np.isnan(one_sided_p(np.array([0.5, 0.5]), 0.5, "spearman"))
+    assert one_sided_p(np.array([0.3, 0.31]), 0.7, "spearman") == pytest.approx(
+        stats.ttest_1samp([0.3, 0.31], 0.7, alternative="less").pvalue)
 
 
 def test_repstat_covers_every_model_checkpoint_panel():
@@ -356,7 +323,8 @@ def test_non_finite_values_are_dropped_and_logged(caplog):
 
 def test_write_tables(tmp_path):
     paths = write_tables(synthetic_results(tasks=("gb1_two_vs_rest",)), tmp_path / "out")
-    assert [p.name for p in paths] == ["summary.csv", "summary.md", "repstat.csv"]
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "repstat.csv",
+                                       "intervals.csv", "comparisons.csv", "taxonomy.csv"]
     summary = pd.read_csv(paths[0])
     assert len(summary) == 4 and summary["pretrained_best"].notna().all()
     markdown = paths[1].read_text()
@@ -364,6 +332,9 @@ def test_write_tables(tmp_path):
     assert "| 0.700 |" in markdown  # esm2_t6 final pretrained_best, rounded for reading
     assert "| 0.260 ± 0.010 |" in markdown  # its random_init best: mean ± sd over 3 seeds
     assert len(pd.read_csv(paths[2])) == 4
+    intervals = pd.read_csv(paths[3])
+    assert intervals["note"].str.contains("no predictions.parquet").all()
+    assert len(pd.read_csv(paths[5])) == 4  # one class per (task, test set, model, checkpoint)
 
 
 def test_to_markdown_formats_and_escapes():

@@ -15,7 +15,7 @@ SUMMARY = {
             "ptransfer run task=gb1_two_vs_rest model=onehot data.root=../shared/data"),
     "plan": ("what a sweep would do (cells, done, disk, GPU time), without running it",
              "ptransfer plan +experiment=gb1"),
-    "collect": ("merge every rows.csv under DIR into DIR/results.csv and summary tables",
+    "collect": ("merge every rows.csv under DIR into DIR/results.csv; intervals, comparisons, taxonomy",
                 "ptransfer collect results"),
     "report": ("figures, summary tables and index.html from a results.csv",
                "ptransfer report results/results.csv --out report"),
@@ -108,15 +108,17 @@ def cmd_collect(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="ptransfer collect", description="merge rows.csv files")
     parser.add_argument("dir", nargs="?", default="results", help="results root (default results)")
+    parser.add_argument("--resamples", type=int, default=1000,
+                        help="bootstrap resamples for intervals and comparisons (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     args = parser.parse_args(argv)
     merged = collect(args.dir)
     print(f"{len(merged)} rows from {merged.cell_id.nunique()} cells -> "
           f"{Path(args.dir) / RESULTS_FILE}")
-    try:
-        from ptransfer.analysis.summary import write_tables
-    except ImportError:
-        return 0
-    for path in write_tables(merged, Path(args.dir)):
+    from ptransfer.analysis.summary import analyse, write_tables
+
+    analysis = analyse(merged, args.dir, n_resamples=args.resamples, seed=args.seed)
+    for path in write_tables(merged, Path(args.dir), analysis=analysis):
         print(f"wrote {path}")
     return 0
 

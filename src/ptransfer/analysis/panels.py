@@ -39,13 +39,6 @@ SCORE_COLUMNS = [f"{name}_{choice}{suffix}" for choice in LAYER_CHOICES[::-1]
                  for name in (*ABLATIONS, "onehot") for suffix in ("", "_sd")]
 SEED_COUNT_COLUMNS = [f"{ablation}_n_seeds" for ablation in ABLATIONS]
 
-# "A beats B" (see ``beats``): the improvement must exceed this margin, in metric units for
-# bounded metrics (correlations, accuracies: 0.01 = one point) and as a fraction of B's
-# value for unbounded lower-is-better metrics (mse: 1 % of B's error), and must also exceed
-# the seed standard deviation of A and of B.
-DEFAULT_MARGIN = 0.01
-
-
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER

@@ -128,14 +128,19 @@ def _finish(fig, ax, points: pd.DataFrame, colour_by: str, colours: dict[str, st
 
 
 def depth_figure(curves: pd.DataFrame, onehot: tuple[float, float] | None,
-                 colours: dict[str, str], metric: str, title: str) -> Figure:
+                 colours: dict[str, str], metric: str, title: str,
+                 best: pd.DataFrame | None = None) -> Figure:
     """Test metric vs relative depth for one panel.
 
     ``curves``: one row per (model, ablation, layer) with columns rel_depth, mean, sd
-    (sd over seeds, NaN with one seed).
+    (sd over seeds, NaN with one seed). ``best``: one row per (model, ablation) with
+    rel_depth and mean of the best-validation layer, drawn as a star on its line.
     """
     fig, ax = _new_figure(title, metric, "relative depth (layer / last layer; 0 = embedding)")
     _lines(ax, curves, "rel_depth", "model", colours)
+    for row in (best if best is not None else pd.DataFrame()).itertuples(index=False):
+        ax.plot([row.rel_depth], [row.mean], marker="*", markersize=11, linestyle="none",
+                color=colours.get(row.model, "#333333"), markeredgecolor="black", zorder=5)
     return _finish(fig, ax, curves, "model", colours, onehot)
 
 

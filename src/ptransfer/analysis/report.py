@@ -7,9 +7,11 @@ Input is only a merged results table (``results.COLUMNS``). Output, in ``out_dir
   only for panels where some family has >= 2 model sizes;
 - ``checkpoints_<task>_<eval_set>.{png,svg}``: best-validation-layer metric vs pretraining
   step, only for panels where some model has >= 2 checkpoints with a known step;
-- ``summary.csv``, ``summary.md``, ``repstat.csv`` (see ``summary.write_tables``);
-- ``index.html``: every figure with its caption, the classification and the summary table,
-  with no network resources.
+- ``summary.csv``, ``summary.md``, ``repstat.csv``, ``intervals.csv``, ``comparisons.csv``,
+  ``taxonomy.csv`` (see ``summary.write_tables``; predictions are read beside the results
+  file, as ``collect`` leaves them);
+- ``index.html``: every figure with its caption, the classes with their evidence and the
+  summary table, with no network resources.
 
 Depth and scaling figures use each model's final checkpoint (``panels.final_checkpoint_of``).
 """
@@ -26,7 +28,6 @@ import pandas as pd
 
 from ptransfer.analysis import plots
 from ptransfer.analysis.panels import (
-    DEFAULT_MARGIN,
     ONEHOT_FAMILY,
     PANEL,
     at_final_checkpoint,
@@ -36,6 +37,7 @@ from ptransfer.analysis.panels import (
 )
 from ptransfer.analysis.rows import read_results
 from ptransfer.analysis.summary import (
+    analyse,
     classification_table,
     readable_summary,
     summary_table,
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.html"
 LINE_KEY = ("colour = model; solid = pretrained, dashed = random init, dotted = statistics "
             "transfer")
-BAND_KEY = "ablations: mean over seeds, shaded band ±1 sd over seeds"
+BEST_KEY = "star: the layer chosen on validation (most common over seeds)"
 
 
 @dataclass
@@ -102,16 +104,41 @@ def _depth_figures(rows: pd.DataFrame, out_dir: Path, colours: dict[str, str],
     final = at_final_checkpoint(_encoders(rows))
     checkpoints = ", ".join(sorted(final["checkpoint"].astype(str).unique()))
     entries = []
+    best = _best_points(final)
     for (task, eval_set), panel in _layer_curves(final).groupby(PANEL, sort=False):
         metric = rows.loc[rows["task"] == task, "metric"].iloc[0]
+        here = (final["task"] == task) & (final["eval_set"] == eval_set)
+        marks = best[(best["task"] == task) & (best["eval_set"] == eval_set)]
         fig = plots.depth_figure(panel, onehot.get((task, eval_set)), colours, metric,
-                                 f"{task} — {eval_set}: probe on every layer")
+                                 f"{task} — {eval_set}: probe on every layer", best=marks)
         caption = (f"{task}, test set {eval_set}: test {metric} of a probe fitted on each "
                    f"layer, against relative depth (checkpoint {checkpoints}); {LINE_KEY}; "
-                   f"{BAND_KEY}" + _onehot_note(task, eval_set, onehot) + ".")
+                   f"{BEST_KEY}; {_band_note(final[here])}"
+                   + _onehot_note(task, eval_set, onehot) + ".")
         entries.append(FigureEntry(*plots.save(fig, out_dir, f"depth_{_slug(task)}_"
                                                              f"{_slug(eval_set)}"), caption))
     return entries
+
+
+def _best_points(encoders: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, eval_set, model, ablation): the most common best-validation layer over
+    seeds, its rel_depth and the seed-mean score there (the star of the depth figure)."""
+    keys = [*PANEL, "model", "ablation"]
+    flagged = encoders[encoders["best_layer"]]
+    if flagged.empty:
+        return pd.DataFrame(columns=[*keys, "layer", "rel_depth", "mean"])
+    layer = flagged.groupby(keys, sort=False)["layer"].agg(lambda s: s.mode().iloc[0])
+    picked = encoders.merge(layer.reset_index(), on=[*keys, "layer"])
+    return picked.groupby([*keys, "layer"], sort=False).agg(
+        rel_depth=("rel_depth", "mean"), mean=("value", "mean")).reset_index()
+
+
+def _band_note(rows: pd.DataFrame) -> str:
+    """How many seeds each line is made of: bands are ±1 sd over those seeds."""
+    seeds = rows.groupby("ablation", sort=False)["seed"].nunique()
+    parts = [f"{a} {n} seed{'s' if n > 1 else ''}" + ("" if n > 1 else " (no band)")
+             for a, n in seeds.items()]
+    return "lines: mean over seeds, shaded band ±1 sd over seeds (" + ", ".join(parts) + ")"
 
 
 def _onehot_note(task: str, eval_set: str, onehot: dict) -> str:
@@ -133,7 +160,8 @@ def _scaling_figures(rows: pd.DataFrame, out_dir: Path, onehot: dict) -> list[Fi
         caption = (f"{task}, test set {eval_set}: test {metric} at the layer chosen on "
                    f"validation against encoder parameter count (log scale), final "
                    f"checkpoints; colour = model family; line style = ablation; "
-                   f"{BAND_KEY}" + _onehot_note(task, eval_set, onehot) + ".")
+                   f"{_band_note(best[(best.task == task) & (best.eval_set == eval_set)])}"
+                   + _onehot_note(task, eval_set, onehot) + ".")
         stem = f"scaling_{_slug(task)}_{_slug(eval_set)}"
         entries.append(FigureEntry(*plots.save(fig, out_dir, stem), caption))
     return entries
@@ -155,7 +183,8 @@ def _checkpoint_figures(rows: pd.DataFrame, out_dir: Path, colours: dict[str, st
                                       f"{task} — {eval_set}: pretraining checkpoints")
         caption = (f"{task}, test set {eval_set}: test {metric} at the layer chosen on "
                    f"validation against the pretraining step of the checkpoint (models with "
-                   f">= 2 checkpoints of known step); {LINE_KEY}; {BAND_KEY}"
+                   f">= 2 checkpoints of known step); {LINE_KEY}; "
+                   f"{_band_note(stepped[(stepped.task == task) & (stepped.eval_set == eval_set)])}"
                    + _onehot_note(task, eval_set, onehot) + ".")
         stem = f"checkpoints_{_slug(task)}_{_slug(eval_set)}"
         entries.append(FigureEntry(*plots.save(fig, out_dir, stem), caption))
@@ -169,10 +198,8 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 def write_index(out_dir: Path, source: str, figures: list[FigureEntry],
                 summary: pd.DataFrame) -> Path:
-    """index.html: classification, figures (relative PNG paths) and the summary table."""
-    classes = classification_table(summary).pivot_table(
-        index=PANEL, columns="model", values="classification", aggfunc="first", sort=False)
-    classes = classes.reset_index().rename_axis(columns=None)
+    """index.html: classes with their evidence, figures (relative PNG paths), summary table."""
+    classes = classification_table(summary)
     figure_html = "\n".join(
         f'<figure><img src="{html.escape(f.png.name)}" alt="{html.escape(f.caption)}">'
         f"<figcaption>{html.escape(f.caption)} "
@@ -196,17 +223,22 @@ th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
 <p>Source: {html.escape(source)}. Scores are the task's main metric on test sets
 (the validation set only chooses hyper-parameters and the best layer).
 Tables: <a href="summary.csv">summary.csv</a>, <a href="summary.md">summary.md</a>,
-<a href="repstat.csv">repstat.csv</a>.</p>
+<a href="repstat.csv">repstat.csv</a>, <a href="intervals.csv">intervals.csv</a>,
+<a href="comparisons.csv">comparisons.csv</a>, <a href="taxonomy.csv">taxonomy.csv</a>.</p>
 <h2>Classification</h2>
-<p>Per panel and model (final checkpoint), from best-validation-layer scores. "A beats B"
-when A's gain over B exceeds both {DEFAULT_MARGIN} (metric units; for mse, that fraction
-of B) and the seed standard deviation of A and of B.</p>
+<p>Per panel and model (final checkpoint), at the best-validation layer: benefits, aligned /
+benefits, not aligned / no benefit / inconclusive. Benefit: pretrained significantly better
+than every ablation and one-hot (paired bootstrap over test proteins, Holm-adjusted p &lt;
+0.05); no benefit: a baseline significantly better. Alignment: the score rises (95 %
+interval of the Spearman trend above 0) along every axis present: pretraining checkpoints,
+depth, model size. No fixed margins; the evidence column gives the numbers.</p>
 {_html_table(classes)}
 <h2>Figures</h2>
 {figure_html or "<p>No figures: the table holds no test-set rows to draw.</p>"}
 <h2>Summary table</h2>
-<p>Main test metric per task, test set, model and checkpoint: mean ± sd over seeds at the
-best-validation layer and at the last layer. Every column, unrounded: summary.csv.</p>
+<p>Main test metric per task, test set, model and checkpoint: mean ± sd over seeds and the
+95 % bootstrap interval over test proteins, at the best-validation layer and at the last
+layer. Every column, unrounded: summary.csv.</p>
 {_html_table(readable_summary(summary))}
 </body>
 </html>
@@ -226,11 +258,12 @@ def make_report(results_csv: str | Path, out_dir: str | Path) -> list[Path]:
     frame = _load(results_csv)
     try:
         rows = main_test_rows(frame)
-        summary = summary_table(frame)
+        analysis = analyse(frame, results_csv.parent)  # predictions beside the results
+        summary = summary_table(frame, analysis)
     except ValueError as err:
         raise ValueError(f"{results_csv}: {err}") from err
     out_dir.mkdir(parents=True, exist_ok=True)
-    table_paths = write_tables(frame, out_dir)
+    table_paths = write_tables(frame, out_dir, analysis=analysis)
     encoders = _encoders(rows).sort_values(["family", "n_params", "model"])
     colours = plots.colour_map(list(dict.fromkeys(encoders["model"])))
     onehot = _onehot_by_panel(rows)

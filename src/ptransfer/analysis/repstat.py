@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -24,19 +22,20 @@ from ptransfer.analysis.panels import (
 def one_sided_p(ablation_values: np.ndarray, pretrained: float, metric: str) -> float:
     """p-value of H1 "pretrained is better than the ablation's seed distribution".
 
-    One-sample t-test of the ablation's seed scores (n) against ``pretrained``
-    (scipy.stats.ttest_1samp, alternative "less" when higher is better, "greater" for mse).
-    NaN with fewer than 2 finite seed scores; with zero seed variance scipy's limit is
-    returned (0 or 1, NaN when the scores equal ``pretrained``).
+    The paper's test, kept for comparability: one-sample t-test of the ablation's seed
+    scores (n) against ``pretrained`` taken as exact (scipy.stats.ttest_1samp, alternative
+    "less" when higher is better, "greater" for mse; n - 1 degrees of freedom). NaN with
+    fewer than 2 finite seed scores, and NaN when the seed scores have zero variance: the
+    t statistic is then undefined, and scipy's limit (p = 0 or 1) would claim a certainty
+    that two or three identical seeds do not give. The paired bootstrap in
+    ``comparisons.csv`` is the test the conclusions use.
     """
     values = np.asarray(ablation_values, dtype=float)
     values = values[np.isfinite(values)]
-    if len(values) < 2 or not np.isfinite(pretrained):
+    if len(values) < 2 or not np.isfinite(pretrained) or np.ptp(values) == 0.0:
         return float("nan")
     alternative = "less" if higher_is_better(metric) else "greater"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy's limit is fine
-        return float(stats.ttest_1samp(values, pretrained, alternative=alternative).pvalue)
+    return float(stats.ttest_1samp(values, pretrained, alternative=alternative).pvalue)
 
 
 def _repstat_choice(scores: pd.DataFrame, table: pd.DataFrame, choice: str) -> pd.DataFrame:
