@@ -31,7 +31,9 @@ def test_every_model_with_every_task_gets_one_head_per_task():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         default = compose("config")
         models = {m: compose("config", overrides=[f"model={m}"]) for m in MODELS}
-        tasks = {t: compose("config", overrides=[f"task={t}"]) for t in TASKS}
+        # task=csv needs its file (its name defaults to the file's stem): any path composes.
+        tasks = {t: compose("config", overrides=[f"task={t}"]
+                            + (["task.path=mine.csv"] if t == "csv" else [])) for t in TASKS}
     for name, cfg in models.items():
         assert cfg.head == default.head and cfg.task == default.task, name
     heads: dict[str, set[str]] = {t: set() for t in TASKS}
