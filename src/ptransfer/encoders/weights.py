@@ -3,7 +3,9 @@ of encoders backed by a torch module (``ModuleEncoder``: weights -> ablation -> 
 
 Where the weights of a (model, checkpoint) come from, first match wins:
 
-1. an intermediate checkpoint's file (``CheckpointRef.path``, i.e. ``model.checkpoints.<name>``);
+1. an intermediate checkpoint's file (``CheckpointRef.path``, i.e. ``model.checkpoints.<name>``;
+   an entry with a ``url`` instead of a ``path`` is fetched into the hub cache, see
+   ``encoders.checkpoint_files``);
 2. ``model.weights=/path/file.pt`` (a local file in the package's own format);
 3. the packages' hub cache, ``torch.hub.get_dir()/checkpoints/<name>.pt`` (``$TORCH_HOME/hub``),
    the file fair-esm's and sequence-models' hub loaders download and read;
@@ -99,13 +101,17 @@ def resolve_checkpoint(
     if checkpoint.path or checkpoint.name == "final":
         return checkpoint
     entry = (checkpoints or {}).get(checkpoint.name)
-    if not entry or not entry.get("path"):
+    if not entry or not (entry.get("path") or entry.get("url")):
         known = ", ".join(k for k in (checkpoints or {}) if k != "final") or "(none)"
         raise WeightsUnavailable(
             f"checkpoint {checkpoint.name!r} has no file: set model.checkpoints."
             f"{checkpoint.name}.path (known checkpoints: final, {known})"
         )
     step = entry.get("step", checkpoint.step)
+    if not entry.get("path"):  # published at a URL: the hub cache's file, fetched if needed
+        from ptransfer.encoders.checkpoint_files import fetch_checkpoint  # imports this module
+
+        return CheckpointRef(checkpoint.name, step, str(fetch_checkpoint(checkpoint.name, entry)))
     return CheckpointRef(checkpoint.name, step, str(entry["path"]))
 
 

@@ -121,3 +121,7 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
         print(f"  to run: {c.cell_id}")
     if len(todo) > 20:
         print(f"  ... and {len(todo) - 20} more")
+    from ptransfer.grid.checkpoint_plan import checkpoint_lines
+
+    for line in checkpoint_lines(conf_dir, overrides):
+        print(line)
