@@ -147,6 +147,7 @@ def test_offline_missing_model_names_repo_and_cache(offline_env, monkeypatch):
     assert isinstance(info.value, WeightsUnavailable)
     assert TINY_HF_REPO["hf_esm2"] in message and str(hf_cache_dir()) in message
     assert "huggingface-cli download" in message and "model.weights" in message
+    assert "downloads are disabled" in message  # refused at once, never tried the network
     assert str(hf_cache_dir()).startswith(os.environ["HF_HOME"])  # the isolated test cache
 
 
@@ -225,3 +226,17 @@ def test_hub_config_is_consistent(name):
 def test_hub_config_parameter_count_is_the_built_modules(name):
     cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
     assert cfg["n_params"] == hf_n_params(cfg["arch"], cfg["model_kwargs"])
+
+
+def test_long_sequences_are_windowed_by_the_extraction(pretrained_dirs):
+    from ptransfer.embed.extract import embed_sequences
+
+    encoder = make("esmc", weights=str(pretrained_dirs["esmc"]), max_len=20)
+    sequence = (SEQUENCES[0] * 3)[:50]  # windows [0, 20), [10, 30), [20, 40), [30, 50)
+    ((_, (features,)),) = list(embed_sequences(encoder, [sequence], progress=False))
+    assert features.shape == (3, 50, 32)
+    first, last = encoder.embed([sequence[:20]])[:, 0], encoder.embed([sequence[30:]])[:, 0]
+    torch.testing.assert_close(features[:, :10], first[:, :10])  # covered by window 0 only
+    torch.testing.assert_close(features[:, 40:], last[:, 10:])  # by the last window only
+    middle = (first[:, 10:20] + encoder.embed([sequence[10:30]])[:, 0, :10]) / 2
+    torch.testing.assert_close(features[:, 10:20], middle)  # mean of the two windows
