@@ -259,12 +259,11 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def _forward_seconds(encoder, batch: list[str], precision: str) -> float:
-    start = time.perf_counter()
+def _forward_seconds(encoder, batch: list[str], precision: str) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one forward: CPU time hardly moves with other load."""
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
                                                 enabled=precision == "bf16"):
-        encoder.embed(batch)
-    return time.perf_counter() - start
+        return timed(encoder.embed, batch)
 
 
 def _probe_scores(pooled: dict[str, torch.Tensor], task) -> tuple[np.ndarray, np.ndarray]:
@@ -311,10 +310,24 @@ def bf16_cpu(args: argparse.Namespace) -> dict:
             CheckpointRef(), "random_init", 0)
         batch = unique[:64]
         times = {"fp32": [], "bf16": []}
+        cpu_times = {"fp32": [], "bf16": []}
         _forward_seconds(encoder, batch, "bf16")  # warm-up (oneDNN kernels, allocator)
         for repeat in range(args.repeats):
             for precision in (("fp32", "bf16") if repeat % 2 == 0 else ("bf16", "fp32")):
-                times[precision].append(_forward_seconds(encoder, batch, precision))
+                wall_s, cpu_s = _forward_seconds(encoder, batch, precision)
+                times[precision].append(wall_s)
+                cpu_times[precision].append(cpu_s)
+        speed = {"forward_s": {p: float(np.median(t)) for p, t in times.items()},
+                 "forward_cpu_s": {p: float(np.median(t)) for p, t in cpu_times.items()},
+                 "speedup": float(np.median(times["fp32"]) / np.median(times["bf16"])),
+                 "speedup_cpu_time": float(np.median(cpu_times["fp32"])
+                                           / np.median(cpu_times["bf16"]))}
+        print(f"{name}: forward of 64 x 58 tokens, fp32 {speed['forward_s']['fp32']:.3f} s / "
+              f"bf16 {speed['forward_s']['bf16']:.3f} s wall ({speed['speedup']:.2f}x), CPU "
+              f"time {speed['speedup_cpu_time']:.2f}x", flush=True)
+        if args.no_probes:
+            results[name] = speed
+            continue
         pooled = {}
         for precision in ("fp32", "bf16"):
             pooled[precision] = {}
@@ -328,17 +341,14 @@ def bf16_cpu(args: argparse.Namespace) -> dict:
         selected = {p: int(np.argmax(scores[p][0])) for p in scores}
         delta = np.abs(scores["bf16"][1] - scores["fp32"][1])
         results[name] = {
-            "forward_s": {p: float(np.median(t)) for p, t in times.items()},
-            "speedup": float(np.median(times["fp32"]) / np.median(times["bf16"])),
+            **speed,
             "last_layer_rel_diff": float((last_bf16 - last).norm() / last.norm()),
             "selected_layer": selected,
             "test_spearman_at_selected": {p: float(scores[p][1][selected[p]]) for p in scores},
             "abs_delta_at_fp32_selected": float(delta[selected["fp32"]]),
             "max_abs_delta_over_layers": float(delta.max()),
         }
-        print(f"{name}: forward fp32 {results[name]['forward_s']['fp32']:.3f} s, bf16 "
-              f"{results[name]['forward_s']['bf16']:.3f} s ({results[name]['speedup']:.2f}x); "
-              f"selected layer fp32 {selected['fp32']} / bf16 {selected['bf16']}; |delta "
+        print(f"{name}: selected layer fp32 {selected['fp32']} / bf16 {selected['bf16']}; |delta "
               f"Spearman| {delta[selected['fp32']]:.4f} (max over layers {delta.max():.4f})")
     return results
 
@@ -358,6 +368,8 @@ def main() -> None:
     parser.add_argument("--bf16-cpu", action="store_true",
                         help="measure bf16 autocast vs fp32 on this CPU (speed, GB1 probes)")
     parser.add_argument("--repeats", type=int, default=10, help="--bf16-cpu forward repeats")
+    parser.add_argument("--no-probes", action="store_true",
+                        help="--bf16-cpu: forward timings only")
     parser.add_argument("--test-subsample", type=int, default=None,
                         help="--bf16-cpu: score on this many test sequences (default: all)")
     args = parser.parse_args()
