@@ -18,6 +18,7 @@ from ptransfer.encoders.checkpoint_files import checkpoint_status
 from ptransfer.encoders.weights import WeightsUnavailable, resolve_checkpoint
 from ptransfer.grid.cell import checkpoint_ref
 from ptransfer.grid.checkpoint_plan import checkpoint_lines
+from ptransfer.grid.plan import expand_sweep
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 URL = "https://example.org/models/esm2_t2_tiny_UR50D_checkpoint_{}.pt"
@@ -108,7 +109,8 @@ def test_checkpoint_step_reaches_the_rows_reference(tmp_path):
 def test_plan_lists_the_checkpoints_steps_and_missing_files():
     cache().mkdir(parents=True)
     (cache() / "esm2_t33_650M_UR50D_checkpoint_20000.pt").write_bytes(b"x")
-    lines = checkpoint_lines(CONF_DIR, ["+experiment=esm2_checkpoints", "task=gb1_sampled"])
+    lines = checkpoint_lines(CONF_DIR, ["+experiment=esm2_checkpoints", "task=gb1_sampled"],
+                             expand_sweep)
     assert lines[0].startswith("checkpoints of esm2_t33_650M_UR50D: 13 intermediate")
     assert "12 file(s) missing" in lines[0]
     rows = lines[1:]

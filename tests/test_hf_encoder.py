@@ -22,9 +22,10 @@ from hf_models import (
 )
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from tiny_models import build_pretrained, model_config
+from tiny_models import model_config
 
 from ptransfer.encoders.base import CheckpointRef
+from ptransfer.encoders.esm import load_esm_module
 from ptransfer.encoders.hf import HfEncoder, hf_config, hf_n_params
 from ptransfer.encoders.hf_weights import HfWeightsUnavailable, hf_cache_dir
 from ptransfer.encoders.weights import WeightsFileError, WeightsUnavailable
@@ -49,7 +50,8 @@ def pretrained_dirs(tmp_path_factory):
 
 def test_fair_esm_and_transformers_esm2_give_the_same_features(tmp_path, tiny_esm2_path):
     # The fair-esm file and the converted transformers directory hold the same weights.
-    converted = write_pretrained(esm2_to_transformers(build_pretrained("esm2")), tmp_path)
+    module = load_esm_module("esm2", tiny_esm2_path)  # the file's weights, as fair-esm reads them
+    converted = write_pretrained(esm2_to_transformers(module), tmp_path)
     fair = hydra.utils.instantiate(
         OmegaConf.create(model_config("esm2", weights=str(tiny_esm2_path))), _convert_="all"
     ).load(CheckpointRef(), "pretrained", 0)

@@ -4,10 +4,10 @@ fair-esm published ESM-2 650M's own training checkpoints (facebookresearch/esm i
 as fair-esm-format ``.pt`` files; a model config lists them with their URL and step (see
 conf/model/esm2_t33_650M_UR50D_training.yaml). Such an entry needs no ``path``: its file is
 the torch hub cache's ``checkpoints/<file name of the URL>`` (where the packages' own weights
-live, ``$TORCH_HOME/hub/checkpoints``), downloaded there when online. Offline
-(``PTRANSFER_OFFLINE=1``), a missing file is a ``WeightsUnavailable`` naming the file and its
-URL; ``checkpoint_status`` says, without fetching anything, which files are present, for
-``ptransfer plan``.
+live, ``$TORCH_HOME/hub/checkpoints``), downloaded there when online by
+``encoders.weights.fetch_checkpoint``; offline (``PTRANSFER_OFFLINE=1``) a missing file is a
+``WeightsUnavailable`` naming the file and its URL. ``checkpoint_status`` says, without
+fetching anything, which files are present, for ``ptransfer plan``.
 """
 
 from __future__ import annotations
@@ -15,16 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
-from ptransfer.encoders.weights import (
-    OFFLINE_ENV,
-    HubFile,
-    WeightsUnavailable,
-    _download,
-    downloads_allowed,
-    hub_checkpoints_dir,
-)
+from ptransfer.encoders.weights import checkpoint_path
 
 
 @dataclass(frozen=True)
@@ -38,15 +30,6 @@ class CheckpointStatus:
     present: bool
 
 
-def checkpoint_path(entry: Mapping) -> Path | None:
-    """The file of a checkpoint entry: its ``path``, else the hub cache file of its ``url``."""
-    if entry.get("path"):
-        return Path(str(entry["path"])).expanduser()
-    if entry.get("url"):
-        return hub_checkpoints_dir() / Path(urlparse(str(entry["url"])).path).name
-    return None
-
-
 def checkpoint_status(checkpoints: Mapping[str, Mapping] | None) -> list[CheckpointStatus]:
     """Every intermediate checkpoint of ``model.checkpoints``, in step order; fetches nothing."""
     rows = []
@@ -58,24 +41,3 @@ def checkpoint_status(checkpoints: Mapping[str, Mapping] | None) -> list[Checkpo
                                      (entry or {}).get("url"),
                                      bool(path and (path.is_file() or path.is_dir()))))
     return sorted(rows, key=lambda r: (r.step is None, r.step or 0, r.name))
-
-
-def fetch_checkpoint(name: str, entry: Mapping) -> Path:
-    """The file of checkpoint ``name`` with a ``url``: cached, downloaded, or a clear error."""
-    url = str(entry["url"])
-    path = checkpoint_path(entry)
-    if path.is_file():
-        return path
-    reason = f"downloads are disabled ({OFFLINE_ENV}=1)"
-    if downloads_allowed():
-        try:
-            _download(HubFile(path, url))
-        except Exception as error:  # any network / disk failure: one clear message below
-            reason = f"download failed: {type(error).__name__}: {error}"
-        else:
-            return path
-    raise WeightsUnavailable(
-        f"checkpoint {name!r} (step {entry.get('step')}) is not available: expected {path}; "
-        f"{reason}. Download {url} into {path.parent} (or point TORCH_HOME at a directory "
-        f"whose hub/checkpoints holds it), or set model.checkpoints.{name}.path=/path/file.pt"
-    )

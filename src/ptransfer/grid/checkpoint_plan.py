@@ -3,10 +3,11 @@ step, its file, and whether that file is present (nothing is downloaded)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ptransfer.encoders.checkpoint_files import checkpoint_status
 
@@ -21,11 +22,12 @@ def _used_checkpoints(combos: list[list[str]]) -> dict[tuple[str, ...], set[str]
     return used
 
 
-def checkpoint_lines(conf_dir: Path, overrides: list[str]) -> list[str]:
+def checkpoint_lines(conf_dir: Path, overrides: list[str],
+                     expand_sweep: Callable[[DictConfig, list[str]], list[list[str]]]) -> list[str]:
     """Lines listing, per model of the sweep with intermediate checkpoints in use, each
-    checkpoint (in step order) with its step and file, and how many files are missing."""
-    from ptransfer.grid.plan import expand_sweep
+    checkpoint (in step order) with its step and file, and how many files are missing.
 
+    ``expand_sweep`` is ``grid.plan.expand_sweep`` (passed in: plan imports this module)."""
     lines: list[str] = []
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],

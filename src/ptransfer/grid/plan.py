@@ -123,5 +123,5 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
         print(f"  ... and {len(todo) - 20} more")
     from ptransfer.grid.checkpoint_plan import checkpoint_lines
 
-    for line in checkpoint_lines(conf_dir, overrides):
+    for line in checkpoint_lines(conf_dir, overrides, expand_sweep):
         print(line)
