@@ -24,6 +24,16 @@ Times are extraction + writing, summed over chunks, plus model loading once per 
 times for esm-extract in mode B, once for ptransfer). Run:
 
     python scripts/bench_extract.py --limit 600 --threads 2
+
+``--bf16-cpu`` measures instead what ``extract.precision=bf16`` does on a CPU with native bf16
+(AVX512-BF16 / AMX): a random ``esm2_t6_8M_UR50D``-architecture model through both ESM-2
+families (fair-esm and transformers), (1) the forward of 64 GB1 domains (58 tokens each, all
+layers) in fp32 and under bf16 autocast, interleaved, median of ``--repeats``; (2) the GB1
+two_vs_rest probes: every unique sequence embedded in both precisions, a ridge probe per
+layer (alpha and layer chosen on validation), test Spearman; printed: the selected layer in
+each precision and |delta Spearman| at the selected layer and the largest over layers.
+
+    python scripts/bench_extract.py --bf16-cpu --threads 2 [--test-subsample 2000]
 """
 
 from __future__ import annotations
@@ -249,6 +259,100 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def _forward_seconds(encoder, batch: list[str], precision: str) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one forward: CPU time hardly moves with other load."""
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
+                                                enabled=precision == "bf16"):
+        return timed(encoder.embed, batch)
+
+
+def _probe_scores(pooled: dict[str, torch.Tensor], task) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer: validation Spearman at the chosen alpha, test Spearman."""
+    from scipy.stats import spearmanr
+
+    from ptransfer.heads import RidgeProbe
+
+    def data(split, layer):
+        part = task.splits[split]
+        return np.stack([pooled[s][layer].numpy() for s in part.sequences]), part.targets
+
+    n_layers = next(iter(pooled.values())).shape[0]
+    val, test = np.zeros(n_layers), np.zeros(n_layers)
+    for layer in range(n_layers):
+        probe = RidgeProbe().fit(*data("train", layer), *data("val", layer))
+        val[layer] = max(probe.val_scores_.values())
+        X_test, y_test = data("test", layer)
+        test[layer] = spearmanr(probe.predict(X_test), y_test).statistic
+    return val, test
+
+
+def bf16_cpu(args: argparse.Namespace) -> dict:
+    """bf16 autocast vs fp32 on this CPU: forward speed-up and the effect on GB1 probes."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from ptransfer.embed.extract import cpu_has_native_bf16, embed_sequences, mean_pool
+
+    if not cpu_has_native_bf16():
+        sys.exit("this CPU has no native bf16 (avx512_bf16 / amx_bf16): nothing to measure")
+    torch.set_num_threads(args.threads)
+    conf = REPO / "conf"
+    task_cfg = OmegaConf.load(conf / "task" / "gb1_two_vs_rest.yaml")
+    task_cfg.root = str(args.splits.parents[1])
+    task = hydra.utils.instantiate(task_cfg, _convert_="all")
+    if args.test_subsample:  # a fixed draw of the test set, the same in both precisions
+        task = task.subsample({"test": args.test_subsample}, seed=0)
+    unique = list(dict.fromkeys(task.all_sequences()))
+    results = {"threads": args.threads, "n_unique": len(unique), "torch": torch.__version__}
+    for name in ("esm2_t6_8M_UR50D", "hf_esm2_t6_8M_UR50D"):
+        model_cfg = OmegaConf.load(conf / "model" / f"{name}.yaml")
+        encoder = hydra.utils.instantiate(model_cfg, _convert_="all").load(
+            CheckpointRef(), "random_init", 0)
+        batch = unique[:64]
+        times = {"fp32": [], "bf16": []}
+        cpu_times = {"fp32": [], "bf16": []}
+        _forward_seconds(encoder, batch, "bf16")  # warm-up (oneDNN kernels, allocator)
+        for repeat in range(args.repeats):
+            for precision in (("fp32", "bf16") if repeat % 2 == 0 else ("bf16", "fp32")):
+                wall_s, cpu_s = _forward_seconds(encoder, batch, precision)
+                times[precision].append(wall_s)
+                cpu_times[precision].append(cpu_s)
+        speed = {"forward_s": {p: float(np.median(t)) for p, t in times.items()},
+                 "forward_cpu_s": {p: float(np.median(t)) for p, t in cpu_times.items()},
+                 "speedup": float(np.median(times["fp32"]) / np.median(times["bf16"])),
+                 "speedup_cpu_time": float(np.median(cpu_times["fp32"])
+                                           / np.median(cpu_times["bf16"]))}
+        print(f"{name}: forward of 64 x 58 tokens, fp32 {speed['forward_s']['fp32']:.3f} s / "
+              f"bf16 {speed['forward_s']['bf16']:.3f} s wall ({speed['speedup']:.2f}x), CPU "
+              f"time {speed['speedup_cpu_time']:.2f}x", flush=True)
+        if args.no_probes:
+            results[name] = speed
+            continue
+        pooled = {}
+        for precision in ("fp32", "bf16"):
+            pooled[precision] = {}
+            for indices, feats in embed_sequences(encoder, unique, args.toks_per_batch,
+                                                  precision=precision, progress=False):
+                pooled[precision].update(
+                    (unique[i], mean_pool(f)) for i, f in zip(indices, feats))
+        last = torch.stack([pooled["fp32"][s][-1] for s in unique])
+        last_bf16 = torch.stack([pooled["bf16"][s][-1] for s in unique])
+        scores = {p: _probe_scores(pooled[p], task) for p in ("fp32", "bf16")}
+        selected = {p: int(np.argmax(scores[p][0])) for p in scores}
+        delta = np.abs(scores["bf16"][1] - scores["fp32"][1])
+        results[name] = {
+            **speed,
+            "last_layer_rel_diff": float((last_bf16 - last).norm() / last.norm()),
+            "selected_layer": selected,
+            "test_spearman_at_selected": {p: float(scores[p][1][selected[p]]) for p in scores},
+            "abs_delta_at_fp32_selected": float(delta[selected["fp32"]]),
+            "max_abs_delta_over_layers": float(delta.max()),
+        }
+        print(f"{name}: selected layer fp32 {selected['fp32']} / bf16 {selected['bf16']}; |delta "
+              f"Spearman| {delta[selected['fp32']]:.4f} (max over layers {delta.max():.4f})")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None,
@@ -261,8 +365,21 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="temp files go here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (.pt files, store)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--bf16-cpu", action="store_true",
+                        help="measure bf16 autocast vs fp32 on this CPU (speed, GB1 probes)")
+    parser.add_argument("--repeats", type=int, default=10, help="--bf16-cpu forward repeats")
+    parser.add_argument("--no-probes", action="store_true",
+                        help="--bf16-cpu: forward timings only")
+    parser.add_argument("--test-subsample", type=int, default=None,
+                        help="--bf16-cpu: score on this many test sequences (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.bf16_cpu:
+        results = bf16_cpu(args)
+        print(json.dumps(results, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return
     results = run(args)
     for clock in ("wall", "cpu"):
         for mode in ("unique", "splits"):

@@ -145,8 +145,9 @@ def test_oom_on_a_single_sequence_is_a_clear_error():
 
 
 def test_half_precision_on_cpu_is_rejected():
-    with pytest.raises(ValueError, match="extract.precision='bf16' needs a CUDA device"):
-        collect(FakeEncoder(), ["ACD"], precision="bf16")
+    # fp16 has no CPU path; bf16 on the CPU: tests/test_bf16_cpu.py
+    with pytest.raises(ValueError, match="extract.precision='fp16' needs a CUDA device"):
+        collect(FakeEncoder(), ["ACD"], precision="fp16")
 
 
 def test_unknown_precision_is_rejected():

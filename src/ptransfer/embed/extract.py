@@ -9,8 +9,9 @@ budget (``plan_batches``). Sequences longer than ``encoder.max_len`` follow a le
 - ``truncate``: only the first ``max_len`` residues are embedded; per-residue features of
   such a sequence have ``max_len`` rows, so residue-level tasks refuse this policy.
 
-On CUDA, ``precision`` bf16/fp16 runs the forward under autocast; features are always
-returned as float32 on the CPU. A CUDA out-of-memory error splits the batch in halves and
+On CUDA, ``precision`` bf16/fp16 runs the forward under autocast; so does bf16 on a CPU
+that computes bf16 natively (``cpu_has_native_bf16``; a clear error on other CPUs). Features
+are always returned as float32 on the CPU. A CUDA out-of-memory error splits the batch in halves and
 retries (recursively) down to single sequences.
 """
 
@@ -130,14 +131,38 @@ def check_length_policy(
             f"which misaligns per-residue labels; use {LENGTH_POLICY_KEY}=window")
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX, Arm BF16
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 natively (its flags list AVX512-BF16, AMX-BF16 or Arm
+    BF16). Elsewhere oneDNN emulates bf16 through fp32, slower than fp32 itself."""
+    try:
+        with open(cpuinfo) as handle:
+            text = handle.read()
+    except OSError:  # not Linux: no flags to read, so no claim of native support
+        return False
+    flags = {word for line in text.splitlines()
+             if line.split(":")[0].strip() in ("flags", "Features") for word in line.split()}
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
 def _check_precision(encoder: Encoder, precision: str) -> torch.dtype | None:
     if precision not in PRECISIONS:
         raise ValueError(f"{PRECISION_KEY} must be one of {list(PRECISIONS)}, got {precision!r}")
     autocast_dtype = PRECISIONS[precision]
-    if autocast_dtype is not None and encoder.device.type != "cuda":
-        raise ValueError(f"{PRECISION_KEY}={precision!r} needs a CUDA device but the encoder "
-                         f"runs on {encoder.device}; use {PRECISION_KEY}=fp32")
-    return autocast_dtype
+    device = encoder.device.type
+    if autocast_dtype is None or device == "cuda":
+        return autocast_dtype
+    if device == "cpu" and precision == "bf16":
+        if cpu_has_native_bf16():
+            return autocast_dtype
+        raise ValueError(f"{PRECISION_KEY}=bf16 on the CPU needs native bf16 instructions "
+                         f"(flags {', '.join(CPU_BF16_FLAGS[:2])} in /proc/cpuinfo), which "
+                         f"this CPU lacks; use {PRECISION_KEY}=fp32 or a CUDA device")
+    raise ValueError(f"{PRECISION_KEY}={precision!r} needs a CUDA device (or, for bf16, a CPU "
+                     f"with native bf16) but the encoder runs on {encoder.device}; use "
+                     f"{PRECISION_KEY}=fp32")
 
 
 def _forward(encoder: Encoder, texts: list[str], autocast_dtype: torch.dtype | None) -> list:
@@ -146,7 +171,7 @@ def _forward(encoder: Encoder, texts: list[str], autocast_dtype: torch.dtype | N
         if autocast_dtype is None:
             batch = encoder.embed(texts)  # n_layers x B x T x D
         else:
-            with torch.autocast(device_type="cuda", dtype=autocast_dtype):
+            with torch.autocast(device_type=encoder.device.type, dtype=autocast_dtype):
                 batch = encoder.embed(texts)
         batch = batch.to(device="cpu", dtype=torch.float32)  # one transfer for the batch
     return [batch[:, i, : len(text)] for i, text in enumerate(texts)]

@@ -1,11 +1,12 @@
-"""Encoders: ESM-1/1b/2 (fair-esm), CARP (sequence-models) and the one-hot baseline.
+"""Encoders: ESM-1/1b/2 (fair-esm), CARP (sequence-models), transformers encoders (hub
+ESM-2, ESM C) and the one-hot baseline.
 
 Model configs (conf/model/*.yaml) name a class here as ``_target_``; the cell instantiates
 it, then calls ``load(checkpoint, ablation, seed, scope)``, ``to(device)`` and
 ``embed(sequences)``.
 
 Names are imported on first use, so ``import ptransfer.encoders.base`` (or the one-hot
-baseline) does not pull in fair-esm and sequence-models.
+baseline) does not pull in fair-esm, sequence-models and transformers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ _EXPORTS = {
     "EncoderIdentity": "ptransfer.encoders.base",
     "EsmEncoder": "ptransfer.encoders.esm",
     "CarpEncoder": "ptransfer.encoders.carp",
+    "HfEncoder": "ptransfer.encoders.hf",
+    "HfWeightsUnavailable": "ptransfer.encoders.hf_weights",
     "OneHotEncoder": "ptransfer.encoders.onehot",
     "ModuleEncoder": "ptransfer.encoders.weights",
     "WeightsUnavailable": "ptransfer.encoders.weights",

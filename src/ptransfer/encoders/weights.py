@@ -3,7 +3,9 @@ of encoders backed by a torch module (``ModuleEncoder``: weights -> ablation -> 
 
 Where the weights of a (model, checkpoint) come from, first match wins:
 
-1. an intermediate checkpoint's file (``CheckpointRef.path``, i.e. ``model.checkpoints.<name>``);
+1. an intermediate checkpoint's file (``CheckpointRef.path``, i.e. ``model.checkpoints.<name>``;
+   an entry with a ``url`` instead of a ``path`` is fetched into the hub cache,
+   ``fetch_checkpoint``; ``encoders.checkpoint_files`` lists which are present);
 2. ``model.weights=/path/file.pt`` (a local file in the package's own format);
 3. the packages' hub cache, ``torch.hub.get_dir()/checkpoints/<name>.pt`` (``$TORCH_HOME/hub``),
    the file fair-esm's and sequence-models' hub loaders download and read;
@@ -30,6 +32,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from filelock import FileLock
@@ -100,14 +103,45 @@ def resolve_checkpoint(
     if checkpoint.path or checkpoint.name == "final":
         return checkpoint
     entry = (checkpoints or {}).get(checkpoint.name)
-    if not entry or not entry.get("path"):
+    if not entry or not (entry.get("path") or entry.get("url")):
         known = ", ".join(k for k in (checkpoints or {}) if k != "final") or "(none)"
         raise WeightsUnavailable(
             f"checkpoint {checkpoint.name!r} has no file: set model.checkpoints."
             f"{checkpoint.name}.path (known checkpoints: final, {known})"
         )
     step = entry.get("step", checkpoint.step)
+    if not entry.get("path"):  # published at a URL: the hub cache's file, fetched if needed
+        return CheckpointRef(checkpoint.name, step, str(fetch_checkpoint(checkpoint.name, entry)))
     return CheckpointRef(checkpoint.name, step, str(entry["path"]))
+
+
+def checkpoint_path(entry: Mapping) -> Path | None:
+    """The file of a checkpoint entry: its ``path``, else the hub cache file of its ``url``."""
+    if entry.get("path"):
+        return Path(str(entry["path"])).expanduser()
+    if entry.get("url"):
+        return hub_checkpoints_dir() / Path(urlparse(str(entry["url"])).path).name
+    return None
+
+
+def fetch_checkpoint(name: str, entry: Mapping) -> Path:
+    """The file of checkpoint ``name`` with a ``url``: cached, downloaded, or a clear error."""
+    url, path = str(entry["url"]), checkpoint_path(entry)
+    if path.is_file():
+        return path
+    reason = f"downloads are disabled ({OFFLINE_ENV}=1)"
+    if downloads_allowed():
+        try:
+            _download(HubFile(path, url))
+        except Exception as error:  # any network / disk failure: one clear message below
+            reason = f"download failed: {type(error).__name__}: {error}"
+        else:
+            return path
+    raise WeightsUnavailable(
+        f"checkpoint {name!r} (step {entry.get('step')}) is not available: expected {path}; "
+        f"{reason}. Download {url} into {path.parent} (or point TORCH_HOME at a directory "
+        f"whose hub/checkpoints holds it), or set model.checkpoints.{name}.path=/path/file.pt"
+    )
 
 
 def weights_file(family: str, name: str, checkpoint: CheckpointRef, weights: str | None) -> Path:

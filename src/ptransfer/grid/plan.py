@@ -131,6 +131,7 @@ def plan_totals(cells: list[PlannedCell]) -> dict:
 
 
 def print_plan(conf_dir: Path, overrides: list[str]) -> None:
+    from ptransfer.grid.checkpoint_plan import checkpoint_lines
     from ptransfer.grid.retention import disk_lines
 
     cells = plan_cells(conf_dir, overrides)
@@ -158,6 +159,8 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
             print(f"memory: {c.cell_id}: {c.memory}")
     if len(todo) > 20:
         print(f"  ... and {len(todo) - 20} more")
+    for line in checkpoint_lines(conf_dir, overrides, expand_sweep):
+        print(line)
 
 
 def print_unfinished(todo: list[PlannedCell]) -> None:
