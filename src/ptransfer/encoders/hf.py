@@ -175,6 +175,10 @@ class HfEncoder(ModuleEncoder):
         check_architecture(directory, expected, self.module_architecture(module))
         return module
 
+    def residue_alphabet(self) -> str:
+        """Single-letter residue tokens of the model's vocabulary (checked before loading)."""
+        return "".join(t for t in vocabulary(self.arch) if len(t) == 1 and t.isalpha())
+
     def tokenize(self, sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``<cls>`` residues ``<eos>``, right-padded: ids and attention mask, B x (T + 2)."""
         vocab = self.vocab_
