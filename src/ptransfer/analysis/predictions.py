@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ptransfer.analysis.rows import read_checked
+
 PREDICTIONS_FILE = "predictions.parquet"
 KEY = ["eval_set", "layer", "item", "position"]
 BASE_COLUMNS = [*KEY, "y_true", "y_pred"]
@@ -84,11 +86,4 @@ def write_predictions(blocks: list[pd.DataFrame], path: Path) -> None:
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read a cell's predictions, checking the schema's columns; names the file on error."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no predictions file at {path}")
-    frame = pd.read_parquet(path)
-    missing = [c for c in BASE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: not a ptransfer predictions file, missing columns {missing}")
-    return frame
+    return read_checked(path, pd.read_parquet, BASE_COLUMNS, "predictions file")

@@ -70,16 +70,21 @@ def write_rows(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
-    """Read a rows or results CSV, checking it carries the schema's columns."""
+def read_checked(path: str | Path, read, columns, what: str) -> pd.DataFrame:
+    """``read(path)``, checking the file exists and carries ``columns``; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no results table at {path}")
-    frame = pd.read_csv(path)
-    missing = [c for c in COLUMNS if c not in frame.columns]
+        raise FileNotFoundError(f"no {what} at {path}")
+    frame = read(path)
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: not a ptransfer results table, missing columns {missing}")
+        raise ValueError(f"{path}: not a ptransfer {what}, missing columns {missing}")
     return frame
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read a rows or results CSV, checking it carries the schema's columns."""
+    return read_checked(path, pd.read_csv, COLUMNS, "results table")
 
 
 def collect(root: str | Path) -> pd.DataFrame:

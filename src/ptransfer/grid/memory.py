@@ -129,25 +129,20 @@ def check_memory(task: Task, encoder: Encoder, head: str) -> MemoryEstimate | No
                       f"{hint}")
 
 
-def plan_memory(cfg, cache: dict) -> str | None:
+def plan_memory(cfg) -> str | None:
     """``ptransfer plan``'s memory line for one cell: the estimate for in-memory (one-hot)
-    features, None for store-backed encoders; the task is loaded once per task config
-    (``cache``) since the width depends on its longest sequence."""
+    features, None for store-backed encoders. The width depends on the task's longest
+    sequence, so the task is loaded (``task_data.load_task``: the task the cell's key has
+    just fingerprinted is reused, not loaded again)."""
     import hydra
-    from omegaconf import OmegaConf
 
+    from ptransfer.grid.task_data import load_task
     from ptransfer.heads.fit_layers import resolve_head
 
     if cfg.model.get("family") != "onehot":
         return None
-    task_key = repr(OmegaConf.to_container(cfg.task, resolve=True)) + repr(cfg.subsample)
     try:
-        if task_key not in cache:
-            task = hydra.utils.instantiate(cfg.task, _convert_="all")
-            if cfg.subsample:
-                task = task.subsample(OmegaConf.to_container(cfg.subsample), seed=0)
-            cache[task_key] = task
-        task = cache[task_key]
+        task = load_task(cfg)
         encoder = hydra.utils.instantiate(cfg.model, _convert_="all")
         head = resolve_head(cfg.head, task)
     except Exception as err:  # noqa: BLE001 - plan reports, the cell itself will fail clearly

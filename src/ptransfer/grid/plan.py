@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from ptransfer.embed.diskspace import expected_store_bytes
+from ptransfer.grid.task_data import declared_shape, planned_head
 
 # Approximate task sizes (unique sequences, mean embedded length) from the FLIP and NetSurfP
 # releases; GB1 is embedded as its 56-residue domain (see conf/task/gb1_*.yaml).
@@ -73,8 +74,7 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
         return 0.0, 0.0
     n_layers = int(cfg.model.n_blocks) + 1
     dim = int(cfg.model.dim)
-    residue = cfg.task.name == "ss3"
-    if residue:
+    if declared_shape(cfg.task)[0] == "residue":
         disk = 0.0 if head == "streaming" else expected_store_bytes(
             n_seq * mean_len, n_layers, dim, cfg.extract.residue_dtype)
     else:
@@ -84,15 +84,26 @@ def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
     return disk, flops / (EFFECTIVE_TFLOPS * 1e12)
 
 
+def store_key(cfg: DictConfig, head: str, cell_id: str) -> str:
+    """Which extraction a cell pays for: cells of one dataset and encoder identity share
+    one; a streaming cell pays its own forward passes (its cell id); one-hot computes its
+    features in memory and extracts nothing ("")."""
+    from ptransfer.grid.cell import encoder_identity
+
+    if cfg.model.get("family", "onehot") == "onehot":
+        return ""
+    if head == "streaming":
+        return cell_id
+    return json.dumps([cfg.task.get("dataset", cfg.task.name), encoder_identity(cfg)],
+                      sort_keys=True)
+
+
 def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
-    from ptransfer.grid.cell import cell_key, encoder_identity, is_done
+    from ptransfer.grid.cell import cell_key, is_done
     from ptransfer.grid.memory import plan_memory
     from ptransfer.grid.status import effective_state, read_status
     from ptransfer.grid.sweep import excluded_reason
-    from ptransfer.grid.task_data import planned_head
     from ptransfer.grid.validate_config import check_config
-
-    tasks: dict = {}  # loaded tasks, shared by the one-hot cells' memory estimates
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],
@@ -104,16 +115,11 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
             head = planned_head(cfg)  # the rule run_cell applies, from the config alone
             disk, gpu = estimate(cfg, head)
             key = cell_key(cfg)
-            # Streaming cells keep no store: each pays its own forward passes. One-hot
-            # features are computed in memory: no extraction at all ("").
-            store = key.cell_id if head == "streaming" else json.dumps(
-                [cfg.task.get("dataset", cfg.task.name), encoder_identity(cfg)], sort_keys=True)
-            if cfg.model.get("family", "onehot") == "onehot":
-                store = ""
+            store = store_key(cfg, head, key.cell_id)
             cells.append(PlannedCell(combo, key.cell_id, is_done(key), excluded_reason(cfg),
                                      disk, gpu, store, effective_state(read_status(key.dir))))
             if cells[-1].excluded is None and not cells[-1].done:
-                cells[-1].memory = plan_memory(cfg, tasks)
+                cells[-1].memory = plan_memory(cfg)
     return cells
 
 
