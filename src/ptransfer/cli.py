@@ -166,20 +166,20 @@ def cmd_pretrain(argv: list[str]) -> int:
 
 
 def cmd_store(argv: list[str]) -> int:
-    """``ptransfer store verify [DIR | results_dir=R | store_dir=S]``: exit 1 if any damaged."""
-    from ptransfer.embed.verify import DAMAGED, verify_dir
+    """``ptransfer store verify [DIR | FILE | results_dir=R | store_dir=S]``: exit 1 if damaged."""
+    from ptransfer.embed.verify import DAMAGED, verify_path
 
     parser = argparse.ArgumentParser(prog="ptransfer store", description="embedding stores")
     sub = parser.add_subparsers(dest="action", required=True)
     verify = sub.add_parser("verify", help="read every block of every store; list damaged ones")
     verify.add_argument("dir", nargs="?", default="results/embeddings",
-                        help="store folder, or results_dir=R / store_dir=S "
-                             "(default results/embeddings)")
+                        help="store folder, one store or shard file, or results_dir=R / "
+                             "store_dir=S (default results/embeddings)")
     args = parser.parse_args(argv)
     key, _, value = args.dir.partition("=")
     root = {"results_dir": Path(value) / "embeddings", "store_dir": Path(value)}.get(
         key, Path(args.dir)) if value else Path(args.dir)
-    verdicts, _ = verify_dir(root)
+    verdicts, _ = verify_path(root)
     return 1 if any(v.state == DAMAGED for v in verdicts) else 0
 
 

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ptransfer.embed.diskspace import expected_store_bytes
+from ptransfer.embed.shards import DEFAULT_SHARD_TOKENS, claim_or_wait, plan_shards
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
 
@@ -285,6 +286,15 @@ def flatten_pool(per_seq: torch.Tensor, pad_to: int) -> torch.Tensor:
     return padded.reshape(n_layers, pad_to * dim)
 
 
+@dataclass(frozen=True)
+class ExtractOptions:
+    toks_per_batch: int = 4096
+    length_policy: str = "window"
+    precision: str = "fp32"
+    progress: bool = True
+    flush_bytes: int | None = None
+
+
 def extract_to_store(
     encoder: Encoder,
     sequences: Sequence[str],
@@ -295,23 +305,57 @@ def extract_to_store(
     progress: bool = True,
     pad_to: int | None = None,
     flush_bytes: int | None = None,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
 ) -> int:
     """Embed the sequences the store lacks (each unique sequence once) and add them.
 
-    Rows are pooled for a protein-level store (``encoder.pooling``: ``mean``, or ``flatten``
-    zero-padded to ``pad_to``, default the longest of ``sequences``) and per-residue for a
-    residue-level store. Returns the number of sequences embedded.
+    The sequences are planned as shards of at most ``shard_tokens`` tokens
+    (``embed.shards.plan_shards``); each shard with work left is claimed (or waited for,
+    while another process writes it), embedded and published, and the store's index file
+    is written at the end. Rows are pooled for a protein-level store (``encoder.pooling``:
+    ``mean``, or ``flatten`` zero-padded to ``pad_to``, default the longest of
+    ``sequences``) and per-residue for a residue-level store. Returns the number of
+    sequences embedded here.
     """
     pool = _pooling_for(encoder, sequences, store, pad_to)
     check_length_policy(encoder, sequences, length_policy, store.level)
-    with store.writer(flush_bytes) as writer:
-        todo = store.missing(sequences)  # after taking the lock: another writer may have added
-        _log_expected_size(encoder, todo, store)
-        for indices, features in embed_sequences(encoder, todo, toks_per_batch, length_policy,
-                                                 precision, progress):
-            for index, per_seq in zip(indices, features):
-                writer.add(todo[index], pool(per_seq))
-    return len(todo)
+    store.refresh()
+    shards = plan_shards(store.path, sequences, store.published_keys(), shard_tokens)
+    embedded = 0
+    for shard in shards:
+        embedded += extract_shard(encoder, store, shard.name, shard.todo, pool,
+                                  ExtractOptions(toks_per_batch, length_policy, precision,
+                                                 progress, flush_bytes))
+    if shards or not store.path.exists():
+        store.finalize()
+    return embedded
+
+
+def extract_shard(encoder: Encoder, store: EmbeddingStore, name: str, todo: Sequence[str],
+                  pool, options: ExtractOptions, index: bool = False) -> int:
+    """Write shard ``name`` of ``store``: the sequences of ``todo`` it still lacks.
+
+    The shard is claimed first; while another live process writes it, this waits for its
+    publication and embeds nothing. Rows committed by a killed writer of the shard are
+    adopted, not embedded again. Returns the number of sequences embedded here.
+    """
+    store.shard_dir.mkdir(parents=True, exist_ok=True)
+    claim = claim_or_wait(store.shard_dir, name)
+    if claim is None:
+        store.refresh()
+        return 0
+    try:
+        with store.writer(options.flush_bytes, shard=name, index=index) as writer:
+            left = [s for s in dict.fromkeys(todo) if not writer.has(s)]
+            _log_expected_size(encoder, left, store, name)
+            for indices, features in embed_sequences(encoder, left, options.toks_per_batch,
+                                                     options.length_policy, options.precision,
+                                                     options.progress):
+                for index_, per_seq in zip(indices, features):
+                    writer.add(left[index_], pool(per_seq))
+    finally:
+        claim.release()
+    return len(left)
 
 
 def _pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingStore,
@@ -335,10 +379,11 @@ def _pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingSto
     return pool
 
 
-def _log_expected_size(encoder: Encoder, todo: list[str], store: EmbeddingStore) -> None:
+def _log_expected_size(encoder: Encoder, todo: list[str], store: EmbeddingStore,
+                       shard: str) -> None:
     residues = sum(len(s) for s in todo)
     rows = residues if store.level == "residue" else len(todo)
     n_bytes = expected_store_bytes(rows, store.n_layers, store.dim, store.dtype)
     log.info("extracting %d sequences (%d residues) with %s: %d layers x %d dims, %s rows, "
-             "about %.2f GB in %s", len(todo), residues, encoder.name, store.n_layers,
-             store.dim, store.level, n_bytes / 1e9, store.path)
+             "about %.2f GB in %s (shard %s)", len(todo), residues, encoder.name,
+             store.n_layers, store.dim, store.level, n_bytes / 1e9, store.path, shard)
