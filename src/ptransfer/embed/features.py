@@ -22,7 +22,12 @@ import torch
 from ptransfer.embed.diskspace import check_free_space, expected_store_bytes, needed_for_extraction
 from ptransfer.embed.extract import embed_sequences, extract_to_store, flatten_pool, mean_pool
 from ptransfer.embed.shards import DEFAULT_SHARD_TOKENS
-from ptransfer.embed.store import DEFAULT_COMMIT_SECONDS, EmbeddingStore, StoreError, store_path
+from ptransfer.embed.store import (  # noqa: F401 - store_location: features' API
+    DEFAULT_COMMIT_SECONDS,
+    EmbeddingStore,
+    StoreError,
+    store_location,
+)
 from ptransfer.embed.store_files import short
 from ptransfer.encoders.base import Encoder
 from ptransfer.encoders.onehot import padded_length
@@ -140,22 +145,6 @@ def _pool(encoder: Encoder, task: Task, feats: torch.Tensor, pad_to: int | None)
     if encoder.pooling == "flatten":
         return flatten_pool(feats, pad_to).numpy()
     return mean_pool(feats).numpy()
-
-
-def store_location(store_dir: str | Path, identity: dict, level: str, extract_cfg):
-    """``(path, identity, dtype)`` of the store a cell of this level reads.
-
-    A non-default pooled dtype (``extract.pooled_dtype=float16``) is part of the identity,
-    so float16 and float32 stores of one encoder are separate files; the default leaves
-    the identity (and so every existing store's path) unchanged.
-    """
-    if level == "residue":
-        dtype = extract_cfg.residue_dtype
-    else:
-        dtype = extract_cfg.get("pooled_dtype", "float32") or "float32"
-        if dtype != "float32":
-            identity = {**identity, "pooled_dtype": dtype}
-    return store_path(store_dir, identity, level), identity, dtype
 
 
 def store_features(

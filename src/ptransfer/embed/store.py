@@ -67,7 +67,7 @@ from ptransfer.embed.store_index import (
 from ptransfer.embed.store_writer import PartsFolder, PartsVanished, StoreWriter
 
 __all__ = ["EmbeddingStore", "StoreError", "StoreWriter", "layer_name", "sequence_key",
-           "store_path"]
+           "store_location", "store_path"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,22 @@ def store_path(root: str | Path, identity: dict, level: str) -> Path:
     return Path(root) / str(identity["model"]) / f"{digest}.h5"
 
 
+def store_location(store_dir: str | Path, identity: dict, level: str, extract_cfg):
+    """``(path, identity, dtype)`` of the store a cell of this level reads.
+
+    A non-default pooled dtype (``extract.pooled_dtype=float16``) is part of the identity,
+    so float16 and float32 stores of one encoder are separate files; the default leaves
+    the identity (and so every existing store's path) unchanged.
+    """
+    if level == "residue":
+        dtype = extract_cfg.residue_dtype
+    else:
+        dtype = extract_cfg.get("pooled_dtype", "float32") or "float32"
+        if dtype != "float32":
+            identity = {**identity, "pooled_dtype": dtype}
+    return store_path(store_dir, identity, level), identity, dtype
+
+
 class EmbeddingStore:
     """Per-layer features of sequences for one encoder identity, in shard files.
 
@@ -103,6 +119,7 @@ class EmbeddingStore:
         flush_bytes: buffered feature bytes after which a writer commits a part.
         commit_seconds: seconds after which a writer commits its buffer as a part even
             below ``flush_bytes`` (checked as rows arrive).
+        read_only: write nothing, not even a missing manifest or folder (``ptransfer plan``).
     """
 
     def __init__(
@@ -116,6 +133,7 @@ class EmbeddingStore:
         compression: str | None = None,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
         commit_seconds: float = DEFAULT_COMMIT_SECONDS,
+        read_only: bool = False,
     ) -> None:
         if level not in LEVELS:
             raise ValueError(f"store level must be one of {LEVELS}, got {level!r}")
@@ -139,7 +157,9 @@ class EmbeddingStore:
             raise ValueError(f"store.commit_seconds must be > 0, got {commit_seconds}")
         self.commit_seconds = float(commit_seconds)
         self.shard_dir = shard_folder(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._view = StoreView()
         self.refresh()
 
@@ -161,7 +181,7 @@ class EmbeddingStore:
         check_store_file(handle, path, self.expected_attributes(), self.identity)
 
     def _writable(self) -> bool:
-        return os.access(self.path.parent, os.W_OK)
+        return not self.read_only and os.access(self.path.parent, os.W_OK)
 
     def refresh(self) -> None:
         """Re-read the row index from disk (other processes may have published shards)."""

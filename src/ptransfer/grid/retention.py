@@ -65,8 +65,7 @@ def store_group(cfg: DictConfig) -> tuple[str, list[Path]]:
     """(group id, store files) of the cell's encoder identity, every level."""
     identity = encoder_identity(cfg)
     # Imported here: the sweep imports this module, and a skipped cell must not pay for torch.
-    from ptransfer.embed.features import store_location
-    from ptransfer.embed.store import LEVELS
+    from ptransfer.embed.store import LEVELS, store_location
 
     paths = [store_location(cfg.store_dir, identity, level, cfg.extract)[0].absolute()
              for level in LEVELS]
@@ -159,31 +158,28 @@ def remove_temporaries(cell_dir: Path) -> None:
             log.warning("could not delete %s: %s", tmp, err)
 
 
-def disk_lines(cells: list) -> list[str]:
+def disk_lines(cells: list, wave_stores: int = 1) -> list[str]:
     """``plan``'s lines: total and peak store disk of the cells to run, per retention policy.
 
-    ``cells``: ``PlannedCell`` in sweep order (``disk_bytes`` per dataset and store). Under
-    ``until_done`` a store lives from its first reader to its last one, in that order.
+    ``cells``: ``PlannedCell`` in sweep order (``disk_bytes`` per dataset and store). A
+    multirun under ``until_done`` extracts the store groups in waves of ``wave_stores``
+    (in the order of their first reader), runs their readers, deletes them, then starts the
+    next wave: the peak is the largest wave.
     """
-    group_of = {c.cell_id: _plan_group(c) for c in cells}
-    last = {group_of[c.cell_id]: i for i, c in enumerate(cells) if group_of[c.cell_id]}
-    live: dict[str, dict[str, float]] = {}
-    total: dict[str, float] = {}
-    peak = 0.0
-    for i, cell in enumerate(cells):
-        group = group_of[cell.cell_id]
-        if not group:
-            continue
-        live.setdefault(group, {})[cell.store_key] = cell.disk_bytes
-        total[cell.store_key] = cell.disk_bytes
-        peak = max(peak, sum(sum(parts.values()) for parts in live.values()))
-        if last[group] == i:
-            del live[group]
-    everything = sum(total.values())
+    sizes: dict[str, dict[str, float]] = {}
+    for cell in cells:
+        group = _plan_group(cell)
+        if group:
+            sizes.setdefault(group, {})[cell.store_key] = cell.disk_bytes
+    groups = [sum(parts.values()) for parts in sizes.values()]  # first-reader order
+    everything = sum(groups)
+    size = max(1, int(wave_stores))
+    peak = max((sum(groups[i: i + size]) for i in range(0, len(groups), size)), default=0.0)
     return [f"store: retain=all keeps ~{size_text(everything)} (the total); "
             f"retain=until_done peaks at ~{size_text(peak)}",
-            "       (peak: cells in sweep order, one at a time, as the basic launcher runs "
-            "them; a launcher running P cells at once can hold up to P-1 more stores)"]
+            f"       (peak: a multirun extracts the stores in waves of {size} (store.wave_stores,"
+            " default the phase-1 launcher's parallelism; 1 with the basic launcher) and "
+            "deletes each wave's stores once their readers are done)"]
 
 
 def _plan_group(cell) -> str | None:
