@@ -119,6 +119,7 @@ def main(argv: list[str]) -> None:
     if args.no_filelock:
         _disable_filelock()
     from ptransfer.embed import claims, extract
+    from ptransfer.embed.batching import Batching
     from ptransfer.embed.shards import plan_shards
     from ptransfer.embed.store import EmbeddingStore
 
@@ -134,8 +135,10 @@ def main(argv: list[str]) -> None:
         embedded = extract.extract_to_store(encoder, sequences, store, toks_per_batch=64,
                                             progress=False, flush_bytes=args.flush_bytes,
                                             shard_tokens=args.shard_tokens)
-    else:
-        shard = plan_shards(store.path, sequences, frozenset(), args.shard_tokens)[args.shard]
+    else:  # the shards extract_to_store plans, batches as it runs them
+        batching = Batching(64, encoder.max_len, "window")
+        shard = plan_shards(store.path, sequences, frozenset(), args.shard_tokens,
+                            batching)[args.shard]
         embedded = extract.extract_shard(encoder, store, shard.name, shard.todo,
                                          lambda per_seq: per_seq, options)
     print(f"embedded {embedded}", flush=True)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from extract_fakes import FakeEncoder, make_sequences
 
+from ptransfer.embed.batching import Batching
 from ptransfer.embed.extract import extract_to_store
 from ptransfer.embed.shards import plan_shards
 from ptransfer.embed.store import EmbeddingStore
@@ -135,7 +136,8 @@ def test_killed_writer_publishes_nothing_partial_and_the_rerun_embeds_only_the_r
 def test_a_killed_shard_writer_leaves_the_other_shards_and_only_it_is_redone(tmp_path, env):
     reference = reference_store(tmp_path)
     path = tmp_path / "four.h5"
-    shards = plan_shards(path, make_sequences(N_SEQUENCES), frozenset(), SHARD_TOKENS)
+    shards = plan_shards(path, make_sequences(N_SEQUENCES), frozenset(), SHARD_TOKENS,
+                         Batching(64, None, "window"))  # as the writers plan them
     assert len(shards) == 4
     tokens = ["--shard-tokens", str(SHARD_TOKENS)]
     writers = [start(path, env, 0.0, *tokens, "--shard", str(k)) for k in (0, 1, 3)]

@@ -12,11 +12,12 @@ between the two renames) is complete and gets its manifest from the next reader.
 
 Shards are planned by tokens (``plan_shards``): the unique sequences a store is asked for,
 longest first (so a batch's padding stays low), cut into consecutive slices of at most
-``extract.shard_tokens`` tokens (residues + BOS/EOS). The cut depends only on the sequences
-asked for, and a shard's name on the keys of its slice, so a re-run, or a second sweep started
-at once, plans the same shards under the same names: finished shards are skipped and only
-unpublished ones are redone. A shard's *todo* is its slice minus the rows already published
-(by any shard of the store).
+``extract.shard_tokens`` tokens (residues + BOS/EOS), only where a batch of the whole
+extraction ends (so each shard runs exactly the batches one writer would). The cut depends
+only on the sequences asked for, and a shard's name on the keys of its slice, so a re-run, or
+a second sweep started at once, plans the same shards under the same names: finished shards
+are skipped and only unpublished ones are redone. A shard's *todo* is its slice minus the
+rows already published (by any shard of the store).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptransfer.embed.batching import Batching, batch_units
 from ptransfer.embed.claims import Claim, holder, read_claim
 from ptransfer.embed.store_files import StoreError, sequence_key
 
@@ -71,22 +73,36 @@ class PlannedShard:
         return sum(sequence_tokens(s) for s in self.todo)
 
 
-def slice_by_tokens(sequences: Iterable[str], shard_tokens: int) -> list[list[str]]:
-    """Unique ``sequences``, longest first (ties by key), in consecutive slices of at most
-    ``shard_tokens`` tokens; a sequence over the budget gets a slice of its own."""
+def canonical_order(sequences: Iterable[str]) -> list[str]:
+    """Unique sequences, longest first, ties by key: the order a store's shards are cut in."""
+    unique = {sequence_key(s): s for s in sequences}
+    return [s for _, s in sorted(unique.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+
+
+def slice_by_tokens(sequences: Iterable[str], shard_tokens: int,
+                    batching: Batching | None = None) -> list[list[str]]:
+    """Unique ``sequences`` in canonical order, cut into consecutive slices of at most
+    ``shard_tokens`` tokens; a sequence (or a batch) over the budget gets a slice of its own.
+
+    With ``batching`` (the extraction's), cuts fall only where a batch of the whole
+    extraction ends (``embed.batching.batch_units``), so the batches of each shard are the
+    batches a single writer runs: the features do not depend on the number of shards.
+    """
     if int(shard_tokens) < 1:
         raise ValueError(f"extract.shard_tokens must be >= 1, got {shard_tokens}")
-    unique = {sequence_key(s): s for s in sequences}
-    order = sorted(unique.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    order = canonical_order(sequences)
+    units = (batch_units(order, batching) if batching is not None
+             else [[i] for i in range(len(order))])
     slices: list[list[str]] = []
     current: list[str] = []
     used = 0
-    for _, sequence in order:
-        cost = sequence_tokens(sequence)
+    for unit in units:
+        members = [order[i] for i in unit]
+        cost = sum(sequence_tokens(s) for s in members)
         if current and used + cost > shard_tokens:
             slices.append(current)
             current, used = [], 0
-        current.append(sequence)
+        current.extend(members)
         used += cost
     if current:
         slices.append(current)
@@ -102,10 +118,10 @@ def shard_name(store_path: Path, sequences: Sequence[str]) -> str:
 
 
 def plan_shards(store_path: Path, sequences: Iterable[str], published: set[str] | frozenset,
-                shard_tokens: int) -> list[PlannedShard]:
+                shard_tokens: int, batching: Batching | None = None) -> list[PlannedShard]:
     """The shards with work left for ``sequences`` (``published``: keys the store has)."""
     planned = []
-    for piece in slice_by_tokens(sequences, shard_tokens):
+    for piece in slice_by_tokens(sequences, shard_tokens, batching):
         todo = [s for s in piece if sequence_key(s) not in published]
         if todo:
             planned.append(PlannedShard(shard_name(store_path, piece), todo, len(piece)))

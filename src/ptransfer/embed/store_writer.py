@@ -192,11 +192,13 @@ class StoreWriter:
         key = sequence_key(sequence)
         return self.store.has_key(key) or key in self.parts.keys or key in self._pending
 
-    def add(self, sequence: str, features) -> bool:
+    def add(self, sequence: str, features, commit: bool = True) -> bool:
         """Buffer one row; returns False (and stores nothing) when the sequence is present.
 
         ``features``: torch tensor or array, protein level n_layers x D, residue level
         n_layers x len(sequence) x D; converted to the store dtype, must stay finite.
+        ``commit=False``: never commit here (the caller calls ``commit_if_due`` where a
+        batch ends).
         """
         if self.has(sequence):
             return False
@@ -208,11 +210,15 @@ class StoreWriter:
         self._pending.add(key)
         self._bytes += row.nbytes
         self.n_added += 1
-        # By size (bounds RAM) or by time (bounds the work a kill loses on a small store).
+        if commit:
+            self.commit_if_due()
+        return True
+
+    def commit_if_due(self) -> None:
+        """Commit by size (bounds RAM) or by time (bounds the work a kill loses)."""
         if (self._bytes >= self.flush_bytes
                 or time.monotonic() - self._last_commit >= self.commit_seconds):
             self.commit()
-        return True
 
     def _validated(self, sequence: str, features) -> np.ndarray:
         store = self.store

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ptransfer.embed.batching import Batching
 from ptransfer.embed.diskspace import expected_store_bytes
 from ptransfer.embed.shards import (
     DEFAULT_SHARD_TOKENS,
@@ -89,6 +90,7 @@ class StorePlan:
     shard_tokens: int
     overrides: list[str]  # a reading cell's combination: how its phase-1 jobs compose
     spec: dict  # what a phase-1 job needs to open the store
+    batching: Batching | None = None  # the extraction's batches: shards are cut between them
     requested: dict[str, str] = field(default_factory=dict)  # key -> sequence (loaded tasks)
     estimated: dict[str, tuple[int, float]] = field(default_factory=dict)  # unloaded datasets
     published: frozenset = frozenset()
@@ -96,7 +98,7 @@ class StorePlan:
 
     def plan(self) -> None:
         self.shards = plan_shards(self.path, self.requested.values(), self.published,
-                                  self.shard_tokens)
+                                  self.shard_tokens, self.batching)
 
     def estimated_shards(self) -> list[float]:
         """Tokens of each shard of the datasets that could not be loaded (planning sizes)."""
@@ -130,6 +132,7 @@ class CellPlan:
     identity: dict | None
     task: TaskData | None
     n_params: int = 0
+    group: str | None = None  # store group (retention): the encoder identity, every level
     memory: str | None = None
 
     @property
@@ -267,9 +270,11 @@ def _plan_cell(index: int, combo: list[str], cfg: DictConfig, tasks: TaskCache) 
         cell.phase = 1
         return cell
     from ptransfer.embed.store import store_location
+    from ptransfer.grid.retention import store_group
 
     level = declared_shape(cfg.task)[0]
     cell.store = store_location(cfg.store_dir, cell.identity, level, cfg.extract)[0]
+    cell.group = store_group(cfg)[0]
     cell.phase = 2
     return cell
 
@@ -283,9 +288,11 @@ def _store_plan(cfg: DictConfig, cell: CellPlan) -> StorePlan:
     spec = {"level": level, "dtype": dtype, "identity": identity, "n_layers": n_layers,
             "dim": dim, "compression": cfg.extract.get("compression"),
             "commit_seconds": float((cfg.get("store") or {}).get("commit_seconds", 120.0))}
+    batching = Batching(int(cfg.extract.toks_per_batch), cfg.model.get("max_len"),
+                        str(cfg.extract.length_policy))
     return StorePlan(path, level, dtype, identity, n_layers, dim, int(cfg.model.n_params),
                      int(cfg.extract.get("shard_tokens") or DEFAULT_SHARD_TOKENS),
-                     list(cell.overrides), spec)
+                     list(cell.overrides), spec, batching=batching)
 
 
 def _request(store: StorePlan, task: TaskData) -> None:

@@ -3,18 +3,18 @@
 A sweep of the paper's size embeds far more than a scratch disk holds (``ptransfer plan``
 prints the total), but a store is only needed while the cells that read it run. So:
 
-1. **Readers manifest.** At the start of a multirun (``grid.readers.StoreReaders``, a Hydra callback in
-   the launching process for every launcher: basic, joblib, Slurm), the sweep is expanded
-   exactly as ``ptransfer plan`` does it (``expand_sweep`` + Hydra's own per-job config
-   loader) and, per store, the result folders of the cells that read it are written to
-   ``<store_dir>/readers/<store group>/<sweep>.json``.
+1. **Readers manifest.** At the start of a multirun (the two-phase sweeper,
+   ``grid.two_phase``, in the launching process for every launcher: basic, joblib, Slurm;
+   ``grid.readers.StoreReaders`` under another sweeper), the sweep is planned exactly as
+   ``ptransfer plan`` does it and, per store, the result folders of the cells that read it
+   are written to ``<store_dir>/readers/<store group>/<sweep>.json``.
 2. **Done marks.** A finished cell is marked by its own ``status.json`` (state ``done``);
    nothing else is needed, so killed or failed cells simply keep their stores.
 3. **Last reader deletes.** After each cell (done, or skipped as already done), the cell
    reads every manifest of its store group; when every listed cell, and itself, is done it
-   takes each store's file lock (skipping a store someone is writing) and deletes the store,
-   its shards and the manifests. Two readers finishing at once both see "all done"; the
-   lock makes the deletion happen once.
+   deletes each store (index file and shard folder) and the manifests, unless a live
+   process holds a claim on one of its shards (someone is writing it: kept). Two readers
+   finishing at once both delete; deleting what is already gone is a no-op.
 
 A store group is the store files of one encoder identity (the protein- and residue-level
 files): both are deleted together when every reader of either is done. A single run (no
@@ -32,9 +32,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 
+from ptransfer.embed.claims import is_live, read_claim
 from ptransfer.embed.diskspace import size_text
 from ptransfer.grid.cell import CellKey, cell_key, encoder_identity, is_done
 
@@ -80,20 +80,25 @@ def _readers_dir(cfg: DictConfig, group: str) -> Path:
 def write_readers(sweep_dir: str, cells: list[DictConfig]) -> dict[str, list[str]]:
     """Write one readers manifest per store group of ``cells``; returns group -> cell dirs."""
     groups: dict[str, list[str]] = {}
-    folders: dict[str, Path] = {}
     for cfg in cells:
         if not reads_store(cfg):
             continue
         group, _ = store_group(cfg)
         groups.setdefault(group, []).append(str(cell_key(cfg).dir.absolute()))
-        folders[group] = _readers_dir(cfg, group)
+    if cells:
+        write_reader_groups(sweep_dir, Path(cells[0].store_dir), groups)
+    return groups
+
+
+def write_reader_groups(sweep_dir: str, store_dir: Path, groups: dict[str, list[str]]) -> None:
+    """``<store_dir>/readers/<group>/<sweep>.json`` for each group: its readers' folders."""
     name = hashlib.sha256(str(Path(sweep_dir).absolute()).encode()).hexdigest()[:12] + ".json"
     for group, readers in groups.items():
-        folders[group].mkdir(parents=True, exist_ok=True)
-        tmp = folders[group] / (name + ".tmp")
+        folder = Path(store_dir).absolute() / READERS_DIR / group
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (name + ".tmp")
         tmp.write_text(json.dumps({"sweep_dir": str(sweep_dir), "readers": readers}, indent=1))
-        tmp.replace(folders[group] / name)
-    return groups
+        tmp.replace(folder / name)
 
 
 def _readers(folder: Path) -> set[str]:
@@ -106,22 +111,31 @@ def _readers(folder: Path) -> set[str]:
     return readers
 
 
+def _being_written(path: Path) -> bool:
+    """Whether a live process holds a claim on one of the store's shards (writing it)."""
+    from ptransfer.embed.shards import CLAIM_SUFFIX, shard_folder  # h5py: only when retiring
+
+    folder = shard_folder(path)
+    claims = folder.glob(f"*{CLAIM_SUFFIX}") if folder.is_dir() else []
+    return any(is_live(read_claim(claim)) for claim in claims)
+
+
 def _delete_store(path: Path) -> bool:
-    """Delete one store's files under its lock; False when a writer holds the lock."""
-    shards = path.with_name(path.name + ".shards")
+    """Delete one store's files (index, shards, manifests, parts); False when a live writer
+    holds a claim on one of its shards (it is kept) or there is nothing to delete."""
+    from ptransfer.embed.shards import shard_folder
+
+    shards = shard_folder(path)
     if not path.exists() and not shards.exists():
-        return False  # nothing to delete (and no lock file to leave behind)
-    lock = FileLock(str(path) + ".lock")
-    try:
-        with lock.acquire(timeout=0):
-            existed = path.exists()
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-            shutil.rmtree(shards, ignore_errors=True)
-            return existed
-    except Timeout:
+        return False
+    if _being_written(path):
         log.info("store %s is being written by another process: kept", path)
         return False
+    existed = path.exists() or shards.exists()
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".lock").unlink(missing_ok=True)  # left by ptransfer 0.1
+    shutil.rmtree(shards, ignore_errors=True)
+    return existed
 
 
 def retire_if_unread(cfg: DictConfig) -> list[Path]:
