@@ -1,0 +1,176 @@
+"""Figures of the report, drawn headless (Agg) at paper size.
+
+Every function takes an already-aggregated frame of one panel (task, eval_set) and returns a
+``matplotlib.figure.Figure``; ``save`` writes it as PNG and SVG. Figures are built with the
+object API (``Figure``), never ``pyplot``, so no GUI backend is touched and nothing leaks
+between figures. Colours are Okabe-Ito (colour-blind safe): one per model (or family),
+line style per ablation, one-hot as a grey horizontal reference line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter
+
+from ptransfer.analysis.panels import higher_is_better
+
+# Okabe & Ito (2008), ordered so that the low-contrast yellow comes last.
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442",
+             "#000000"]
+ONEHOT_GREY = "#7F7F7F"
+ABLATION_STYLE = {
+    "pretrained": {"linestyle": "-", "marker": "o", "label": "pretrained"},
+    "random_init": {"linestyle": "--", "marker": "s", "label": "random init (mean ± 1 sd)"},
+    "stat_transfer": {"linestyle": ":", "marker": "^", "label": "stat. transfer (mean ± 1 sd)"},
+}
+METRIC_NAMES = {
+    "spearman": "Spearman ρ (unitless)",
+    "pearson": "Pearson r (unitless)",
+    "mse": "MSE (squared target units)",
+    "ndcg": "NDCG (unitless)",
+    "accuracy": "accuracy (fraction correct)",
+    "macro_f1": "macro F1 (unitless)",
+    "roc_auc": "ROC AUC (unitless)",
+}
+FIGSIZE = (6.4, 3.4)  # inches: a full text width; fonts stay >= 8 pt when printed
+PNG_DPI = 200
+PAPER_STYLE = {
+    "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "lines.linewidth": 1.5, "lines.markersize": 4,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.alpha": 0.3, "svg.hashsalt": "ptransfer",  # stable SVG ids: identical reruns diff clean
+}
+
+
+@contextlib.contextmanager
+def paper_style() -> Iterator[None]:
+    """rcParams for every figure of the report (wrap both drawing and saving)."""
+    with mpl.rc_context(PAPER_STYLE):
+        yield
+
+
+def colour_map(names: list[str]) -> dict[str, str]:
+    """Name -> Okabe-Ito colour, in the given order (colours repeat after eight names)."""
+    return {name: OKABE_ITO[i % len(OKABE_ITO)] for i, name in enumerate(names)}
+
+
+def metric_label(metric: str) -> str:
+    name = METRIC_NAMES.get(metric, f"{metric} (unitless)")
+    return f"{name}, {'higher' if higher_is_better(metric) else 'lower'} is better"
+
+
+def _new_figure(title: str, metric: str, xlabel: str) -> tuple[Figure, object]:
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric_label(metric))
+    return fig, ax
+
+
+def _draw(ax, x, mean, sd, colour: str, ablation: str) -> None:
+    """A mean line in the ablation's style, with a +-1 sd band where seeds allow one."""
+    style = ABLATION_STYLE.get(ablation, {"linestyle": "-.", "marker": "x"})
+    x, mean, sd = (np.asarray(v, dtype=float) for v in (x, mean, sd))
+    ax.plot(x, mean, color=colour, linestyle=style["linestyle"], marker=style["marker"])
+    if np.isfinite(sd).any():
+        band = np.nan_to_num(sd, nan=0.0)
+        ax.fill_between(x, mean - band, mean + band, color=colour, alpha=0.15, linewidth=0)
+
+
+def _reference(ax, onehot: tuple[float, float] | None) -> None:
+    """One-hot baseline as a grey horizontal line (with its sd band when it has seeds)."""
+    if onehot is None or not np.isfinite(onehot[0]):
+        return
+    mean, sd = onehot
+    ax.axhline(mean, color=ONEHOT_GREY, linestyle="-", linewidth=1.2, zorder=1)
+    if np.isfinite(sd) and sd > 0:
+        ax.axhspan(mean - sd, mean + sd, color=ONEHOT_GREY, alpha=0.15, linewidth=0)
+
+
+def _legend(fig: Figure, colours: dict[str, str], ablations: list[str], onehot: bool) -> None:
+    """Two-part legend outside the axes: colour = model/family, line style = ablation."""
+    handles = [Line2D([], [], color=c, linewidth=3) for c in colours.values()]
+    labels = list(colours)
+    for ablation in ablations:
+        style = ABLATION_STYLE.get(ablation, {"linestyle": "-.", "marker": "x",
+                                              "label": ablation})
+        handles.append(Line2D([], [], color="#333333", linestyle=style["linestyle"],
+                              marker=style["marker"]))
+        labels.append(style["label"])
+    if onehot:
+        handles.append(Line2D([], [], color=ONEHOT_GREY, linewidth=1.2))
+        labels.append("one-hot baseline")
+    fig.legend(handles, labels, loc="outside right upper", frameon=False)
+
+
+def _lines(ax, points: pd.DataFrame, x: str, colour_by: str, colours: dict[str, str]) -> None:
+    """One mean line (with +-1 sd band) per (colour group, ablation), sorted along ``x``."""
+    for (group, ablation), line in points.groupby([colour_by, "ablation"], sort=False):
+        line = line.sort_values(x)
+        _draw(ax, line[x], line["mean"], line["sd"], colours[group], ablation)
+
+
+def _finish(fig, ax, points: pd.DataFrame, colour_by: str, colours: dict[str, str],
+            onehot: tuple[float, float] | None) -> Figure:
+    _reference(ax, onehot)
+    used = {g: colours[g] for g in points[colour_by].unique()}
+    _legend(fig, used, list(points["ablation"].unique()), onehot is not None)
+    return fig
+
+
+def depth_figure(curves: pd.DataFrame, onehot: tuple[float, float] | None,
+                 colours: dict[str, str], metric: str, title: str,
+                 best: pd.DataFrame | None = None) -> Figure:
+    """Test metric vs relative depth for one panel.
+
+    ``curves``: one row per (model, ablation, layer) with columns rel_depth, mean, sd
+    (sd over seeds, NaN with one seed). ``best``: one row per (model, ablation) with
+    rel_depth and mean of the best-validation layer, drawn as a star on its line.
+    """
+    fig, ax = _new_figure(title, metric, "relative depth (layer / last layer; 0 = embedding)")
+    _lines(ax, curves, "rel_depth", "model", colours)
+    for row in (best if best is not None else pd.DataFrame()).itertuples(index=False):
+        ax.plot([row.rel_depth], [row.mean], marker="*", markersize=11, linestyle="none",
+                color=colours.get(row.model, "#333333"), markeredgecolor="black", zorder=5)
+    return _finish(fig, ax, curves, "model", colours, onehot)
+
+
+def scaling_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
+                   colours: dict[str, str], metric: str, title: str) -> Figure:
+    """Best-validation-layer test metric vs parameter count (log x), per family and ablation.
+
+    ``points``: one row per (family, ablation, model) with columns n_params, mean, sd.
+    """
+    fig, ax = _new_figure(title, metric, "encoder parameters (count, log scale)")
+    ax.set_xscale("log")
+    _lines(ax, points, "n_params", "family", colours)
+    return _finish(fig, ax, points, "family", colours, onehot)
+
+
+def checkpoint_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
+                      colours: dict[str, str], metric: str, title: str) -> Figure:
+    """Best-validation-layer test metric vs pretraining step, per model and ablation.
+
+    ``points``: one row per (model, ablation, checkpoint_step) with columns mean, sd.
+    """
+    fig, ax = _new_figure(title, metric, "pretraining step (optimizer updates)")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 500k, 1M: no 6-digit tick labels
+    _lines(ax, points, "checkpoint_step", "model", colours)
+    return _finish(fig, ax, points, "model", colours, onehot)
+
+
+def save(fig: Figure, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """Write ``stem.png`` and ``stem.svg`` (no timestamps, so reruns are byte-stable)."""
+    png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
+    fig.savefig(png, dpi=PNG_DPI, metadata={"Software": None})
+    fig.savefig(svg, metadata={"Date": None})
+    return png, svg

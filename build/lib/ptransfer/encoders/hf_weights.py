@@ -1,0 +1,107 @@
+"""Where the weights of a Hugging Face ``transformers`` model come from.
+
+First match wins:
+
+1. an intermediate checkpoint's directory (``model.checkpoints.<name>.path``);
+2. ``model.weights=/path/dir``: a directory written by ``save_pretrained`` (``config.json``
+   plus ``model.safetensors`` or ``pytorch_model.bin``);
+3. the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+   ``~/.cache/huggingface/hub``): the snapshot of ``model.repo_id`` at ``model.revision``
+   (a branch, tag or commit; ``null`` = ``main``);
+4. a download of that snapshot into the cache, unless ``HF_HUB_OFFLINE=1`` or
+   ``PTRANSFER_OFFLINE=1``.
+
+Every case ends in a directory that ``AutoModel.from_pretrained`` reads, so a local
+``save_pretrained`` directory and a cached hub snapshot load along one code path.
+
+The cache directory and the offline switch are read from the environment at call time
+(``huggingface_hub`` reads them once, at import), so a changed ``HF_HOME`` takes effect.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ptransfer.encoders.weights import OFFLINE_ENV, WeightsUnavailable, downloads_allowed
+
+HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
+# What a snapshot needs for an encoder: config and weights. Tokenizer files are not read
+# (the vocabularies are fixed per model type, see encoders.hf), nor are other formats.
+SNAPSHOT_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json",
+                     "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+class HfWeightsUnavailable(WeightsUnavailable):
+    """A transformers model is neither in the hub cache nor downloadable; says where to put it."""
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache ``huggingface_hub`` uses under the current environment."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hf_offline() -> bool:
+    """True when either ``HF_HUB_OFFLINE`` or ``PTRANSFER_OFFLINE`` forbids downloads."""
+    hf = os.environ.get(HF_OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return hf or not downloads_allowed()
+
+
+def repo_cache_dir(repo_id: str) -> Path:
+    """``<cache>/models--<org>--<name>``: the folder a hub snapshot of ``repo_id`` lives in."""
+    return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
+def check_pretrained_dir(directory: Path, key: str) -> Path:
+    """``directory`` if it holds ``config.json`` and a weights file, else a clear error."""
+    if not directory.is_dir():
+        raise HfWeightsUnavailable(f"{key}={directory}: no such directory (expected a "
+                                   f"save_pretrained directory with config.json and weights)")
+    missing = [] if (directory / "config.json").is_file() else ["config.json"]
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES[::2]))
+    if missing:
+        raise HfWeightsUnavailable(f"{key}={directory}: not a save_pretrained directory "
+                                   f"(missing {', '.join(missing)})")
+    return directory
+
+
+def model_directory(repo_id: str, revision: str | None, local: str | None,
+                    key: str = "model.weights") -> Path:
+    """The directory to ``from_pretrained``: ``local`` if given, else the cached snapshot.
+
+    Raises ``HfWeightsUnavailable`` naming the repo id, the revision, the cache directory
+    and how to place the files when the snapshot is missing and cannot be downloaded.
+    """
+    if local:
+        return check_pretrained_dir(Path(local).expanduser(), key)
+    from huggingface_hub import snapshot_download
+
+    offline = hf_offline()
+    try:
+        path = snapshot_download(repo_id, revision=revision, cache_dir=str(hf_cache_dir()),
+                                 allow_patterns=SNAPSHOT_PATTERNS, local_files_only=offline)
+    except Exception as error:  # missing in cache, offline, network or auth: one message
+        reason = (f"downloads are disabled ({HF_OFFLINE_ENV}=1 or {OFFLINE_ENV}=1)" if offline
+                  else f"download failed: {type(error).__name__}: {error}")
+        raise HfWeightsUnavailable(missing_message(repo_id, revision, reason)) from error
+    return check_pretrained_dir(Path(path), f"hub snapshot of {repo_id}")
+
+
+def missing_message(repo_id: str, revision: str | None, reason: str) -> str:
+    at = f" at revision {revision!r}" if revision else ""
+    pin = f" --revision {revision}" if revision else ""
+    return (
+        f"weights of Hugging Face model {repo_id!r}{at} are not available: not in the hub "
+        f"cache {hf_cache_dir()} (expected {repo_cache_dir(repo_id)}); {reason}. On a machine "
+        f"online run `huggingface-cli download {repo_id}{pin}` and copy "
+        f"{repo_cache_dir(repo_id).name} into {hf_cache_dir()} (or point HF_HOME at a "
+        f"directory whose hub/ holds it), or save the model with save_pretrained and pass "
+        f"model.weights=/path/dir"
+    )

@@ -1,0 +1,43 @@
+"""The Hydra callback of store retention: the sweep's readers manifests (``grid.retention``),
+for sweeps run by another sweeper than the two-phase one (which writes them itself).
+
+Its own module because it expands the sweep (``plan``) and applies the design rules
+(``sweep``), both of which sit above ``retention`` in the import graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ptransfer.grid.plan import expand_sweep
+from ptransfer.grid.retention import policy, write_readers
+from ptransfer.grid.sweep import excluded_reason
+
+log = logging.getLogger(__name__)
+
+
+class StoreReaders(Callback):
+    """Hydra callback: checks ``store.retain``; writes readers manifests for ``until_done``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        policy(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if policy(config) != "until_done":
+            return
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("TwoPhaseSweeper"):
+            return  # the two-phase sweeper writes them from its own plan (grid.two_phase)
+        loader = GlobalHydra.instance().config_loader()
+        cells = []
+        for combo in expand_sweep(config, list(config.hydra.overrides.task)):
+            cfg = loader.load_sweep_config(config, combo)  # what each job will get
+            if excluded_reason(cfg) is None:
+                cells.append(cfg)
+        groups = write_readers(str(config.hydra.sweep.dir), cells)
+        log.info("store.retain=until_done: %d stores, each deleted after its last reader",
+                 len(groups))

@@ -1,0 +1,203 @@
+"""Store retention: ``store.retain=until_done`` deletes a store once all its readers are done.
+
+A sweep of the paper's size embeds far more than a scratch disk holds (``ptransfer plan``
+prints the total), but a store is only needed while the cells that read it run. So:
+
+1. **Readers manifest.** At the start of a multirun (the two-phase sweeper,
+   ``grid.two_phase``, in the launching process for every launcher: basic, joblib, Slurm;
+   ``grid.readers.StoreReaders`` under another sweeper), the sweep is planned exactly as
+   ``ptransfer plan`` does it and, per store, the result folders of the cells that read it
+   are written to ``<store_dir>/readers/<store group>/<sweep>.json``.
+2. **Done marks.** A finished cell is marked by its own ``status.json`` (state ``done``);
+   nothing else is needed, so killed or failed cells simply keep their stores.
+3. **Last reader deletes.** After each cell (done, or skipped as already done), the cell
+   reads every manifest of its store group; when every listed cell, and itself, is done it
+   deletes each store (index file and shard folder) and the manifests, unless a live
+   process holds a claim on one of its shards (someone is writing it: kept). Two readers
+   finishing at once both delete; deleting what is already gone is a no-op.
+
+A store group is the store files of one encoder identity (the protein- and residue-level
+files): both are deleted together when every reader of either is done. A single run (no
+manifest) is its own only reader. A cell whose store was retired and is run again
+(``force=true``, a new sweep) re-extracts it. Runs outside the sweep that read the same
+store at the same time should use ``store.retain=all``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ptransfer.embed.claims import is_live, read_claim
+from ptransfer.embed.diskspace import size_text
+from ptransfer.grid.cell import CellKey, cell_key, encoder_identity, is_done
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("all", "until_done")
+READERS_DIR = "readers"
+
+
+def policy(cfg: DictConfig) -> str:
+    """``store.retain`` of the config (default ``all``), checked."""
+    value = str((cfg.get("store") or {}).get("retain", "all"))
+    if value not in POLICIES:
+        raise ValueError(f"store.retain must be one of {list(POLICIES)}, got {value!r}")
+    return value
+
+
+def reads_store(cfg: DictConfig) -> bool:
+    """Whether the cell reads an embedding store (one-hot and streaming cells do not)."""
+    if cfg.model.get("family", "onehot") == "onehot":
+        return False
+    from ptransfer.grid.task_data import planned_head  # the rule run_cell and plan apply
+
+    return planned_head(cfg) != "streaming"
+
+
+def store_group(cfg: DictConfig) -> tuple[str, list[Path]]:
+    """(group id, store files) of the cell's encoder identity, every level."""
+    identity = encoder_identity(cfg)
+    # Imported here: the sweep imports this module, and a skipped cell must not pay for torch.
+    from ptransfer.embed.store import LEVELS, store_location
+
+    paths = [store_location(cfg.store_dir, identity, level, cfg.extract)[0].absolute()
+             for level in LEVELS]
+    digest = hashlib.sha256(json.dumps(sorted(map(str, paths))).encode()).hexdigest()[:16]
+    return f"{identity['model']}-{digest}", paths
+
+
+def _readers_dir(cfg: DictConfig, group: str) -> Path:
+    return Path(cfg.store_dir).absolute() / READERS_DIR / group
+
+
+def write_readers(sweep_dir: str, cells: list[DictConfig]) -> dict[str, list[str]]:
+    """Write one readers manifest per store group of ``cells``; returns group -> cell dirs."""
+    groups: dict[str, list[str]] = {}
+    for cfg in cells:
+        if not reads_store(cfg):
+            continue
+        group, _ = store_group(cfg)
+        groups.setdefault(group, []).append(str(cell_key(cfg).dir.absolute()))
+    if cells:
+        write_reader_groups(sweep_dir, Path(cells[0].store_dir), groups)
+    return groups
+
+
+def write_reader_groups(sweep_dir: str, store_dir: Path, groups: dict[str, list[str]]) -> None:
+    """``<store_dir>/readers/<group>/<sweep>.json`` for each group: its readers' folders."""
+    name = hashlib.sha256(str(Path(sweep_dir).absolute()).encode()).hexdigest()[:12] + ".json"
+    for group, readers in groups.items():
+        folder = Path(store_dir).absolute() / READERS_DIR / group
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (name + ".tmp")
+        tmp.write_text(json.dumps({"sweep_dir": str(sweep_dir), "readers": readers}, indent=1))
+        tmp.replace(folder / name)
+
+
+def _readers(folder: Path) -> set[str]:
+    readers: set[str] = set()
+    for manifest in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            readers.update(json.loads(manifest.read_text())["readers"])
+        except (OSError, ValueError, KeyError):  # unreadable: keep the store, to be safe
+            readers.add(str(manifest))
+    return readers
+
+
+def _being_written(path: Path) -> bool:
+    """Whether a live process holds a claim on one of the store's shards (writing it)."""
+    from ptransfer.embed.shards import CLAIM_SUFFIX, shard_folder  # h5py: only when retiring
+
+    folder = shard_folder(path)
+    claims = folder.glob(f"*{CLAIM_SUFFIX}") if folder.is_dir() else []
+    return any(is_live(read_claim(claim)) for claim in claims)
+
+
+def _delete_store(path: Path) -> bool:
+    """Delete one store's files (index, shards, manifests, parts); False when a live writer
+    holds a claim on one of its shards (it is kept) or there is nothing to delete."""
+    from ptransfer.embed.shards import shard_folder
+
+    shards = shard_folder(path)
+    if not path.exists() and not shards.exists():
+        return False
+    if _being_written(path):
+        log.info("store %s is being written by another process: kept", path)
+        return False
+    existed = path.exists() or shards.exists()
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".lock").unlink(missing_ok=True)  # left by ptransfer 0.1
+    shutil.rmtree(shards, ignore_errors=True)
+    return existed
+
+
+def retire_if_unread(cfg: DictConfig) -> list[Path]:
+    """After a cell: under ``until_done``, delete its stores when every reader is done."""
+    if policy(cfg) != "until_done" or not reads_store(cfg):
+        return []
+    group, paths = store_group(cfg)
+    folder = _readers_dir(cfg, group)
+    readers = _readers(folder) | {str(cell_key(cfg).dir.absolute())}
+    pending = [r for r in readers if not is_done(CellKey("", "", Path(r)))]
+    if pending:
+        log.info("store group %s kept: %d of its %d readers are not done", group,
+                 len(pending), len(readers))
+        return []
+    try:
+        deleted = [p for p in paths if _delete_store(p)]
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last group gone: no empty readers/ left
+            folder.parent.rmdir()
+    except OSError as err:  # retiring is housekeeping: never fail a finished cell for it
+        log.warning("could not retire the stores of %s: %s", group, err)
+        return []
+    for path in deleted:
+        log.info("store.retain=until_done: deleted %s (all %d readers done)", path, len(readers))
+    return deleted
+
+
+def remove_temporaries(cell_dir: Path) -> None:
+    """Delete a failed cell's half-written files (``rows.csv.tmp``, ``status.json.tmp``...)."""
+    for tmp in Path(cell_dir).glob("*.tmp") if Path(cell_dir).is_dir() else []:
+        try:
+            tmp.unlink()
+        except OSError as err:
+            log.warning("could not delete %s: %s", tmp, err)
+
+
+def disk_lines(cells: list, wave_stores: int = 1) -> list[str]:
+    """``plan``'s lines: total and peak store disk of the cells to run, per retention policy.
+
+    ``cells``: ``PlannedCell`` in sweep order (``disk_bytes`` per dataset and store). A
+    multirun under ``until_done`` extracts the store groups in waves of ``wave_stores``
+    (in the order of their first reader), runs their readers, deletes them, then starts the
+    next wave: the peak is the largest wave.
+    """
+    sizes: dict[str, dict[str, float]] = {}
+    for cell in cells:
+        group = _plan_group(cell)
+        if group:
+            sizes.setdefault(group, {})[cell.store_key] = cell.disk_bytes
+    groups = [sum(parts.values()) for parts in sizes.values()]  # first-reader order
+    everything = sum(groups)
+    size = max(1, int(wave_stores))
+    peak = max((sum(groups[i: i + size]) for i in range(0, len(groups), size)), default=0.0)
+    return [f"store: retain=all keeps ~{size_text(everything)} (the total); "
+            f"retain=until_done peaks at ~{size_text(peak)}",
+            f"       (peak: a multirun extracts the stores in waves of {size} (store.wave_stores,"
+            " default the phase-1 launcher's parallelism; 1 with the basic launcher) and "
+            "deletes each wave's stores once their readers are done)"]
+
+
+def _plan_group(cell) -> str | None:
+    """The store group of a planned cell: its encoder identity (None: no store)."""
+    if cell.disk_bytes <= 0 or not cell.store_key.startswith("["):
+        return None
+    return json.dumps(json.loads(cell.store_key)[1], sort_keys=True)

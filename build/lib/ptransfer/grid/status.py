@@ -1,0 +1,119 @@
+"""A cell's ``status.json``: atomic writes, who runs it, and live vs interrupted.
+
+A running cell records ``pid``, ``host``, ``proc_start`` (the process's start time, so a
+recycled pid is not mistaken for the cell's process) and a ``heartbeat`` timestamp that a
+daemon thread refreshes every :data:`HEARTBEAT_S` seconds while the cell works. A process
+killed with SIGKILL (or a machine that died) leaves ``state: running`` behind;
+:func:`effective_state` reads such a status as ``interrupted`` when
+
+- it was written on this host and its process is gone (or the pid now belongs to a process
+  started at another time), or
+- its heartbeat is older than :data:`STALE_S` (any host: a cell on a cluster node that
+  died stops beating).
+
+Interrupted cells are redone by the next run, exactly like cells that never ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+STATUS_FILE = "status.json"
+HEARTBEAT_S = 60.0
+STALE_S = 10 * HEARTBEAT_S  # several missed beats: a busy machine, not a slow one
+RUNNING, INTERRUPTED = "running", "interrupted"
+# One lock for every status write of this process: the heartbeat thread reads, checks and
+# rewrites under it, so it can never overwrite the final done/failed status with "running".
+_LOCK = threading.Lock()
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of ``pid`` in clock ticks since boot (Linux), or None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), after "pid (comm)"
+
+
+def _write(cell_dir: Path, status: dict) -> None:
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cell_dir / (STATUS_FILE + ".tmp")
+    tmp.write_text(json.dumps(status, indent=2, default=str))
+    tmp.replace(cell_dir / STATUS_FILE)
+
+
+def write_status(cell_dir: Path, **status) -> None:
+    """Write ``status.json`` atomically (a reader sees the old or the new file)."""
+    with _LOCK:
+        _write(Path(cell_dir), status)
+
+
+def read_status(cell_dir: Path) -> dict | None:
+    path = Path(cell_dir) / STATUS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a torn status file reads as "not done": the cell is redone
+
+
+def running_status(cell_id: str, started: float) -> dict:
+    """The ``running`` status of a cell run by this process."""
+    pid = os.getpid()
+    return {"state": RUNNING, "cell_id": cell_id, "started": started, "pid": pid,
+            "host": socket.gethostname(), "proc_start": _proc_start(pid),
+            "heartbeat": time.time()}
+
+
+def _alive(pid: int, proc_start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    return proc_start is None or _proc_start(pid) in (None, proc_start)
+
+
+def effective_state(status: dict | None, now: float | None = None) -> str | None:
+    """``status["state"]``, except that a dead ``running`` cell reads ``interrupted``."""
+    if not status or status.get("state") != RUNNING:
+        return status.get("state") if status else None
+    now = time.time() if now is None else now
+    beat = status.get("heartbeat", status.get("started"))
+    if beat is not None and now - float(beat) > STALE_S:
+        return INTERRUPTED
+    pid = status.get("pid")
+    if pid is not None and status.get("host") == socket.gethostname():
+        if not _alive(int(pid), status.get("proc_start")):
+            return INTERRUPTED
+    return RUNNING
+
+
+def start_heartbeat(cell_dir: Path, interval: float = HEARTBEAT_S) -> threading.Thread:
+    """Refresh the ``heartbeat`` of this process's running status every ``interval`` s.
+
+    The thread ends by itself once the status is no longer this process's ``running``
+    (the cell wrote done, or the sweep wrote failed), so callers need no stop call.
+    """
+    cell_dir, pid = Path(cell_dir), os.getpid()
+
+    def beat() -> None:
+        while True:
+            time.sleep(interval)
+            with _LOCK:
+                status = read_status(cell_dir)
+                if not status or status.get("state") != RUNNING or status.get("pid") != pid:
+                    return
+                _write(cell_dir, {**status, "heartbeat": time.time()})
+
+    thread = threading.Thread(target=beat, name=f"heartbeat {cell_dir.name}", daemon=True)
+    thread.start()
+    return thread

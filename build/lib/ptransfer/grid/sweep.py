@@ -1,0 +1,245 @@
+"""Running cells as a grid: skip finished cells, record failures, summarise a sweep.
+
+Every Hydra job (single run or multirun, any launcher) goes through ``run_job``. It skips a
+cell whose rows are complete (keyed by config hash), runs it otherwise, and never lets one
+failing cell stop the sweep: the error and traceback go to the cell's status.json and to a
+``job_status.json`` in the job's Hydra output folder, which ``SweepSummary`` reads at the end
+of a multirun to list failures (the CLI then exits non-zero).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from ptransfer.embed.claims import Claim, holder, read_claim
+from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.cell_model import wants_gpu
+from ptransfer.grid.devices import acquire_device
+from ptransfer.grid.logs import enter_cell, leave_cell
+from ptransfer.grid.retention import remove_temporaries, retire_if_unread
+from ptransfer.grid.status import INTERRUPTED, RUNNING, effective_state, read_status
+from ptransfer.grid.validate_config import CONF_DIR, check_config
+
+log = logging.getLogger(__name__)
+
+JOB_STATUS = "job_status.json"
+NOT_LAUNCHED = "not_launched.json"  # the two-phase sweeper's cells it had no job to launch for
+CELL_CLAIM = ".claim"  # in a cell's folder while a process runs it (embed.claims)
+CLAIM_POLL_S = 2.0
+FAILED = {"count": 0}  # failures seen by this process (single runs, basic launcher)
+
+
+def excluded_reason(cfg: DictConfig) -> str | None:
+    """Why a swept combination is not a cell of the design (None: it is one).
+
+    A sweep is a cartesian product; the study is not: one-hot has nothing to ablate, the
+    pretrained and one-hot arms are deterministic and run once, neither one-hot nor a random
+    init depends on the pretraining checkpoint, and a sweep on a machine without weights may
+    skip pretrained PLMs.
+    """
+    rules = cfg.grid
+    family = cfg.model.get("family", "")
+    deterministic = cfg.ablation.name == "pretrained"
+    if family == "onehot" and cfg.ablation.name != "pretrained":
+        return "one-hot has no weights to ablate (runs in the pretrained arm only)"
+    if str(cfg.checkpoint) != "final" and (family == "onehot" or cfg.ablation.name == "random_init"):
+        return f"{family if family == 'onehot' else 'random_init'} does not depend on the " \
+               "pretraining checkpoint (runs at checkpoint=final only)"
+    if deterministic and int(cfg.seed) != int(rules.deterministic_seed):
+        return f"the {cfg.ablation.name} arm runs once, at seed {rules.deterministic_seed}"
+    if rules.skip_pretrained_plm and deterministic and family != "onehot":
+        return "pretrained PLM skipped (grid.skip_pretrained_plm=true)"
+    return None
+
+
+def _in_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def _job_output_dir() -> Path | None:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not running under Hydra (tests calling run_job directly)
+        return None
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job = one cell, or one shard of a multirun's phase 1 (``extract.shard``).
+    Returns and records {state, cell_id, ...} in the job's ``job_status.json``."""
+    check_config(cfg, CONF_DIR)  # names a mistyped key before the cell id needs it
+    if cfg.extract.get("shard"):
+        return _record(_shard_job(cfg))
+    key = cell_key(cfg)
+    token = enter_cell(key.cell_id)  # log lines of this job name the cell (grid/logs.py)
+    log_path = str(_job_output_dir() or "") or None
+    reason = excluded_reason(cfg) if _in_multirun() else None
+    if reason:
+        log.info("combination %s is outside the design: %s", key.cell_id, reason)
+        status = {"state": "excluded", "cell_id": key.cell_id, "reason": reason}
+    elif is_done(key) and not cfg.force:
+        status = _skipped(key)
+    else:
+        status = _run_claimed(cfg, key, log_path)
+    if status["state"] in ("done", "skipped"):
+        retire_if_unread(cfg)  # store.retain=until_done: the last reader deletes the store
+    status["rows"] = str(key.dir)
+    leave_cell(token)
+    return _record(status)
+
+
+def _skipped(key) -> dict[str, Any]:
+    log.info("cell %s is complete (config hash %s): skipped, no work done",
+             key.cell_id, key.config_hash)
+    return {"state": "skipped", "cell_id": key.cell_id}
+
+
+def _run_claimed(cfg: DictConfig, key, log_path: str | None) -> dict[str, Any]:
+    """Run the cell holding its claim (another live process running it: wait for that one,
+    then skip the cell if it finished) and a device slot (``grid.devices``)."""
+    key.dir.mkdir(parents=True, exist_ok=True)
+    claim = Claim(key.dir / CELL_CLAIM, what=f"running cell {key.cell_id}")
+    waited = False
+    while not claim.try_acquire():
+        if not waited:
+            log.info("cell %s is being run by %s: waiting for it", key.cell_id,
+                     holder(read_claim(claim.path)))
+            waited = True
+        time.sleep(CLAIM_POLL_S)
+    try:
+        if waited and is_done(key) and not cfg.force:
+            return _skipped(key)
+        log_unfinished(key)
+        with acquire_device(cfg, wants_gpu(cfg), what=key.cell_id) as lease:
+            return _run_cell_status(cfg, key, lease, log_path)
+    finally:
+        claim.release()
+
+
+def _run_cell_status(cfg: DictConfig, key, lease, log_path: str | None) -> dict[str, Any]:
+    try:
+        frame = run_cell(cfg, lease)
+        status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame),
+                  **lease.record(), "ended": time.time()}
+        print_cell_summary(frame)
+    except Exception as err:  # noqa: BLE001 - a cell's failure must not end the sweep
+        cause = root_cause(err)
+        status = {"state": "failed", "cell_id": key.cell_id,
+                  "error": f"{type(cause).__name__}: {cause}",
+                  "traceback": traceback.format_exc(), "log": log_path, "device": lease.name}
+        remove_temporaries(key.dir)
+        write_status(key.dir, **status)
+        log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
+        FAILED["count"] += 1
+    return status
+
+
+def _shard_job(cfg: DictConfig) -> dict[str, Any]:
+    from ptransfer.grid.shard_job import PHASE, run_shard_job
+
+    log_path = str(_job_output_dir() or "") or None
+    try:
+        return {**run_shard_job(cfg), "log": log_path}
+    except Exception as err:  # noqa: BLE001 - one shard's failure must not end the sweep
+        cause = root_cause(err)
+        log.error("shard job %s FAILED: %s (log: %s)", cfg.extract.shard, cause, log_path)
+        FAILED["count"] += 1
+        return {"phase": PHASE, "state": "failed", "shard": str(cfg.extract.shard),
+                "error": f"{type(cause).__name__}: {cause}",
+                "traceback": traceback.format_exc(), "log": log_path}
+
+
+def _record(status: dict[str, Any]) -> dict[str, Any]:
+    out_dir = _job_output_dir()
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2, default=str))
+    return status
+
+
+def log_unfinished(key) -> None:
+    """Say so when a cell about to run was interrupted, or looks live elsewhere."""
+    status = read_status(key.dir)
+    state = effective_state(status)
+    if state == INTERRUPTED:
+        log.warning("cell %s was interrupted (pid %s on %s stopped without finishing): "
+                    "redoing it", key.cell_id, status.get("pid"), status.get("host"))
+    elif state == RUNNING:
+        log.warning("cell %s is running in pid %s on %s (heartbeat %.0f s ago): running it "
+                    "here as well", key.cell_id, status.get("pid"), status.get("host"),
+                    time.time() - float(status.get("heartbeat", status.get("started", 0))))
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """Hydra wraps errors raised while instantiating a config; report the user's error."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def print_cell_summary(frame) -> None:
+    """Main metric per layer on val and every test set: what a user looks at first."""
+    main = frame[frame.main_metric]
+    if main.empty:
+        return
+    table = main.pivot_table(index="layer", columns="eval_set", values="value", aggfunc="first")
+    best = int(main[main.best_layer].layer.iloc[0])
+    metric = main.metric.iloc[0]
+    print(f"\n{frame.task.iloc[0]} | {frame.model.iloc[0]} | {frame.ablation.iloc[0]} | "
+          f"seed {frame.seed.iloc[0]} | {metric} per layer (best on val: layer {best})")
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def summarise_sweep(sweep_dir: Path, phase: str | None = None) -> dict[str, list[dict]]:
+    """Group the job statuses found under a multirun folder by state: the cells' (``phase``
+    None: jobs of cells, and cells the sweeper did not need to launch), or the phase-1
+    shard jobs' (``phase="extract"``)."""
+    groups: dict[str, list[dict]] = {"done": [], "skipped": [], "failed": [], "excluded": []}
+    statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob(JOB_STATUS))]
+    record = sweep_dir / NOT_LAUNCHED
+    if record.is_file():
+        statuses += json.loads(record.read_text())
+    for status in statuses:
+        if status.get("phase") == phase:
+            groups.setdefault(status["state"], []).append(status)
+    return groups
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: how many shards were extracted, how many cells ran, were
+    skipped, failed (with errors)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        shards = summarise_sweep(sweep_dir, phase="extract")
+        if any(shards.values()):
+            print(f"\nextraction: {sum(len(v) for v in shards.values())} shard jobs: "
+                  f"{len(shards['done'])} published, {len(shards['skipped'])} skipped "
+                  f"(already published), {len(shards['failed'])} failed")
+        groups = summarise_sweep(sweep_dir)
+        total = sum(len(v) for k, v in groups.items() if k != "excluded")
+        print(f"\nsweep: {total} cells: {len(groups['done'])} run, "
+              f"{len(groups['skipped'])} skipped (already complete), "
+              f"{len(groups['failed'])} failed "
+              f"({len(groups['excluded'])} swept combinations outside the design)")
+        if not groups["done"] and groups["skipped"] and not groups["failed"]:
+            print("nothing to do: every cell of this sweep was already complete")
+        for status in shards["failed"]:
+            print(f"  FAILED shard {status['shard']}: {status['error']}\n    log: {status['log']}")
+        for status in groups["failed"]:
+            print(f"  FAILED {status['cell_id']}: {status['error']}\n    log: {status['log']}")
+        # the sweep's statuses are the record
+        FAILED["count"] = len(groups["failed"]) + len(shards["failed"])

@@ -1,0 +1,44 @@
+"""Probes fitted on one layer's features, hyper-parameters chosen on validation only.
+
+- ``RidgeProbe``: per-protein regression, every alpha from one eigendecomposition.
+- ``LogisticProbe``: per-protein classification (multinomial logistic, scikit-learn).
+- ``SoftmaxProbe``: per-residue classification, linear softmax by minibatch AdamW (torch).
+- ``StreamingRidgeClassifier`` / ``StreamingScorer``: per-residue ridge classifier from
+  streamed sufficient statistics, every alpha at once.
+
+Fitting them, one per layer (``conf/head/*.yaml`` names each estimator as ``_target_``):
+
+- ``fit_layers``: which probe a task gets, one fit per layer from stored features, scores.
+- ``fit_streaming``: the per-cell driver of the streaming probe: passes over the encoder's
+  output (train, val, each test set) with no per-residue cache.
+
+All estimators follow the scikit-learn estimator contract (``__init__`` stores parameters, ``fit``
+returns self, learned state ends in ``_``) and expose ``selected_params_``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names are imported on first use: ``ptransfer.heads.fit_layers`` (the head rule the grid
+# needs to key a cell) must not pull in torch and scikit-learn for a cell that is skipped.
+_EXPORTS = {
+    "DEFAULT_CS": "ptransfer.heads.logistic",
+    "LogisticProbe": "ptransfer.heads.logistic",
+    "DEFAULT_ALPHAS": "ptransfer.heads.ridge",
+    "RidgeProbe": "ptransfer.heads.ridge",
+    "select_best": "ptransfer.heads.selection",
+    "DEFAULT_WEIGHT_DECAYS": "ptransfer.heads.softmax",
+    "SoftmaxProbe": "ptransfer.heads.softmax",
+    "StreamingRidgeClassifier": "ptransfer.heads.streaming_ridge",
+    "StreamingScorer": "ptransfer.heads.streaming_ridge",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,0 +1,161 @@
+"""Fit one probe per layer, select hyper-parameters on validation, score every eval set.
+
+The probe estimators live in ``ptransfer.heads``; this module only decides which one a
+task gets, feeds it the rows that carry a label (per-residue ``IGNORE`` rows never reach a
+probe or a metric), turns predictions into metric values and returns them per scored row
+(``EvalPredictions``: sequence index, residue position, target, prediction) for the cell's
+predictions file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ptransfer import metrics
+from ptransfer.heads.rules import AUTO_HEADS, HEADS_ALLOWED, head_for  # noqa: F401 - API
+from ptransfer.tasks.base import IGNORE, Task
+
+log = logging.getLogger(__name__)
+
+RESIDUE_METRICS = ["accuracy", "macro_f1"]  # per residue: no ROC-AUC (streaming has no probabilities)
+
+
+def resolve_head(head_cfg, task: Task) -> str:
+    """The probe a cell uses: ``head.name`` unless it is ``auto`` (see conf/head/auto.yaml)."""
+    return head_for(head_cfg.name, task.level, task.kind, task.name)
+
+
+def task_metrics(task: Task) -> list[str]:
+    return RESIDUE_METRICS if task.level == "residue" else metrics.METRICS[task.kind]
+
+
+# What a cell knows at run time and a probe may ask for by naming it in its ``__init__``.
+RUNTIME_ARGS = ("metric", "n_classes", "seed", "device")
+
+
+def probe_config(head_cfg, name: str) -> dict:
+    """``head.<name>`` as plain keyword arguments (``_target_`` kept); null grids dropped.
+
+    A grid left null means "the estimator's default grid", so it is not passed at all.
+    """
+    node = head_cfg.get(name) if isinstance(head_cfg, Mapping | DictConfig) else None
+    if node is None or "_target_" not in node:
+        known = sorted(k for k, v in head_cfg.items()
+                       if isinstance(v, Mapping | DictConfig) and "_target_" in v)
+        raise ValueError(f"head={name}: no probe config head.{name}._target_ (known: {known})")
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return {k: v for k, v in node.items() if v is not None}
+
+
+def make_probe(name: str, head_cfg, task: Task, seed: int, device: str):
+    """A fresh, unfitted estimator for one layer, built from ``head.<name>._target_``.
+
+    The config gives the estimator's own parameters (grids, learning rate, ...); the cell's
+    run-time values (the task's main metric and class count, the seed, the device) are added
+    for exactly the parameters the estimator's ``__init__`` names.
+    """
+    node = probe_config(head_cfg, name)
+    cls = hydra.utils.get_class(node["_target_"])
+    runtime = {"metric": task.metric, "n_classes": task.n_classes, "seed": seed,
+               "device": device}
+    accepted = inspect.signature(cls.__init__).parameters
+    extra = {k: v for k, v in runtime.items() if k in accepted and k not in node}
+    return hydra.utils.instantiate(node, **extra, _convert_="all")
+
+
+@dataclass
+class EvalPredictions:
+    """A probe's predictions on one eval set, one entry per scored row (labelled rows only).
+
+    ``rows`` (R) indexes the split's sequences, ``positions`` (R) is the residue index (-1 per
+    protein), ``y_true`` / ``y_pred`` (R) targets and predictions (class indices for
+    classification), ``proba`` (R x C) class probabilities where a metric needs them
+    (per-protein classification: roc_auc), else None.
+    """
+
+    rows: np.ndarray
+    positions: np.ndarray
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    proba: np.ndarray | None = None
+
+
+@dataclass
+class LayerFit:
+    """What one layer's probe produced: chosen hyper-parameters, scores and predictions."""
+
+    layer: int
+    hparams: dict
+    scores: dict[str, dict[str, float]]  # eval_set -> metric -> value
+    n_train: int
+    n_eval: dict[str, int]
+    predictions: dict[str, EvalPredictions] = field(default_factory=dict)  # eval_set -> ...
+
+
+def labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop per-residue rows whose label is IGNORE (unresolved residues)."""
+    keep = y != IGNORE
+    if keep.all():
+        return X, y
+    return X[keep], y[keep]
+
+
+def row_index(task: Task, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sequence index, position) of every labelled row of ``split``, as ``labelled`` keeps them.
+
+    Per protein: (0..N-1, -1 each); per residue: one entry per residue not labelled IGNORE.
+    """
+    data = task.splits[split]
+    if task.level != "residue":
+        return np.arange(len(data)), np.full(len(data), -1, dtype=np.int64)
+    lengths = np.array([len(t) for t in data.targets], dtype=np.int64)
+    rows = np.repeat(np.arange(len(data)), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions = np.arange(int(lengths.sum())) - starts
+    keep = data.flat_targets() != IGNORE
+    return rows[keep], positions[keep]
+
+
+def score_all(task: Task, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Every metric of the task; ``pred`` is values (regression) or probabilities / labels."""
+    return {name: float(metrics.score(name, y_true, pred)) for name in task_metrics(task)}
+
+
+def _hard_labels(probe, proba: np.ndarray) -> np.ndarray:
+    """Predicted class index per row from N x C probabilities (columns = ``probe.classes_``)."""
+    classes = getattr(probe, "classes_", None)
+    picked = np.argmax(proba, axis=1)
+    return picked if classes is None else np.asarray(classes)[picked]
+
+
+def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
+    """Fit ``probe`` on train (selecting on val) with ``get(split) -> X`` and score all sets."""
+    X_tr, y_tr = labelled(get("train"), task.splits["train"].flat_targets())
+    X_va, y_va = labelled(get("val"), task.splits["val"].flat_targets())
+    probe.fit(X_tr, y_tr, X_va, y_va)
+    scores, n_eval, predictions = {}, {}, {}
+    for eval_set in ["val", *task.test_sets]:
+        if eval_set == "val":
+            X, y = X_va, y_va
+        else:
+            X, y = labelled(get(eval_set), task.splits[eval_set].flat_targets())
+        pred = probe.predict(X) if task.kind == "regression" else probe.predict_proba(X)
+        scores[eval_set] = score_all(task, y, pred)
+        n_eval[eval_set] = int(len(y))
+        rows, positions = row_index(task, eval_set)
+        if task.kind == "regression":
+            predictions[eval_set] = EvalPredictions(rows, positions, y, pred)
+        else:
+            keep_proba = "roc_auc" in task_metrics(task)
+            predictions[eval_set] = EvalPredictions(rows, positions, y, _hard_labels(probe, pred),
+                                                    pred if keep_proba else None)
+    return LayerFit(layer, dict(probe.selected_params_), scores, int(len(y_tr)), n_eval,
+                    predictions)
