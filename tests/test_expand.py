@@ -39,7 +39,8 @@ def test_every_gb1_combination_equals_hydras_composition(tmp_path, repository):
         arguments = ["+experiment=gb1", f"results_dir={tmp_path}", "seed=3,4"]
         expander, configs = _expand(arguments, repository=repository)
         assert len(configs) == 3 * 3 * 2 * 2
-        for combo, config in configs:
+        checked = configs if repository else random.Random(1).sample(configs, 6)
+        for combo, config in checked:
             assert config == _composed(combo), combo
         # model, ablation, task: one compose each (plain files read from the repository)
         assert expander.n_composed == (4 if repository else 1 + 3 + 3 + 2)

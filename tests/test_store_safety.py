@@ -102,10 +102,11 @@ def test_enospc_mid_extraction_fails_the_cell_cleanly(tmp_path, monkeypatch):
         original(self, path)
         self._raw = _FillingDisk(self._raw)
 
-    # Commit a part for every row, and let the disk fill after ~3 parts.
+    # Commit a part for every row (parts are cut where a batch ends: one sequence per batch),
+    # and let the disk fill after ~3 parts.
     monkeypatch.setattr(diskspace.GuardedFile, "__init__", filling)
     _FillingDisk.written, _FillingDisk.budget = 0, 3 * 12_000
-    cfg = tiny_cfg(tmp_path / "res", "store.commit_seconds=1e-9")
+    cfg = tiny_cfg(tmp_path / "res", "store.commit_seconds=1e-9", "extract.toks_per_batch=50")
     status = run_job(cfg)
     assert status["state"] == "failed", status
     assert "No space left on device" in status["error"] and ".h5" in status["error"]

@@ -1,7 +1,9 @@
 """Store retention: ``store.retain=until_done`` deletes a store once all its readers are done.
 
 A sweep of the paper's size embeds far more than a scratch disk holds (``ptransfer plan``
-prints the total), but a store is only needed while the cells that read it run. So:
+prints the total), but a store is only needed while the cells that read it run. The
+two-phase sweeper therefore extracts stores in waves (``grid.two_phase``: a wave's stores,
+then their readers, then the next wave), and:
 
 1. **Readers manifest.** At the start of a multirun (the two-phase sweeper,
    ``grid.two_phase``, in the launching process for every launcher: basic, joblib, Slurm;
