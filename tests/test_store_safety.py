@@ -239,6 +239,7 @@ def test_format1_store_reads_verify_says_unchecked_and_nan_names_the_store(tmp_p
     np.testing.assert_array_equal(store.read_layer(2, sequences), built.read_layer(2, sequences))
     verdicts, _ = verify_dir(folder, out=lambda line: None)
     assert [v.state for v in verdicts] == [UNCHECKED]
+    store.close()  # reads keep files open; HDF5 refuses a second, writing open in-process
     with h5py.File(old, "r+") as handle:  # damage no checksum can catch: a NaN
         handle["layer_002"][5, 1] = np.nan
     feats = StoreFeatures(_task(sequences), EmbeddingStore(old, {"model": "fake"}, 3, 4))

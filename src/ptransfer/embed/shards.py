@@ -30,7 +30,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +73,56 @@ class PlannedShard:
         return sum(sequence_tokens(s) for s in self.todo)
 
 
-def canonical_order(sequences: Iterable[str]) -> list[str]:
+def keyed(sequences: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
+    """``{key: sequence}`` of unique sequences (a mapping of that form is taken as it is)."""
+    if isinstance(sequences, Mapping):
+        return dict(sequences)
+    return {sequence_key(s): s for s in sequences}
+
+
+def canonical_order(sequences: Iterable[str] | Mapping[str, str]) -> list[str]:
     """Unique sequences, longest first, ties by key: the order a store's shards are cut in."""
-    unique = {sequence_key(s): s for s in sequences}
-    return [s for _, s in sorted(unique.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+    unique = keyed(sequences)
+    return [unique[k] for k in _canonical_keys(unique)]
 
 
-def slice_by_tokens(sequences: Iterable[str], shard_tokens: int,
+def _canonical_keys(unique: dict[str, str]) -> list[str]:
+    return sorted(unique, key=lambda k: (-len(unique[k]), k))
+
+
+_SLICES: dict[tuple, list[list[str]]] = {}  # stores asked for the same sequences: cut once
+
+
+def slice_keys(unique: dict[str, str], shard_tokens: int,
+               batching: Batching | None = None) -> list[list[str]]:
+    """The keys of each slice (see ``slice_by_tokens``), memoised per set of sequences."""
+    if int(shard_tokens) < 1:
+        raise ValueError(f"extract.shard_tokens must be >= 1, got {shard_tokens}")
+    memo = (frozenset(unique), int(shard_tokens), batching)
+    if memo not in _SLICES:
+        if len(_SLICES) > 64:
+            _SLICES.clear()
+        order = _canonical_keys(unique)
+        units = (batch_units([unique[k] for k in order], batching) if batching is not None
+                 else [[i] for i in range(len(order))])
+        slices: list[list[str]] = []
+        current: list[str] = []
+        used = 0
+        for unit in units:
+            members = [order[i] for i in unit]
+            cost = sum(sequence_tokens(unique[k]) for k in members)
+            if current and used + cost > shard_tokens:
+                slices.append(current)
+                current, used = [], 0
+            current.extend(members)
+            used += cost
+        if current:
+            slices.append(current)
+        _SLICES[memo] = slices
+    return _SLICES[memo]
+
+
+def slice_by_tokens(sequences: Iterable[str] | Mapping[str, str], shard_tokens: int,
                     batching: Batching | None = None) -> list[list[str]]:
     """Unique ``sequences`` in canonical order, cut into consecutive slices of at most
     ``shard_tokens`` tokens; a sequence (or a batch) over the budget gets a slice of its own.
@@ -88,43 +131,29 @@ def slice_by_tokens(sequences: Iterable[str], shard_tokens: int,
     extraction ends (``embed.batching.batch_units``), so the batches of each shard are the
     batches a single writer runs: the features do not depend on the number of shards.
     """
-    if int(shard_tokens) < 1:
-        raise ValueError(f"extract.shard_tokens must be >= 1, got {shard_tokens}")
-    order = canonical_order(sequences)
-    units = (batch_units(order, batching) if batching is not None
-             else [[i] for i in range(len(order))])
-    slices: list[list[str]] = []
-    current: list[str] = []
-    used = 0
-    for unit in units:
-        members = [order[i] for i in unit]
-        cost = sum(sequence_tokens(s) for s in members)
-        if current and used + cost > shard_tokens:
-            slices.append(current)
-            current, used = [], 0
-        current.extend(members)
-        used += cost
-    if current:
-        slices.append(current)
-    return slices
+    unique = keyed(sequences)
+    return [[unique[k] for k in piece] for piece in slice_keys(unique, shard_tokens, batching)]
 
 
-def shard_name(store_path: Path, sequences: Sequence[str]) -> str:
+def shard_name(store_path: Path, sequences: Sequence[str] = (),
+               keys: Sequence[str] | None = None) -> str:
     """``shard-<16 hex>``: a digest of the store file name and the slice's sorted keys."""
     digest = hashlib.sha256(Path(store_path).name.encode())
-    for key in sorted(sequence_key(s) for s in sequences):
+    for key in sorted(keys if keys is not None else (sequence_key(s) for s in sequences)):
         digest.update(key.encode("ascii"))
     return f"shard-{digest.hexdigest()[:16]}"
 
 
-def plan_shards(store_path: Path, sequences: Iterable[str], published: set[str] | frozenset,
-                shard_tokens: int, batching: Batching | None = None) -> list[PlannedShard]:
+def plan_shards(store_path: Path, sequences: Iterable[str] | Mapping[str, str],
+                published: set[str] | frozenset, shard_tokens: int,
+                batching: Batching | None = None) -> list[PlannedShard]:
     """The shards with work left for ``sequences`` (``published``: keys the store has)."""
+    unique = keyed(sequences)
     planned = []
-    for piece in slice_by_tokens(sequences, shard_tokens, batching):
-        todo = [s for s in piece if sequence_key(s) not in published]
+    for piece in slice_keys(unique, shard_tokens, batching):
+        todo = [unique[k] for k in piece if k not in published]
         if todo:
-            planned.append(PlannedShard(shard_name(store_path, piece), todo, len(piece)))
+            planned.append(PlannedShard(shard_name(store_path, keys=piece), todo, len(piece)))
     return planned
 
 

@@ -78,6 +78,7 @@ DEFAULT_DTYPE = {"protein": "float32", "residue": "float16"}
 DEFAULT_FLUSH_BYTES = 64 << 20  # a part per ~64 MiB of new features bounds lost work and RAM
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 DEFAULT_COMMIT_SECONDS = 120.0  # ... and per ~2 minutes, so a small store's work survives a kill
+MAX_OPEN_FILES = 128  # shard files a store keeps open between reads
 
 
 def store_path(root: str | Path, identity: dict, level: str) -> Path:
@@ -161,6 +162,8 @@ class EmbeddingStore:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._view = StoreView()
+        self._handles: dict[int, object] = {}
+        self._located: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.refresh()
 
     # ----------------------------------------------------------------- attributes & index
@@ -185,6 +188,7 @@ class EmbeddingStore:
 
     def refresh(self) -> None:
         """Re-read the row index from disk (other processes may have published shards)."""
+        self.close()
         self._view = load_view(self, writable=self._writable())
 
     def finalize(self) -> bool:
@@ -226,6 +230,9 @@ class EmbeddingStore:
         A sequence not in the view read at open is looked up again after a refresh (another
         process may have published its shard since).
         """
+        memo = tuple(sequences)  # a split read layer after layer: keys hashed once
+        if memo in self._located:
+            return self._located[memo]
         where = np.empty((len(sequences), 2), dtype=np.int64)
         for i, sequence in enumerate(sequences):
             found = self._view.index.get(sequence_key(sequence))
@@ -236,7 +243,10 @@ class EmbeddingStore:
                 raise KeyError(f"sequence {_short(sequence)!r} (length {len(sequence)}) is not "
                                f"in the embedding store {self.path}")
             where[i] = found
-        return where[:, 0], where[:, 1]
+        if len(self._located) >= 8:
+            self._located = {}
+        self._located[memo] = (where[:, 0], where[:, 1])
+        return self._located[memo]
 
     def _check_layer(self, layer: int) -> None:
         if not 0 <= int(layer) < self.n_layers:
@@ -244,14 +254,37 @@ class EmbeddingStore:
 
     @contextlib.contextmanager
     def _open_source(self, number: int):
+        """A source's open file (kept open for the next read of this view: reading a store
+        layer by layer opens each shard once, not once per layer)."""
         source = self._view.sources[number]
-        if not source.path.exists():
-            raise StoreError(f"{source.path}: shard of {self.path} is gone (retired by "
-                             "store.retain=until_done, or deleted); re-run to rebuild it")
-        with open_store_file(source.path) as handle:
-            check_source(self, source, handle)
-            with reading(source.path):
-                yield source, handle
+        handle = self._handles.pop(number, None)
+        if handle is None:
+            if not source.path.exists():
+                raise StoreError(f"{source.path}: shard of {self.path} is gone (retired by "
+                                 "store.retain=until_done, or deleted); re-run to rebuild it")
+            handle = open_store_file(source.path)
+            try:
+                check_source(self, source, handle)
+            except BaseException:
+                handle.close()
+                raise
+        self._handles[number] = handle  # most recently used last
+        while len(self._handles) > MAX_OPEN_FILES:
+            self._handles.pop(next(iter(self._handles))).close()
+        with reading(source.path):
+            yield source, handle
+
+    def close(self) -> None:
+        """Close the files reads keep open (also done by ``refresh`` and on deletion)."""
+        for handle in self._handles.values():
+            with contextlib.suppress(Exception):
+                handle.close()
+        self._handles = {}
+        self._located = {}
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def read_layer(
         self, layer: int, sequences: Sequence[str], dtype: type | None = np.float32
@@ -278,8 +311,9 @@ class EmbeddingStore:
                     out[items] = read_protein_rows(dataset, rows[items])
                     continue
                 block = read_residue_rows(dataset, source.offsets, rows[items])
-            where = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in items])
-            out[where] = block
+            sizes = lengths[items]  # each item's residues go to out[starts[i]: starts[i + 1]]
+            shift = starts[items] - np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            out[np.arange(int(sizes.sum())) + np.repeat(shift, sizes)] = block
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def read_sequence(self, sequence: str, dtype: type | None = np.float32) -> np.ndarray:

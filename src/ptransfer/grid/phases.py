@@ -67,6 +67,11 @@ class TaskData:
     dataset: str
     sequences: list[str] | None
     error: str = ""
+    keyed: dict[str, str] = field(default_factory=dict)  # key -> sequence, hashed once
+
+    def __post_init__(self) -> None:
+        if self.sequences is not None and not self.keyed:
+            self.keyed = {sequence_key(s): s for s in self.sequences}
 
     def size(self) -> tuple[int, float]:
         """(unique sequences, mean length): loaded, else the planning sizes."""
@@ -92,12 +97,14 @@ class StorePlan:
     spec: dict  # what a phase-1 job needs to open the store
     batching: Batching | None = None  # the extraction's batches: shards are cut between them
     requested: dict[str, str] = field(default_factory=dict)  # key -> sequence (loaded tasks)
+    tasks: list = field(default_factory=list)  # the TaskData requested (each once)
+    per_task: dict = field(default_factory=dict)  # id(TaskData) -> (new rows, tokens)
     estimated: dict[str, tuple[int, float]] = field(default_factory=dict)  # unloaded datasets
     published: frozenset = frozenset()
     shards: list[PlannedShard] = field(default_factory=list)
 
     def plan(self) -> None:
-        self.shards = plan_shards(self.path, self.requested.values(), self.published,
+        self.shards = plan_shards(self.path, self.requested, self.published,
                                   self.shard_tokens, self.batching)
 
     def estimated_shards(self) -> list[float]:
@@ -296,8 +303,11 @@ def _store_plan(cfg: DictConfig, cell: CellPlan) -> StorePlan:
 
 
 def _request(store: StorePlan, task: TaskData) -> None:
+    if any(known is task for known in store.tasks):
+        return  # another cell of the same task: its sequences are in already
+    store.tasks.append(task)
     if task.sequences is not None:
-        store.requested.update((sequence_key(s), s) for s in task.sequences)
+        store.requested.update(task.keyed)
     else:
         store.estimated[task.dataset] = task.size()
 
@@ -326,10 +336,12 @@ def cell_extraction(cell: CellPlan, stores: dict[Path, StorePlan]) -> tuple[floa
         return 0.0, 0.0
     store = stores[cell.store]
     if cell.task is not None and cell.task.sequences is not None:
-        todo = [s for s in dict.fromkeys(cell.task.sequences)
-                if sequence_key(s) not in store.published]
-        rows = sum(map(len, todo)) if store.level == "residue" else len(todo)
-        tokens = sum(sequence_tokens(s) for s in todo)
+        if id(cell.task) not in store.per_task:  # cells of one task: computed once
+            todo = [s for k, s in cell.task.keyed.items() if k not in store.published]
+            store.per_task[id(cell.task)] = (
+                sum(map(len, todo)) if store.level == "residue" else len(todo),
+                sum(sequence_tokens(s) for s in todo))
+        rows, tokens = store.per_task[id(cell.task)]
     else:
         n, length = cell.task.size() if cell.task else (0, 0.0)
         rows = n * (length if store.level == "residue" else 1)
