@@ -7,6 +7,8 @@
   launcher) and with four concurrent shard writers per store.
 - Two ``ptransfer run -m`` of one sweep started at once on one results dir both finish,
   with the rows of an uninterrupted run, and at most one shard's work done twice.
+- A sweep killed (SIGKILL) in phase 1 leaves only whole shards; its re-run launches jobs
+  for the unpublished shards only and ends with the uninterrupted run's rows.
 - Phase 2 loads no model; the launcher presets give each phase its own settings.
 """
 
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +27,8 @@ import pytest
 import yaml
 from cli_helpers import REPO, SHARED_DATA, check, ptransfer
 from tiny_models import model_config
+
+from ptransfer.embed.verify import OK, verify_file
 
 FAKE_GPUS = {"PTRANSFER_FAKE_GPUS": "4"}
 
@@ -95,24 +101,63 @@ def test_submitit_local_jobs_wait_for_a_free_simulated_gpu(tmp_path, tiny_conf):
     assert_one_job_per_device_at_a_time(shards)
 
 
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+    """The tiny sweep run once, uninterrupted: (its extra config dir, its collected rows)."""
+    work = tmp_path_factory.mktemp("reference")
+    conf = work / "extra_conf" / "model"
+    conf.mkdir(parents=True)
+    (conf / "tiny_esm2.yaml").write_text(yaml.safe_dump(model_config("esm2", name="tiny_esm2")))
+    searchpath = f"hydra.searchpath=[file://{conf.parent}]"
+    check(ptransfer(*_tiny_sweep(searchpath), cwd=work))
+    return searchpath, _collected(work, "res")
+
+
+def _env(tmp_path: Path) -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+            "TORCH_HOME": str(tmp_path / ".torch"), "PTRANSFER_OFFLINE": "1"}
+
+
 def test_two_sweeps_at_once_finish_with_the_same_rows_and_no_duplicated_shard(tmp_path,
-                                                                                  tiny_conf):
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    check(ptransfer(*_tiny_sweep(tiny_conf), cwd=reference))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-           "TORCH_HOME": str(tmp_path / ".torch"), "PTRANSFER_OFFLINE": "1"}
-    both = [subprocess.Popen([sys.executable, "-m", "ptransfer.cli", *_tiny_sweep(tiny_conf)],
-                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                                                                  tiny_reference):
+    searchpath, reference = tiny_reference
+    both = [subprocess.Popen([sys.executable, "-m", "ptransfer.cli", *_tiny_sweep(searchpath)],
+                             cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in both]
     assert [p.returncode for p in both] == [0, 0], "\n".join(o[-3000:] for o in outs)
-    pd.testing.assert_frame_equal(_collected(reference, "res"), _collected(tmp_path, "res"))
+    pd.testing.assert_frame_equal(reference, _collected(tmp_path, "res"))
     worked: dict[str, int] = {}
     for status in _statuses(tmp_path / "res"):
         if status.get("phase") == "extract" and status.get("embedded"):
             worked[status["shard"]] = worked.get(status["shard"], 0) + 1
     assert len(worked) == 7 and sum(n - 1 for n in worked.values()) <= 1
+
+
+def test_kill_in_phase_1_then_rerun_redoes_only_unpublished_shards(tmp_path, tiny_reference):
+    searchpath, reference = tiny_reference
+    sweep = subprocess.Popen([sys.executable, "-m", "ptransfer.cli", *_tiny_sweep(searchpath)],
+                             cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    published = lambda: sorted(tmp_path.glob("res/embeddings/*/*.shards/shard-*.h5"))  # noqa: E731
+    deadline = time.time() + 300
+    while sweep.poll() is None and len(published()) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    assert sweep.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
+    done = {p.stem for p in published()}
+    assert 2 <= len(done) < 7 and not list(tmp_path.rglob("cells/*/rows.csv"))
+    for shard in published():  # whatever was published is whole
+        assert verify_file(shard).state == OK, verify_file(shard).detail
+    before = set((tmp_path / "res").rglob("job_status.json"))  # the killed sweep's jobs
+    out = check(ptransfer(*_tiny_sweep(searchpath), cwd=tmp_path))
+    assert f"extraction: {7 - len(done)} shard jobs: {7 - len(done)} published" in out
+    rerun = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("job_status.json")
+             if p not in before]
+    redone = {s["shard"] for s in rerun if s.get("phase") == "extract" and s.get("embedded")}
+    assert redone.isdisjoint(done) and len(redone) == 7 - len(done)
+    pd.testing.assert_frame_equal(reference, _collected(tmp_path, "res"))
 
 
 def test_each_phase_gets_its_own_launcher_settings():

@@ -32,7 +32,6 @@ shard folder.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -57,14 +56,13 @@ from ptransfer.embed.store_files import (
     sequence_key,
 )
 from ptransfer.embed.store_files import short as _short
-from ptransfer.embed.store_index import (
-    StoreView,
-    check_source,
-    finalize,
-    load_view,
-    publish_shard,
+from ptransfer.embed.store_index import StoreView, check_source, finalize, load_view
+from ptransfer.embed.store_writer import (
+    PartsFolder,
+    StoreWriter,
+    close_after_error,
+    publish_parts,
 )
-from ptransfer.embed.store_writer import PartsFolder, PartsVanished, StoreWriter
 
 __all__ = ["EmbeddingStore", "StoreError", "StoreWriter", "layer_name", "sequence_key",
            "store_location", "store_path"]
@@ -76,7 +74,6 @@ DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "gzip", "lzf")
 DEFAULT_DTYPE = {"protein": "float32", "residue": "float16"}
 DEFAULT_FLUSH_BYTES = 64 << 20  # a part per ~64 MiB of new features bounds lost work and RAM
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 DEFAULT_COMMIT_SECONDS = 120.0  # ... and per ~2 minutes, so a small store's work survives a kill
 MAX_OPEN_FILES = 128  # shard files a store keeps open between reads
 
@@ -347,54 +344,15 @@ class EmbeddingStore:
         try:
             yield writer
         except BaseException as err:
-            self._close_after_error(writer, err)
+            close_after_error(writer, err)
             raise
         writer.commit()
         if publish:
-            self._publish(name, parts, {"rows_added": writer.n_added})
+            publish_parts(self, name, parts, {"rows_added": writer.n_added})
         if index:
             self.finalize()
         else:
             self.refresh()
-
-    def _publish(self, name: str, parts: PartsFolder, extra: dict) -> bool:
-        """Merge the shard's parts into one file and publish it (with its manifest)."""
-        final = self.shard_dir / f"{name}.h5"
-        try:
-            merged = parts.merged_file()
-        except PartsVanished:
-            if not final.exists():
-                raise
-            merged = None  # another writer published the shard with those parts
-        if merged is None:
-            parts.remove([])
-            return False
-        target, keys, lengths, used = merged
-        won = publish_shard(self, target, name, keys, lengths, extra)
-        if not won:
-            log.info("%s: shard %s was published by another writer; this copy is dropped",
-                     self.path, name)
-        parts.remove(used)
-        return won
-
-    def _close_after_error(self, writer: StoreWriter, err: BaseException) -> None:
-        """Keep what can be kept after the writer's block raised; never mask ``err``.
-
-        After a disk error nothing more is written (no retry on a full disk): committed
-        parts stay for the next writer of the shard, temporaries are deleted. Otherwise
-        (interrupt, encoder error) the buffer is committed as a part, so work done survives;
-        a failure doing so is logged, not raised. Nothing is published either way.
-        """
-        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
-            log.error("%s: write failed (%s); %d buffered rows dropped, committed parts kept",
-                      self.path, err, len(writer._rows))
-            writer.parts.remove_temporaries()
-            return
-        try:
-            writer.commit()
-        except Exception as second:  # noqa: BLE001 - the first error is the one to report
-            log.error("%s: could not save buffered rows after %r: %s", self.path, err, second)
-            writer.parts.remove_temporaries()
 
     def append(self, sequences: Sequence[str], features: Sequence, shard: str | None = None
                ) -> None:

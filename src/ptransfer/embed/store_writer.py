@@ -13,6 +13,7 @@ published with its manifest (``embed.store_index.publish_shard``), and deleted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -250,4 +251,53 @@ class StoreWriter:
         self._pending = set()
 
 
-__all__ = ["PartsFolder", "PartsVanished", "StoreWriter", "layer_name"]
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+
+
+def publish_parts(store, name: str, parts: PartsFolder, extra: dict) -> bool:
+    """Merge a shard's parts into one file and publish it (with its manifest); False when
+    there was nothing to publish or another writer published the shard first."""
+    from ptransfer.embed.store_index import publish_shard
+
+    final = store.shard_dir / f"{name}.h5"
+    try:
+        merged = parts.merged_file()
+    except PartsVanished:
+        if not final.exists():
+            raise
+        merged = None  # another writer published the shard with those parts
+    if merged is None:
+        parts.remove([])
+        return False
+    target, keys, lengths, used = merged
+    won = publish_shard(store, target, name, keys, lengths, extra)
+    if not won:
+        log.info("%s: shard %s was published by another writer; this copy is dropped",
+                 store.path, name)
+    parts.remove(used)
+    return won
+
+
+def close_after_error(writer: StoreWriter, err: BaseException) -> None:
+    """Keep what can be kept after a writer's block raised; never mask ``err``.
+
+    After a disk error nothing more is written (no retry on a full disk): committed
+    parts stay for the next writer of the shard, temporaries are deleted. Otherwise
+    (interrupt, encoder error) the buffer is committed as a part, so work done survives;
+    a failure doing so is logged, not raised. Nothing is published either way.
+    """
+    path = writer.store.path
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        log.error("%s: write failed (%s); %d buffered rows dropped, committed parts kept",
+                  path, err, len(writer._rows))
+        writer.parts.remove_temporaries()
+        return
+    try:
+        writer.commit()
+    except Exception as second:  # noqa: BLE001 - the first error is the one to report
+        log.error("%s: could not save buffered rows after %r: %s", path, err, second)
+        writer.parts.remove_temporaries()
+
+
+__all__ = ["PartsFolder", "PartsVanished", "StoreWriter", "close_after_error", "layer_name",
+           "publish_parts"]
