@@ -1,1 +1,0 @@
-"""ptransfer's Hydra sweeper plugin (Hydra finds plugins only under ``hydra_plugins``)."""
