@@ -103,6 +103,23 @@ def cmd_plan(argv: list[str]) -> int:
     return 0
 
 
+def _margin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--margin", action="append", default=[], metavar="METRIC=VALUE",
+        help="smallest effect of interest for equivalence (repeatable; also written "
+             "analysis.margin.METRIC=VALUE); defaults: spearman/pearson 0.02, accuracy/"
+             "macro_f1/ndcg/roc_auc 0.01, mse none (docs/statistics.md)")
+
+
+def _parse_with_margins(parser: argparse.ArgumentParser, argv: list[str]):
+    """Arguments, and the margins from --margin and analysis.margin.METRIC=VALUE items."""
+    from ptransfer.analysis.margins import parse_margins
+
+    keyed = [a for a in argv if a.startswith("analysis.margin.")]
+    args = parser.parse_args([a for a in argv if a not in keyed])
+    return args, parse_margins([*args.margin, *keyed])
+
+
 def cmd_collect(argv: list[str]) -> int:
     from ptransfer.analysis.rows import RESULTS_FILE, collect
 
@@ -111,13 +128,15 @@ def cmd_collect(argv: list[str]) -> int:
     parser.add_argument("--resamples", type=int, default=1000,
                         help="bootstrap resamples for intervals and comparisons (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    args = parser.parse_args(argv)
+    _margin_option(parser)
+    args, margins = _parse_with_margins(parser, argv)
     merged = collect(args.dir)
     print(f"{len(merged)} rows from {merged.cell_id.nunique()} cells -> "
           f"{Path(args.dir) / RESULTS_FILE}")
     from ptransfer.analysis.summary import analyse, write_tables
 
-    analysis = analyse(merged, args.dir, n_resamples=args.resamples, seed=args.seed)
+    analysis = analyse(merged, args.dir, n_resamples=args.resamples, seed=args.seed,
+                       margins=margins)
     for path in write_tables(merged, Path(args.dir), analysis=analysis):
         print(f"wrote {path}")
     return 0
@@ -129,8 +148,9 @@ def cmd_report(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ptransfer report", description="figures and tables")
     parser.add_argument("results", help="results.csv written by `ptransfer collect`")
     parser.add_argument("--out", default="report", help="output folder (default report/)")
-    args = parser.parse_args(argv)
-    paths = make_report(args.results, args.out)
+    _margin_option(parser)
+    args, margins = _parse_with_margins(parser, argv)
+    paths = make_report(args.results, args.out, margins=margins)
     print(f"wrote {len(paths)} files; open {Path(args.out) / 'index.html'}")
     return 0
 

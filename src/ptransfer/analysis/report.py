@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from ptransfer.analysis import plots
+from ptransfer.analysis.margins import DEFAULT_MARGINS
 from ptransfer.analysis.panels import (
     ONEHOT_FAMILY,
     PANEL,
@@ -197,9 +198,11 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 
 def write_index(out_dir: Path, source: str, figures: list[FigureEntry],
-                summary: pd.DataFrame) -> Path:
+                summary: pd.DataFrame, margins: dict | None = None) -> Path:
     """index.html: classes with their evidence, figures (relative PNG paths), summary table."""
     classes = classification_table(summary)
+    margins = margins if margins is not None else DEFAULT_MARGINS
+    margin_text = ", ".join(f"{m} {v:g}" for m, v in margins.items() if v is not None)
     figure_html = "\n".join(
         f'<figure><img src="{html.escape(f.png.name)}" alt="{html.escape(f.caption)}">'
         f"<figcaption>{html.escape(f.caption)} "
@@ -226,12 +229,17 @@ Tables: <a href="summary.csv">summary.csv</a>, <a href="summary.md">summary.md</
 <a href="repstat.csv">repstat.csv</a>, <a href="intervals.csv">intervals.csv</a>,
 <a href="comparisons.csv">comparisons.csv</a>, <a href="taxonomy.csv">taxonomy.csv</a>.</p>
 <h2>Classification</h2>
-<p>Per panel and model (final checkpoint), at the best-validation layer: benefits, aligned /
-benefits, not aligned / no benefit / inconclusive. Benefit: pretrained significantly better
-than every ablation and one-hot (paired bootstrap over test proteins, Holm-adjusted p &lt;
-0.05); no benefit: a baseline significantly better. Alignment: the score rises (95 %
-interval of the Spearman trend above 0) along every axis present: pretraining checkpoints,
-depth, model size. No fixed margins; the evidence column gives the numbers.</p>
+<p>Per panel and model (final checkpoint), at the best-validation layer, three verdicts, each
+better / equivalent / worse / unresolved from paired interval tests over test proteins (and
+seeds, with their own degrees of freedom) against the declared margin
+({html.escape(margin_text)}): <b>transfer</b>, pretrained vs one-hot; <b>pretraining</b>,
+pretrained vs every ablation (random init, stat transfer); <b>alignment</b>, whether the late
+part of pretraining (final vs mid-pretraining checkpoint) and of model size (vs the next
+smaller model) still improves: aligned, or not aligned for an early plateau or a decline.
+Class: aligned (transfer and pretraining better, aligned) / benefits, not aligned (transfer
+better, not aligned) / no benefit (transfer equivalent or worse) / inconclusive (what is
+missing is named). Depth is described, never decided on. Rules: docs/statistics.md; the
+evidence column gives every number.</p>
 {_html_table(classes)}
 <h2>Figures</h2>
 {figure_html or "<p>No figures: the table holds no test-set rows to draw.</p>"}
@@ -248,9 +256,11 @@ layer. Every column, unrounded: summary.csv.</p>
     return path
 
 
-def make_report(results_csv: str | Path, out_dir: str | Path) -> list[Path]:
+def make_report(results_csv: str | Path, out_dir: str | Path,
+                margins: dict | None = None) -> list[Path]:
     """Write every figure (PNG + SVG), the tables and index.html; return the paths written.
 
+    ``margins``: metric -> smallest effect of interest (default ``DEFAULT_MARGINS``).
     Raises FileNotFoundError / ValueError naming ``results_csv`` when it is missing, empty
     or not a results table.
     """
@@ -258,7 +268,7 @@ def make_report(results_csv: str | Path, out_dir: str | Path) -> list[Path]:
     frame = _load(results_csv)
     try:
         rows = main_test_rows(frame)
-        analysis = analyse(frame, results_csv.parent)  # predictions beside the results
+        analysis = analyse(frame, results_csv.parent, margins=margins)  # predictions beside
         summary = summary_table(frame, analysis)
     except ValueError as err:
         raise ValueError(f"{results_csv}: {err}") from err
@@ -271,6 +281,6 @@ def make_report(results_csv: str | Path, out_dir: str | Path) -> list[Path]:
         figures = [*_depth_figures(rows, out_dir, colours, onehot),
                    *_scaling_figures(rows, out_dir, onehot),
                    *_checkpoint_figures(rows, out_dir, colours, onehot)]
-    index = write_index(out_dir, results_csv.name, figures, summary)
+    index = write_index(out_dir, results_csv.name, figures, summary, margins)
     log.info("report: %d figures, tables and %s in %s", len(figures), INDEX_FILE, out_dir)
     return [*(p for f in figures for p in (f.png, f.svg)), *table_paths, index]

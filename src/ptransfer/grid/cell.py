@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from ptransfer import __version__
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE, make_frame, write_rows
+from ptransfer.grid.row_fields import config_fields
 from ptransfer.grid.status import (  # noqa: F401 - STATUS_FILE, read_status: cell's API
     STATUS_FILE,
     read_status,
@@ -222,7 +223,8 @@ def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits,
     n_layers = encoder.n_layers
     common = {
         "model": encoder.name, "family": encoder.family, "n_params": encoder.n_params,
-        "checkpoint": ref.name, "checkpoint_step": ref.step, "ablation": cfg.ablation.name,
+        "checkpoint": ref.name, "ablation": cfg.ablation.name,
+        **config_fields(cfg, ref.name, ref.step, head),
         "ablation_scope": cfg.ablation.get("scope", "full"),
         "revision": cfg.model.get("revision") or "", "precision": cfg.extract.precision,
         "data_fingerprint": fingerprint[:FINGERPRINT_CHARS],
