@@ -15,6 +15,7 @@ import pytest
 from stats_fakes import protein_task, residue_task, write_cell
 
 from ptransfer.analysis.decisions import decide, decide_alignment
+from ptransfer.analysis.repstat import repstat
 from ptransfer.analysis.summary import analyse, summary_table
 from ptransfer.analysis.taxonomy import ALIGNED, INCONCLUSIVE, NO_BENEFIT, NOT_ALIGNED
 
@@ -243,10 +244,12 @@ def test_scopes_at_different_seeds_are_never_pooled(tmp_path):
                           seed=s) for s in (2, 3)]
     df = pd.concat(frames, ignore_index=True)
     summary = summary_table(df, analyse(df, tmp_path)).set_index("ablation_scope")
+    paper_test = repstat(df).set_index("ablation_scope")
     for scope in ("full", "reference"):
         row = summary.loc[scope]
         assert row["random_init_best_ci_low"] < row["random_init_best"] < row[
             "random_init_best_ci_high"]
+        assert paper_test.loc[scope, "best_random_init_mean"] == row["random_init_best"]
 
 
 def test_missing_arms_and_axes_are_named(tmp_path):
