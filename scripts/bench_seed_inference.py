@@ -104,7 +104,7 @@ def gb1_check(results: Path) -> pd.DataFrame:
         t_p = stats.ttest_1samp(deltas, 0.0).pvalue if len(deltas) > 1 else np.nan
         intervals = analysis.intervals
         item_se = intervals[(intervals["task"] == row["task"])
-                            & (intervals["model"] == row["model"])
+                            & (intervals["eval_set"] == row["eval_set"])
                             & (intervals["arm"] == "onehot")
                             & (intervals["layer_choice"] == "best")]["se"]
         out.append({"task": row["task"], "model": row["model"], "n_seeds": len(deltas),

@@ -32,8 +32,8 @@ MAX_UNDEFINED = 0.05  # more undefined bootstrap replicates than this: no infere
 # Satterthwaite's df, fed a seed variance estimated from 3 seeds (2 df), is anti-conservative:
 # a small s^2 by chance also raises the df (95 % intervals covered 92 % with seed sd 5x the
 # item SE). Taking each seed term at its upper 75 % confidence bound in the df formula only
-# (the variance itself is unchanged) keeps coverage within 94-96 % for S = 2..5 at every
-# ratio of seed to item variance (docs/statistics.md, docs/benchmarks.md).
+# (the variance itself is unchanged) keeps coverage within 95-96 % for S = 3..5 (94-97 % for
+# S = 2) at every ratio of seed to item variance (docs/statistics.md, docs/benchmarks.md).
 DF_GUARD = 0.25
 
 
