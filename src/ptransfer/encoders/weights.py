@@ -32,7 +32,6 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from filelock import FileLock
@@ -42,6 +41,10 @@ from torch import nn
 from ptransfer.encoders.ablation_scopes import FULL, check_scope
 from ptransfer.encoders.ablations import ablated_module, check_ablation
 from ptransfer.encoders.base import CheckpointRef, Encoder
+from ptransfer.encoders.weights_location import (  # noqa: F401 - checkpoint_path: API
+    checkpoint_path,
+    hub_checkpoints_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +72,6 @@ class HubFile:
 
     path: Path
     url: str
-
-
-def hub_checkpoints_dir() -> Path:
-    """``torch.hub.get_dir()/checkpoints``: where the packages' hub loaders keep weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def hub_file(family: str, name: str) -> HubFile:
@@ -113,15 +111,6 @@ def resolve_checkpoint(
     if not entry.get("path"):  # published at a URL: the hub cache's file, fetched if needed
         return CheckpointRef(checkpoint.name, step, str(fetch_checkpoint(checkpoint.name, entry)))
     return CheckpointRef(checkpoint.name, step, str(entry["path"]))
-
-
-def checkpoint_path(entry: Mapping) -> Path | None:
-    """The file of a checkpoint entry: its ``path``, else the hub cache file of its ``url``."""
-    if entry.get("path"):
-        return Path(str(entry["path"])).expanduser()
-    if entry.get("url"):
-        return hub_checkpoints_dir() / Path(urlparse(str(entry["url"])).path).name
-    return None
 
 
 def fetch_checkpoint(name: str, entry: Mapping) -> Path:

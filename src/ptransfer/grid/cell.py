@@ -1,8 +1,9 @@
 """One grid cell, end to end: task x encoder (checkpoint, ablation, seed) x head, every layer.
 
 A cell is keyed by the hash of its effective config (what changes its numbers: task config
-and the fingerprint of the task's loaded content, model, checkpoint, ablation, seed, head,
-length policy, precision), never by folder names or job numbers. It writes
+and the fingerprint of the task's loaded content, model and the fingerprint of the weights
+it reads, checkpoint, ablation, seed, head, length policy, precision), never by folder
+names or job numbers. It writes
 ``results_dir/cells/<cell_id>/`` with ``config.yaml`` (the resolved config), ``rows.csv``
 (long-format rows), ``predictions.parquet`` (per-item predictions) and ``status.json`` (done /
 failed, with the traceback), and a re-run skips a cell whose status says done and whose rows
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from ptransfer import __version__
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE, make_frame, write_rows
+from ptransfer.encoders.weights_fingerprint import weights_fingerprint
 from ptransfer.grid.status import (  # noqa: F401 - STATUS_FILE, read_status: cell's API
     STATUS_FILE,
     read_status,
@@ -77,6 +79,14 @@ def data_fingerprint(cfg: DictConfig) -> str:
         return f"unavailable: {type(err).__name__}"
 
 
+def weights_key(cfg: DictConfig) -> str | None:
+    """The content fingerprint of the weights the cell reads (None: it reads none), memoised
+    in ``results_dir`` (encoders/weights_fingerprint.py)."""
+    return weights_fingerprint(OmegaConf.to_container(cfg.model, resolve=True),
+                               str(cfg.checkpoint), cfg.ablation.name,
+                               cfg.ablation.get("scope", "full"), cfg.results_dir)
+
+
 def effective_config(cfg: DictConfig, fingerprint: str | None = None) -> dict:
     """The part of the config that determines the cell's rows (``fingerprint``: the task's
     content fingerprint, looked up when not given)."""
@@ -95,6 +105,7 @@ def effective_config(cfg: DictConfig, fingerprint: str | None = None) -> dict:
         "subsample": OmegaConf.to_container(cfg.subsample) if cfg.subsample else None,
         "precision": cfg.extract.precision,
         "data": fingerprint if fingerprint is not None else data_fingerprint(cfg),
+        "weights": weights_key(cfg),
     }
     pooled = cfg.extract.get("pooled_dtype", "float32")
     if pooled != "float32":  # float16 storage changes the numbers; the default keeps old keys
@@ -151,12 +162,14 @@ def encoder_identity(cfg: DictConfig) -> dict:
     """What makes two cells' embeddings the same: keys the shared HDF5 store.
 
     The seed and the ablation scope only matter to seeded ablations: pretrained embeddings
-    are shared across seeds and scopes. The model config hash covers architecture and weights
-    file changes; the precision (autocast dtype) changes the features themselves.
+    are shared across seeds and scopes. The model config hash covers the architecture and the
+    weights' path, ``weights`` their content (added only when the encoder reads weights, so
+    stores that never read any keep their identity); the precision (autocast dtype) changes
+    the features themselves.
     """
     model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
     seeded = cfg.ablation.name != "pretrained"
-    return {
+    identity = {
         "model": cfg.model.name,
         "checkpoint": str(cfg.checkpoint),
         "ablation": cfg.ablation.name,
@@ -166,6 +179,10 @@ def encoder_identity(cfg: DictConfig) -> dict:
         "precision": cfg.extract.precision,
         "model_config": hashlib.sha256(model.encode()).hexdigest()[:16],
     }
+    weights = weights_key(cfg)
+    if weights is not None:
+        identity["weights"] = weights
+    return identity
 
 
 def layer_fits(cfg, task: Task, encoder: Encoder, head: str, device: str) -> list[LayerFit]:

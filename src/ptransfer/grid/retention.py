@@ -107,7 +107,7 @@ def _readers(folder: Path) -> set[str]:
     return readers
 
 
-def _delete_store(path: Path) -> bool:
+def delete_store(path: Path) -> bool:
     """Delete one store's files under its lock; False when a writer holds the lock."""
     shards = path.with_name(path.name + ".shards")
     if not path.exists() and not shards.exists():
@@ -138,7 +138,7 @@ def retire_if_unread(cfg: DictConfig) -> list[Path]:
                  len(pending), len(readers))
         return []
     try:
-        deleted = [p for p in paths if _delete_store(p)]
+        deleted = [p for p in paths if delete_store(p)]
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last group gone: no empty readers/ left
             folder.parent.rmdir()

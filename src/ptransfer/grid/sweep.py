@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
 from ptransfer.grid.logs import enter_cell, leave_cell
+from ptransfer.grid.prepare import prepare_cell
 from ptransfer.grid.retention import remove_temporaries, retire_if_unread
 from ptransfer.grid.status import INTERRUPTED, RUNNING, effective_state, read_status
 from ptransfer.grid.validate_config import CONF_DIR, check_config
@@ -89,6 +90,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     else:
         log_unfinished(key)
         try:
+            key = prepare_cell(cfg, key)  # weights fetched (their content keys the cell)
             frame = run_cell(cfg)
             status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame)}
             print_cell_summary(frame)
