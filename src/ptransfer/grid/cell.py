@@ -294,6 +294,9 @@ def run_cell(cfg: DictConfig) -> pd.DataFrame:
     frame = rows_from_fits(cfg, key, task, encoder, ref, head, fits, fingerprint)
     write_rows(frame, key.dir / ROWS_FILE)
     write_cell_predictions(task, fits, key.dir)
+    note = {} if frame.best_layer.any() else {"note": (
+        f"no best layer: every layer's validation {task.metric} is NaN (e.g. constant or "
+        f"too few validation targets); no row has best_layer=True")}
     write_status(key.dir, state="done", cell_id=key.cell_id, started=started,
-                 seconds=round(time.time() - started, 2), n_rows=len(frame))
+                 seconds=round(time.time() - started, 2), n_rows=len(frame), **note)
     return frame

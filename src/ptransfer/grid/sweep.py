@@ -93,7 +93,6 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             key = prepare_cell(cfg, key)  # weights fetched (their content keys the cell)
             frame = run_cell(cfg)
             status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame)}
-            print_cell_summary(frame)
         except Exception as err:  # noqa: BLE001 - a cell's failure must not end the sweep
             cause = root_cause(err)
             status = {"state": "failed", "cell_id": key.cell_id,
@@ -103,6 +102,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             write_status(key.dir, **status)
             log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
             FAILED["count"] += 1
+        else:  # display only: the cell is done whatever happens here
+            print_cell_summary(frame)
     if status["state"] in ("done", "skipped"):
         retire_if_unread(cfg)  # store.retain=until_done: the last reader deletes the store
     status["rows"] = str(key.dir)
@@ -139,10 +140,12 @@ def print_cell_summary(frame) -> None:
     if main.empty:
         return
     table = main.pivot_table(index="layer", columns="eval_set", values="value", aggfunc="first")
-    best = int(main[main.best_layer].layer.iloc[0])
     metric = main.metric.iloc[0]
+    best = main[main.best_layer.astype(bool)].layer
+    choice = (f"best on val: layer {int(best.iloc[0])}" if len(best) else
+              f"no best layer: every layer's validation {metric} is NaN")
     print(f"\n{frame.task.iloc[0]} | {frame.model.iloc[0]} | {frame.ablation.iloc[0]} | "
-          f"seed {frame.seed.iloc[0]} | {metric} per layer (best on val: layer {best})")
+          f"seed {frame.seed.iloc[0]} | {metric} per layer ({choice})")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
 
 

@@ -1,0 +1,63 @@
+"""How a cell ends (issue 19 items 2 and 9): done with a note when no layer can be chosen on
+validation; failed (never stuck ``running``, never a traceback) when the disk fills.
+
+Everything runs ``ptransfer.cli.main`` or ``run_job`` in-process on the one-hot baseline and
+a tiny CSV, so the cases are fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptransfer.cli import main
+
+AA = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+
+
+def _csv(path: Path, n_val: int = 10, constant_val: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    n = 20 + n_val + 10
+    frame = pd.DataFrame({
+        "sequence": ["".join(rng.choice(AA, 10)) for _ in range(n)],
+        "target": rng.normal(size=n),
+        "set": ["train"] * 20 + ["val"] * n_val + ["test"] * 10,
+    })
+    if constant_val:
+        frame.loc[frame.set == "val", "target"] = 1.0
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _run(capsys, *argv: str) -> tuple[int, str]:
+    code = main(["run", "model=onehot", "results_dir=res", "extract.progress=false", *argv])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def _status(work: Path) -> dict:
+    (status,) = (work / "res" / "cells").glob("*/status.json")
+    return json.loads(status.read_text())
+
+
+@pytest.mark.parametrize("case", ["constant validation targets", "one validation row"])
+def test_no_best_layer_is_a_done_cell_with_a_note(tmp_path, monkeypatch, capsys, case):
+    monkeypatch.chdir(tmp_path)
+    data = _csv(tmp_path / "t.csv", n_val=1 if case == "one validation row" else 10,
+                constant_val=case == "constant validation targets")
+    code, out = _run(capsys, "task=csv", f"task.path={data}")
+    assert code == 0, out
+    status = _status(tmp_path)
+    assert status["state"] == "done", status
+    assert "no best layer" in status["note"] and "spearman" in status["note"]
+    assert "no best layer" in out and "Traceback" not in out
+    (cell,) = (tmp_path / "res" / "cells").iterdir()
+    rows = pd.read_csv(cell / "rows.csv")
+    assert not rows.best_layer.any() and (cell / "predictions.parquet").is_file()
+    code, out = _run(capsys, "task=csv", f"task.path={data}")  # a re-run: complete, skipped
+    assert code == 0 and "skipped, no work done" in out and _status(tmp_path)["state"] == "done"
