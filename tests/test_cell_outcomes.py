@@ -7,7 +7,6 @@ a tiny CSV, so the cases are fast.
 
 from __future__ import annotations
 
-import errno
 import json
 from pathlib import Path
 

@@ -159,8 +159,11 @@ def cmd_data(argv: list[str]) -> int:
 
 
 def cmd_pretrain(argv: list[str]) -> int:
+    from ptransfer.grid.validate_config import precheck
     from ptransfer.pretrain.train import run_pretrain
 
+    if not any(a in _HYDRA_INFO_FLAGS for a in argv):
+        precheck(CONF_DIR, [a for a in argv if not a.startswith("-")], config_name="pretrain")
     _hydra_entry(run_pretrain, ["pretrain", *argv], config_name="pretrain")
     return 0
 

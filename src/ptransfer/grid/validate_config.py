@@ -33,9 +33,9 @@ class ConfigError(ValueError):
 
 
 @functools.lru_cache(maxsize=4)
-def _defaults(conf_dir: str) -> tuple[dict, frozenset[str]]:
-    """(config.yaml's own values, unresolved; every known top-level key)."""
-    raw = OmegaConf.load(Path(conf_dir) / "config.yaml")
+def _defaults(conf_dir: str, name: str = "config") -> tuple[dict, frozenset[str]]:
+    """(``<name>.yaml``'s own values, unresolved; every known top-level key)."""
+    raw = OmegaConf.load(Path(conf_dir) / f"{name}.yaml")
     values = OmegaConf.to_container(raw, resolve=False)
     # The groups of the defaults list (task, model, ...; "override hydra/x" entries are not).
     groups = {next(iter(d)) for d in values.pop("defaults", []) if isinstance(d, dict)}
@@ -106,6 +106,32 @@ def check_config(cfg: DictConfig, conf_dir: str | Path) -> None:
     check_subsample(cfg.get("subsample"))
 
 
+def _added_keys(cfg: dict, base: dict, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """(key, the known keys beside it) for every key of ``cfg`` that ``base`` lacks."""
+    found = []
+    for name, value in cfg.items():
+        if name not in base:
+            found.append((f"{prefix}{name}", sorted(base)))
+        elif isinstance(value, dict) and isinstance(base[name], dict):
+            found += _added_keys(value, base[name], f"{prefix}{name}.")
+    return found
+
+
+def check_pretrain_config(cfg: DictConfig, base: DictConfig, conf_dir: str | Path) -> None:
+    """``ptransfer pretrain``'s config: no key beyond those of ``base`` (the same command line
+    without its ``+key=value`` additions), at any depth, and the value types of
+    ``conf/pretrain.yaml``. A training run takes hours: a mistyped key must not start one."""
+    added = _added_keys(OmegaConf.to_container(cfg, resolve=False),
+                        OmegaConf.to_container(base, resolve=False))
+    if added:
+        where = added[0][0].rpartition(".")[0]
+        scope = f"keys of {where}" if where else "top-level keys"
+        raise ConfigError(f"unknown config key(s) {[k for k, _ in added]}; known {scope}: "
+                          f"{', '.join(added[0][1])}")
+    defaults, _ = _defaults(str(conf_dir), "pretrain")
+    _check_tree("", {k: v for k, v in defaults.items() if k != "hydra"}, cfg)
+
+
 def check_writable(directory: str | Path, key: str = "results_dir") -> None:
     """Create ``directory`` if needed and prove a file can be written there."""
     path = Path(directory)
@@ -139,7 +165,8 @@ def _fixed_overrides(overrides: list[str]) -> list[str]:
     return _split_sweeps(overrides)[0]
 
 
-def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True) -> DictConfig:
+def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True,
+             config_name: str = "config") -> DictConfig:
     """Check the command line's config before anything runs; returns the fixed part composed.
 
     Composes the non-sweep overrides once, then each choice of each command-line sweep axis
@@ -154,8 +181,12 @@ def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True) 
     fixed, sweeps = _split_sweeps(overrides)
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose("config", overrides=fixed)
-            check_config(cfg, conf_dir)
+            cfg = compose(config_name, overrides=fixed)
+            if config_name == "pretrain":
+                base = compose(config_name, overrides=[o for o in fixed if o[:1] != "+"])
+                check_pretrain_config(cfg, base, conf_dir)
+            else:
+                check_config(cfg, conf_dir)
             for choice in (c for axis in sweeps for c in axis):
                 check_config(compose("config", overrides=[*fixed, choice]), conf_dir)
     except HydraException as err:  # a bad override or an unknown option: Hydra's own words
