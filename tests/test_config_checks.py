@@ -47,3 +47,43 @@ def test_pretrain_rejects_an_unknown_key_listing_the_known_ones(work, capsys, ov
 def test_pretrain_checks_value_types(work, capsys):
     code, out = _main(capsys, "pretrain", "seed=abc", "results_dir=res")
     assert code == 1 and "config key 'seed': expected an integer" in _one_error_line(out)
+
+
+# -- item 5: names that become paths are safe identifiers ---------------------------------
+
+def _small_csv(path):
+    rows = ["sequence,target,set"] + [f"{s},{i * 0.1},{split}" for i, (s, split) in enumerate(
+        [("MKV", "train"), ("MKL", "train"), ("MKI", "val"), ("MKA", "val"), ("MKC", "test"),
+         ("MKD", "test")])]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("override,key", [
+    ("task.name=../../x", "task.name"),
+    ("task.name=proj/x", "task.name"),
+    ("task.name=.hidden", "task.name"),
+    ("model.name=a/b", "model.name"),
+    ("checkpoint=../up", "checkpoint"),
+])
+def test_names_that_become_paths_must_be_safe(work, capsys, override, key):
+    data = _small_csv(work / "t.csv")
+    code, out = _main(capsys, "run", "task=csv", f"task.path={data}", "model=onehot",
+                      "results_dir=res/inner", override)
+    line = _one_error_line(out)
+    assert code == 1 and f"config key {key!r}" in line and "letters, digits" in line
+    assert not (work / "res").exists() and not list(work.parent.glob("x"))
+
+
+def test_a_csv_stem_that_is_not_a_safe_name_says_to_set_task_name(work, capsys):
+    data = _small_csv(work / "my data.csv")
+    code, out = _main(capsys, "run", "task=csv", f"task.path={data}", "model=onehot",
+                      "results_dir=res")
+    line = _one_error_line(out)
+    assert code == 1 and "'task.name'" in line and "'my data'" in line
+    assert "set task.name=" in line
+
+
+def test_pretrain_arch_name_must_be_safe(work, capsys):
+    code, out = _main(capsys, "pretrain", "arch.name=../x", "results_dir=res")
+    assert code == 1 and "config key 'arch.name'" in _one_error_line(out)

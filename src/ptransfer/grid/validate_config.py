@@ -12,7 +12,8 @@ there is known and typed without editing this module:
 - scalar keys (top level and nested mappings such as ``extract`` and ``grid``): the composed
   value must have the type of the default (int, float, bool; a string default takes any
   scalar, a null default anything);
-- ``subsample``: null or a mapping split -> non-negative integer.
+- ``subsample``: null or a mapping split -> non-negative integer;
+- values (``config_values``): names that become paths are safe, required values are given.
 
 :func:`check_writable` turns an unwritable ``results_dir`` into one line naming it.
 """
@@ -25,11 +26,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ptransfer.grid.config_values import (  # noqa: F401 - ConfigError: this module's API
+    PRETRAIN_NAME_KEYS,
+    ConfigError,
+    check_values,
+)
+
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's configs
-
-
-class ConfigError(ValueError):
-    """A config key with a bad value, or an unknown key. The message names the key."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -104,6 +107,7 @@ def check_config(cfg: DictConfig, conf_dir: str | Path) -> None:
     _check_tree("", {k: v for k, v in defaults.items() if k not in ("subsample", "hydra")},
                 cfg)
     check_subsample(cfg.get("subsample"))
+    check_values(cfg)
 
 
 def _added_keys(cfg: dict, base: dict, prefix: str = "") -> list[tuple[str, list[str]]]:
@@ -130,6 +134,7 @@ def check_pretrain_config(cfg: DictConfig, base: DictConfig, conf_dir: str | Pat
                           f"{', '.join(added[0][1])}")
     defaults, _ = _defaults(str(conf_dir), "pretrain")
     _check_tree("", {k: v for k, v in defaults.items() if k != "hydra"}, cfg)
+    check_values(cfg, PRETRAIN_NAME_KEYS)
 
 
 def check_writable(directory: str | Path, key: str = "results_dir") -> None:
@@ -167,10 +172,13 @@ def _fixed_overrides(overrides: list[str]) -> list[str]:
 
 def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True,
              config_name: str = "config") -> DictConfig:
-    """Check the command line's config before anything runs; returns the fixed part composed.
+    """Check the command line's config before anything runs; returns it composed (each sweep
+    axis at its first choice).
 
-    Composes the non-sweep overrides once, then each choice of each command-line sweep axis
-    on top of them (one compose per choice, not per combination), checks every result, and
+    Composes the non-sweep overrides with the first choice of every command-line sweep axis,
+    then each other choice of each axis in its place (one compose per choice, not per
+    combination; every compose is a whole cell's config, so required keys a sweep gives,
+    e.g. ``task.path=a.csv,b.csv``, are present), checks every result, and
     (``writable``) that results_dir can be written. ``ptransfer run`` and ``plan`` call this
     first, so a typo, ``seed=1,abc`` or a read-only results_dir is one line, not a traceback
     from inside Hydra's start-up or a sweep stopped half-way.
@@ -179,16 +187,19 @@ def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True,
     from hydra.errors import HydraException
 
     fixed, sweeps = _split_sweeps(overrides)
+    firsts = [axis[0] for axis in sweeps]
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=fixed)
+            cfg = compose(config_name, overrides=[*fixed, *firsts])
             if config_name == "pretrain":
                 base = compose(config_name, overrides=[o for o in fixed if o[:1] != "+"])
                 check_pretrain_config(cfg, base, conf_dir)
             else:
                 check_config(cfg, conf_dir)
-            for choice in (c for axis in sweeps for c in axis):
-                check_config(compose("config", overrides=[*fixed, choice]), conf_dir)
+            for i, axis in enumerate(sweeps):
+                for choice in axis[1:]:
+                    chosen = [*firsts[:i], choice, *firsts[i + 1:]]
+                    check_config(compose("config", overrides=[*fixed, *chosen]), conf_dir)
     except HydraException as err:  # a bad override or an unknown option: Hydra's own words
         words = str(err).strip().split("\nConfig search path")[0]  # the path list is noise
         raise ConfigError(words) from None
