@@ -60,3 +60,4 @@ def test_no_best_layer_is_a_done_cell_with_a_note(tmp_path, monkeypatch, capsys,
     assert not rows.best_layer.any() and (cell / "predictions.parquet").is_file()
     code, out = _run(capsys, "task=csv", f"task.path={data}")  # a re-run: complete, skipped
     assert code == 0 and "skipped, no work done" in out and _status(tmp_path)["state"] == "done"
+

@@ -104,21 +104,24 @@ def cmd_plan(argv: list[str]) -> int:
 
 
 def cmd_collect(argv: list[str]) -> int:
-    from ptransfer.analysis.rows import RESULTS_FILE, collect
+    from ptransfer.analysis.collect import collect
 
-    parser = argparse.ArgumentParser(prog="ptransfer collect", description="merge rows.csv files")
+    parser = argparse.ArgumentParser(
+        prog="ptransfer collect", description="merge the complete cells' rows.csv under DIR; "
+        "write results.csv, summary, intervals, comparisons and taxonomy, all at once")
     parser.add_argument("dir", nargs="?", default="results", help="results root (default results)")
     parser.add_argument("--resamples", type=int, default=1000,
-                        help="bootstrap resamples for intervals and comparisons (default 1000)")
+                        help="bootstrap resamples for intervals and comparisons (default 1000, "
+                             "at least 100)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     args = parser.parse_args(argv)
-    merged = collect(args.dir)
-    print(f"{len(merged)} rows from {merged.cell_id.nunique()} cells -> "
-          f"{Path(args.dir) / RESULTS_FILE}")
-    from ptransfer.analysis.summary import analyse, write_tables
-
-    analysis = analyse(merged, args.dir, n_resamples=args.resamples, seed=args.seed)
-    for path in write_tables(merged, Path(args.dir), analysis=analysis):
+    done = collect(args.dir, n_resamples=args.resamples, seed=args.seed)
+    for cell, reason in done.left_out:
+        print(f"left out {cell}: {reason}")
+    print(f"{len(done.merged)} rows from {len(done.cells)} cells"
+          + (f" ({len(done.left_out)} cells left out, listed above)" if done.left_out else "")
+          + f" -> {Path(args.dir) / 'results.csv'} (collect run {done.run_id})")
+    for path in done.tables[1:]:
         print(f"wrote {path}")
     return 0
 

@@ -6,8 +6,9 @@ it reads, checkpoint, ablation, seed, head, length policy, precision), never by 
 names or job numbers. It writes
 ``results_dir/cells/<cell_id>/`` with ``config.yaml`` (the resolved config), ``rows.csv``
 (long-format rows), ``predictions.parquet`` (per-item predictions) and ``status.json`` (done /
-failed, with the traceback), and a re-run skips a cell whose status says done and whose rows
-and predictions are both there.
+failed, with the traceback; done records each result file's rows, size and SHA-256), and a
+re-run skips a cell whose status says done and whose rows and predictions match that record
+(``analysis.cell_files``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import __version__
+from ptransfer.analysis.cell_files import file_problem, file_record, parquet_rows
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE, make_frame, write_rows
 from ptransfer.encoders.weights_fingerprint import weights_fingerprint
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+RESULT_FILES = (ROWS_FILE, PREDICTIONS_FILE)  # recorded (rows, bytes, SHA-256) in status.json
 # Keys that do not change a cell's numbers, left out of its hash.
 _TASK_KEYS_IGNORED = ("root",)
 
@@ -124,9 +127,8 @@ def cell_key(cfg: DictConfig, fingerprint: str | None = None) -> CellKey:
 
 
 def is_done(key: CellKey) -> bool:
-    status = read_status(key.dir)
-    return bool(status and status.get("state") == "done" and (key.dir / ROWS_FILE).is_file()
-                and (key.dir / PREDICTIONS_FILE).is_file())
+    """Status done, and rows and predictions exactly as that status recorded them."""
+    return file_problem(key.dir, read_status(key.dir), RESULT_FILES) is None
 
 
 def pick_device(name: str) -> str:
@@ -293,10 +295,13 @@ def run_cell(cfg: DictConfig) -> pd.DataFrame:
     fits = layer_fits(cfg, task, encoder, head, device)
     frame = rows_from_fits(cfg, key, task, encoder, ref, head, fits, fingerprint)
     write_rows(frame, key.dir / ROWS_FILE)
-    write_cell_predictions(task, fits, key.dir)
+    predictions = write_cell_predictions(task, fits, key.dir)
+    files = {ROWS_FILE: file_record(key.dir / ROWS_FILE, len(frame)),
+             PREDICTIONS_FILE: file_record(predictions, parquet_rows(predictions))}
     note = {} if frame.best_layer.any() else {"note": (
         f"no best layer: every layer's validation {task.metric} is NaN (e.g. constant or "
         f"too few validation targets); no row has best_layer=True")}
     write_status(key.dir, state="done", cell_id=key.cell_id, started=started,
-                 seconds=round(time.time() - started, 2), n_rows=len(frame), **note)
+                 seconds=round(time.time() - started, 2), n_rows=len(frame), files=files,
+                 **note)
     return frame

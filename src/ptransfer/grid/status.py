@@ -23,7 +23,9 @@ import threading
 import time
 from pathlib import Path
 
-STATUS_FILE = "status.json"
+# One reader of status files for the grid and collect; a torn file reads as None (redone).
+from ptransfer.analysis.cell_files import STATUS_FILE, read_status
+
 HEARTBEAT_S = 60.0
 STALE_S = 10 * HEARTBEAT_S  # several missed beats: a busy machine, not a slow one
 RUNNING, INTERRUPTED = "running", "interrupted"
@@ -52,16 +54,6 @@ def write_status(cell_dir: Path, **status) -> None:
     """Write ``status.json`` atomically (a reader sees the old or the new file)."""
     with _LOCK:
         _write(Path(cell_dir), status)
-
-
-def read_status(cell_dir: Path) -> dict | None:
-    path = Path(cell_dir) / STATUS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # a torn status file reads as "not done": the cell is redone
 
 
 def running_status(cell_id: str, started: float) -> dict:

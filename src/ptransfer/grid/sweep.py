@@ -22,11 +22,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.cell import cell_key, is_done, run_cell
 from ptransfer.grid.logs import enter_cell, leave_cell
 from ptransfer.grid.prepare import prepare_cell
 from ptransfer.grid.retention import remove_temporaries, retire_if_unread
-from ptransfer.grid.status import INTERRUPTED, RUNNING, effective_state, read_status
+from ptransfer.grid.status import (
+    INTERRUPTED,
+    RUNNING,
+    effective_state,
+    read_status,
+    write_status,
+)
 from ptransfer.grid.validate_config import CONF_DIR, check_config
 
 log = logging.getLogger(__name__)
