@@ -7,7 +7,11 @@ a tiny CSV, so the cases are fast.
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +65,46 @@ def test_no_best_layer_is_a_done_cell_with_a_note(tmp_path, monkeypatch, capsys,
     code, out = _run(capsys, "task=csv", f"task.path={data}")  # a re-run: complete, skipped
     assert code == 0 and "skipped, no work done" in out and _status(tmp_path)["state"] == "done"
 
+
+# -- item 9: a full disk fails the cell cleanly ----------------------------------------------
+
+def _disk_full(monkeypatch, cell_root: Path, in_place_ok: bool) -> None:
+    """From now on writing under ``cell_root`` fails with ENOSPC, as on a full disk: every
+    write (``in_place_ok=False``), or only new files (rewriting a file frees its blocks)."""
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *args, **kwargs):
+        path = Path(file)
+        if any(c in mode for c in "wax+") and cell_root in path.parents and \
+                not (in_place_ok and path.exists()):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    monkeypatch.setattr(io, "open", full_open)  # what pathlib's write_text calls
+
+
+@pytest.mark.parametrize("in_place_ok", [True, False], ids=["rewrite-frees", "nothing-writes"])
+def test_a_full_disk_fails_the_cell_without_a_traceback(tmp_path, monkeypatch, in_place_ok):
+    from cell_helpers import cell_config
+
+    from ptransfer.grid import cell as cell_module
+    from ptransfer.grid.cell import cell_key
+    from ptransfer.grid.status import RUNNING, effective_state, read_status
+    from ptransfer.grid.sweep import run_job
+
+    cfg = cell_config(tmp_path / "res", "task=synthetic", "model=onehot")
+
+    def extraction_fills_the_disk(*args, **kwargs):
+        _disk_full(monkeypatch, tmp_path / "res", in_place_ok)
+        raise OSError(errno.ENOSPC, "No space left on device", "store.h5.tmp")
+
+    monkeypatch.setattr(cell_module, "layer_fits", extraction_fills_the_disk)
+    status = run_job(cfg)  # must not raise
+    assert status["state"] == "failed" and "No space left on device" in status["error"]
+    recorded = read_status(cell_key(cfg).dir)
+    assert effective_state(recorded) != RUNNING  # never stuck "running"
+    if in_place_ok:
+        assert recorded["state"] == "failed" and "No space left" in recorded["error"]
+    else:  # nothing could be written: no status (the cell reads as never run, and is redone)
+        assert recorded is None

@@ -56,6 +56,35 @@ def write_status(cell_dir: Path, **status) -> None:
         _write(Path(cell_dir), status)
 
 
+def record_failure(cell_dir: Path, status: dict) -> str | None:
+    """Write a ``failed`` status even on a full disk; returns why the full one could not be.
+
+    The failure being recorded is often the disk filling up, and then writing the status
+    (a new temporary file, renamed) fails too. In turn: the full status; the status without
+    its traceback, rewritten in place (truncating the old file frees its blocks); and, when
+    nothing can be written, the ``running`` status is deleted, so the cell reads as never
+    run (and is redone) rather than running, and the heartbeat thread stops.
+    """
+    cell_dir = Path(cell_dir)
+    try:
+        write_status(cell_dir, **status)
+        return None
+    except OSError as err:
+        reason = f"{type(err).__name__}: {err}"
+    compact = {k: v for k, v in status.items() if k != "traceback"}
+    with _LOCK:
+        try:
+            (cell_dir / STATUS_FILE).write_text(json.dumps(compact, default=str))
+            return reason
+        except OSError:
+            pass
+        try:
+            (cell_dir / STATUS_FILE).unlink(missing_ok=True)
+        except OSError:  # nothing more to do: a dead pid reads interrupted later
+            pass
+    return reason
+
+
 def running_status(cell_id: str, started: float) -> dict:
     """The ``running`` status of a cell run by this process."""
     pid = os.getpid()

@@ -31,7 +31,7 @@ from ptransfer.grid.status import (
     RUNNING,
     effective_state,
     read_status,
-    write_status,
+    record_failure,
 )
 from ptransfer.grid.validate_config import CONF_DIR, check_config
 
@@ -105,8 +105,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                       "error": f"{type(cause).__name__}: {cause}",
                       "traceback": traceback.format_exc(), "log": log_path}
             remove_temporaries(key.dir)
-            write_status(key.dir, **status)
+            unrecorded = record_failure(key.dir, status)  # a full disk must not fail this
             log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
+            if unrecorded:
+                log.error("cell %s: its failed status.json could not be written in full "
+                          "(%s)", key.cell_id, unrecorded)
             FAILED["count"] += 1
         else:  # display only: the cell is done whatever happens here
             print_cell_summary(frame)
@@ -114,8 +117,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         retire_if_unread(cfg)  # store.retain=until_done: the last reader deletes the store
     status["rows"] = str(key.dir)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2))
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2))
+        except OSError as err:  # a full disk: the cell's own log line above says it all
+            log.error("could not write %s: %s", out_dir / JOB_STATUS, err)
     leave_cell(token)
     return status
 
@@ -178,4 +184,6 @@ class SweepSummary(Callback):
             print("nothing to do: every cell of this sweep was already complete")
         for status in groups["failed"]:
             print(f"  FAILED {status['cell_id']}: {status['error']}\n    log: {status['log']}")
-        FAILED["count"] = len(groups["failed"])  # the sweep's statuses are the record
+        # The sweep's statuses are the record (a job whose status a full disk kept from
+        # being written still counted in this process).
+        FAILED["count"] = max(FAILED["count"], len(groups["failed"]))
