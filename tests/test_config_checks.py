@@ -87,3 +87,29 @@ def test_a_csv_stem_that_is_not_a_safe_name_says_to_set_task_name(work, capsys):
 def test_pretrain_arch_name_must_be_safe(work, capsys):
     code, out = _main(capsys, "pretrain", "arch.name=../x", "results_dir=res")
     assert code == 1 and "config key 'arch.name'" in _one_error_line(out)
+
+
+# -- item 11: one task name, one task, checked at sweep start -----------------------------
+
+def test_a_sweep_with_two_tasks_under_one_name_is_refused_before_it_runs(work, capsys):
+    one, two = work / "one", work / "two"
+    one.mkdir(), two.mkdir()
+    first, second = _small_csv(one / "x.csv"), _small_csv(two / "x.csv")
+    code, out = _main(capsys, "run", "-m", "task=csv", f"task.path={first},{second}",
+                      "model=onehot", "results_dir=res", "extract.progress=false")
+    line = _one_error_line(out)
+    assert code == 1 and "task.name 'x' names 2 different tasks" in line
+    assert str(first) in line and str(second) in line and "own name" in line
+    assert not (work / "res" / "cells").exists()  # nothing ran
+    code, out = _main(capsys, "run", "-m", "task=csv", f"task.path={first}",
+                      "task.overlap=keep,drop", "model=onehot", "results_dir=res")
+    line = _one_error_line(out)
+    assert code == 1 and "task.name 'x' names 2 different tasks" in line
+    assert "task.overlap=" in line and " vs " in line
+
+
+def test_distinct_task_names_in_a_preset_sweep_pass(work):
+    from ptransfer.cli import CONF_DIR
+    from ptransfer.grid.task_names import check_task_names
+
+    assert check_task_names(CONF_DIR, ["+experiment=own_checkpoints"]) == 4

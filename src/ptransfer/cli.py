@@ -77,6 +77,7 @@ def _hydra_entry(task_function, argv: list[str], config_name: str = "config") ->
 def cmd_run(argv: list[str]) -> int:
     from ptransfer.grid.done import skip_done_sweep
     from ptransfer.grid.sweep import FAILED, run_job
+    from ptransfer.grid.task_names import check_task_names
     from ptransfer.grid.validate_config import precheck
 
     # Hydra's own parser wants -m before the overrides; accept it anywhere, as Hydra's docs do.
@@ -85,7 +86,10 @@ def cmd_run(argv: list[str]) -> int:
     if skip_done_sweep(CONF_DIR, argv):  # a finished sweep: nothing for Hydra to launch
         return 0
     if not any(a in _HYDRA_INFO_FLAGS for a in argv):
-        precheck(CONF_DIR, [a for a in argv if not a.startswith("-")])
+        overrides = [a for a in argv if not a.startswith("-")]
+        precheck(CONF_DIR, overrides)
+        if flags:  # a sweep: one task name must mean one task (grid/task_names.py)
+            check_task_names(CONF_DIR, overrides)
     FAILED["count"] = 0  # this command's failures only (main() may be called again in-process)
     _hydra_entry(run_job, ["run", *argv])
     return 1 if FAILED["count"] else 0
