@@ -137,6 +137,9 @@ def cmd_report(argv: list[str]) -> int:
     parser.add_argument("results", help="results.csv written by `ptransfer collect`")
     parser.add_argument("--out", default="report", help="output folder (default report/)")
     args = parser.parse_args(argv)
+    from ptransfer.grid.validate_config import check_writable
+
+    check_writable(args.out, "--out")
     paths = make_report(args.results, args.out)
     print(f"wrote {len(paths)} files; open {Path(args.out) / 'index.html'}")
     return 0
@@ -171,8 +174,18 @@ def cmd_pretrain(argv: list[str]) -> int:
 
     if not any(a in _HYDRA_INFO_FLAGS for a in argv):
         precheck(CONF_DIR, [a for a in argv if not a.startswith("-")], config_name="pretrain")
-    _hydra_entry(run_pretrain, ["pretrain", *argv], config_name="pretrain")
-    return 0
+    failed: list[str] = []
+
+    def job(cfg) -> None:  # under Hydra: its handler would print a chained traceback
+        try:
+            run_pretrain(cfg)
+        except (FileNotFoundError, ValueError, KeyError) as err:  # data, config: one line
+            failed.append(str(err))
+
+    _hydra_entry(job, ["pretrain", *argv], config_name="pretrain")
+    for message in failed:
+        print(f"ptransfer pretrain: error: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_store(argv: list[str]) -> int:
@@ -223,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[command](rest)
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"ptransfer {command}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a read-only or full disk, a file in the way: it names the path
+        print(f"ptransfer {command}: error: {err.strerror or err}: {err.filename}",
+              file=sys.stderr)
         return 1
 
 

@@ -157,6 +157,9 @@ def weights_file(family: str, name: str, checkpoint: CheckpointRef, weights: str
 
 def _existing(path: str | os.PathLike, key: str) -> Path:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise WeightsUnavailable(f"{key}={path}: is a folder; expected a weights file (a .pt "
+                                 f"checkpoint in the package's format)")
     if not path.is_file():
         raise WeightsUnavailable(f"{key}={path}: no such file")
     return path
@@ -219,6 +222,26 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise WeightsFileError(f"{path}: expected a checkpoint dict, found {type(data).__name__}")
     return data
+
+
+def load_error(error: BaseException) -> str:
+    """One line for an error building a module from a checkpoint: ``load_state_dict`` lists
+    every mismatching tensor on its own line (dozens), so count them and show the first."""
+    text = str(error)
+    if "Error(s) in loading state_dict" not in text:
+        return " ".join(text.split())
+    lines = [line.strip() for line in text.splitlines()]
+    sizes = [line for line in lines if line.startswith("size mismatch for ")]
+    missing = next((line for line in lines if line.startswith("Missing key(s)")), "")
+    unexpected = next((line for line in lines if line.startswith("Unexpected key(s)")), "")
+    parts = [f"{len(sizes)} size mismatch(es)"] if sizes else []
+    parts += [f"{n} {kind} key(s)" for kind, line in (("missing", missing),
+                                                       ("unexpected", unexpected))
+              if (n := line.count('"') // 2)]
+    first = (sizes or [missing or unexpected])[0]
+    first = first.removeprefix("size mismatch for ").replace("copying a param with shape ", "")
+    return (f"its tensors do not match the architecture its own config describes "
+            f"({', '.join(parts)}; first: {first[:160]})")
 
 
 def require_keys(data: Mapping, keys: tuple[str, ...], path: Path, what: str) -> None:

@@ -89,6 +89,13 @@ def planned_head(cfg: DictConfig) -> str:
     return head_for(cfg.head.name, level, kind, cfg.task.name)
 
 
+def reads_store(cfg: DictConfig) -> bool:
+    """Whether the cell reads an embedding store (one-hot and streaming cells do not)."""
+    if cfg.model.get("family", "onehot") == "onehot":
+        return False
+    return planned_head(cfg) != "streaming"
+
+
 def check_declared_shape(cfg: DictConfig, task: Task) -> None:
     """Refuse a task whose loaded shape differs from its declared one (plan would be wrong)."""
     declared = declared_shape(cfg.task)

@@ -15,7 +15,8 @@ there is known and typed without editing this module:
 - ``subsample``: null or a mapping split -> non-negative integer;
 - values (``config_values``): names that become paths are safe, required values are given.
 
-:func:`check_writable` turns an unwritable ``results_dir`` into one line naming it.
+:func:`check_writable` turns an unwritable ``results_dir`` (and ``store_dir``, when a cell
+reads a store) into one line naming it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ptransfer.grid.config_values import (  # noqa: F401 - ConfigError: this mod
     ConfigError,
     check_values,
 )
+from ptransfer.grid.task_data import reads_store
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's configs
 
@@ -191,20 +193,25 @@ def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True,
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name, overrides=[*fixed, *firsts])
+            composed = [cfg]
             if config_name == "pretrain":
                 base = compose(config_name, overrides=[o for o in fixed if o[:1] != "+"])
                 check_pretrain_config(cfg, base, conf_dir)
+                composed = []
             else:
                 check_config(cfg, conf_dir)
             for i, axis in enumerate(sweeps):
                 for choice in axis[1:]:
                     chosen = [*firsts[:i], choice, *firsts[i + 1:]]
-                    check_config(compose("config", overrides=[*fixed, *chosen]), conf_dir)
+                    composed.append(compose("config", overrides=[*fixed, *chosen]))
+                    check_config(composed[-1], conf_dir)
     except HydraException as err:  # a bad override or an unknown option: Hydra's own words
         words = str(err).strip().split("\nConfig search path")[0]  # the path list is noise
         raise ConfigError(words) from None
     if writable:
         check_writable(cfg.results_dir)
+        if any(reads_store(c) for c in composed):  # before any model is built
+            check_writable(cfg.store_dir, "store_dir")
     return cfg
 
 
@@ -222,6 +229,8 @@ def check_before_load(cfg: DictConfig, task) -> None:
     from ptransfer.tasks.validate import check_classes
 
     check_classes(task)
+    if reads_store(cfg):
+        check_writable(cfg.store_dir, "store_dir")
     encoder = hydra.utils.instantiate(cfg.model, _convert_="all")  # configuration only
     sequences = task.all_sequences()
     encoder.check_alphabet(sequences, task.info.get("source_rows"))
