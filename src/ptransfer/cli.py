@@ -160,6 +160,7 @@ def cmd_data(argv: list[str]) -> int:
     dl.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     if args.action == "list":
+        print(data.root_line(root))
         for entry in data.list_datasets(root):
             print(data.format_entry(entry))
         return 0
