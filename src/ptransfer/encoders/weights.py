@@ -179,17 +179,27 @@ def _missing_message(family: str, name: str, target: HubFile, reason: str) -> st
 
 
 def _download(target: HubFile) -> None:
-    """Download ``target`` into the hub cache; a lock keeps parallel cells from racing."""
+    """Download ``target`` into the hub cache; a lock keeps parallel cells from racing.
+
+    The lock file is removed afterwards, whether the download worked or not, so the cache
+    holds only weights. A process that opens the lock file just before it is removed and one
+    that creates it anew may then both download; that is harmless: torch.hub writes to a
+    temporary file and renames it, and both write the same bytes.
+    """
     target.path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.path) + ".lock"):
-        if not target.path.is_file():  # another process may have fetched it meanwhile
-            log.info("downloading %s to %s", target.url, target.path)
-            previous = socket.getdefaulttimeout()
-            socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen sets none
-            try:
-                torch.hub.download_url_to_file(target.url, str(target.path), progress=True)
-            finally:
-                socket.setdefaulttimeout(previous)
+    lock_path = Path(str(target.path) + ".lock")
+    try:
+        with FileLock(str(lock_path)):
+            if not target.path.is_file():  # another process may have fetched it meanwhile
+                log.info("downloading %s to %s", target.url, target.path)
+                previous = socket.getdefaulttimeout()
+                socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen sets none
+                try:
+                    torch.hub.download_url_to_file(target.url, str(target.path), progress=True)
+                finally:
+                    socket.setdefaulttimeout(previous)
+    finally:
+        lock_path.unlink(missing_ok=True)
 
 
 def _download_regression(name: str, model_path: Path) -> None:
