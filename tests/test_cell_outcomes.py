@@ -108,3 +108,15 @@ def test_a_full_disk_fails_the_cell_without_a_traceback(tmp_path, monkeypatch, i
         assert recorded["state"] == "failed" and "No space left" in recorded["error"]
     else:  # nothing could be written: no status (the cell reads as never run, and is redone)
         assert recorded is None
+
+
+# -- item 16: missing data leaves no placeholder cell -----------------------------------------
+
+def test_missing_data_fails_without_leaving_a_placeholder_cell(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # a fresh clone's empty data/
+    code, out = _run(capsys, "task=gb1_two_vs_rest", "data.root=data")
+    assert code == 1
+    assert "missing data file data/flip_gb1/splits.zip" in out
+    assert "ptransfer data download gb1" in out
+    assert not (tmp_path / "res" / "cells").exists()  # nothing to mistake for a cell

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+UNAVAILABLE = "unavailable: "  # the data fingerprint of a task that cannot be loaded
 RESULT_FILES = (ROWS_FILE, PREDICTIONS_FILE)  # recorded (rows, bytes, SHA-256) in status.json
 # Keys that do not change a cell's numbers, left out of its hash.
 _TASK_KEYS_IGNORED = ("root",)
@@ -79,7 +80,7 @@ def data_fingerprint(cfg: DictConfig) -> str:
     try:
         return task_fingerprint(cfg)
     except Exception as err:  # noqa: BLE001 - any loader error (logged once): the run reports it
-        return f"unavailable: {type(err).__name__}"
+        return f"{UNAVAILABLE}{type(err).__name__}"
 
 
 def weights_key(cfg: DictConfig) -> str | None:

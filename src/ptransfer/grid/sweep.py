@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ptransfer.grid.cell import cell_key, is_done, run_cell
+from ptransfer.grid.cell import UNAVAILABLE, cell_key, data_fingerprint, is_done, run_cell
 from ptransfer.grid.logs import enter_cell, leave_cell
 from ptransfer.grid.prepare import prepare_cell
 from ptransfer.grid.retention import remove_temporaries, retire_if_unread
@@ -105,7 +105,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                       "error": f"{type(cause).__name__}: {cause}",
                       "traceback": traceback.format_exc(), "log": log_path}
             remove_temporaries(key.dir)
-            unrecorded = record_failure(key.dir, status)  # a full disk must not fail this
+            # No data, no cell: a placeholder key would only leave a folder to mistake for one.
+            unrecorded = None if data_fingerprint(cfg).startswith(UNAVAILABLE) else \
+                record_failure(key.dir, status)  # a full disk must not fail this
             log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
             if unrecorded:
                 log.error("cell %s: its failed status.json could not be written in full "
