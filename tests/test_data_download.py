@@ -13,11 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from cli_helpers import SHARED_DATA as SHARED
 
 from ptransfer import data
 from ptransfer.data import ChecksumMismatch, DataFile, Dataset, DataUnavailable
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "flip_gb1" / "splits.zip").is_file(),
                                   reason="../shared/data not present")
 GB1_SHA = "00a3c3d5be56ce35adfbec838db8ff549be369525e151a6978133da34b9fd86f"
@@ -270,3 +270,19 @@ def test_list_verifies_pinned_checksums_and_names_a_missing_root(tmp_path, capsy
     if (SHARED / "flip_gb1" / "splits.zip").is_file():  # the real copy: verified
         shutil.copy(SHARED / "flip_gb1" / "splits.zip", zipped)
         assert data.list_datasets(tmp_path)[0]["files"][0]["verified"] is True
+
+
+def test_the_test_data_folder_can_be_set_by_environment(tmp_path):
+    # Issue 19 item 17: a clone not beside ../shared/data runs the data tests with
+    # PTRANSFER_TEST_DATA=/path/to/data (they skipped before).
+    import os
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent
+    code = ("import cli_helpers, test_tasks_flip, test_pretrain; "
+            "print(cli_helpers.SHARED_DATA, test_tasks_flip.SHARED, test_pretrain.SHARED_DATA)")
+    env = {**os.environ, "PTRANSFER_TEST_DATA": str(tmp_path), "PYTHONPATH": str(tests)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [str(tmp_path)] * 3
