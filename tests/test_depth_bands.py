@@ -83,8 +83,8 @@ def test_one_seed_depth_curves_show_the_bootstrap_band_and_sd_needs_two_seeds(tm
     assert "pretrained 1 seed (95 % bootstrap interval over test proteins)" in caption
     assert "random_init 3 seeds (±1 sd over seeds)" in caption
     svg = (tmp_path / "out" / "depth_t_test.svg").read_text()
-    assert "95 % bootstrap interval over test proteins (1 seed)" in svg
-    assert "±1 sd over seeds" in svg and "mean ± 1 sd" not in svg
+    assert "band: 95 % bootstrap interval" in svg and "over test proteins (1 seed)" in svg
+    assert "band: ±1 sd over seeds" in svg and "mean ± 1 sd" not in svg
 
 
 def test_a_one_seed_curve_without_predictions_has_no_band_and_no_sd_label():

@@ -77,8 +77,8 @@ def _new_figure(title: str, metric: str, xlabel: str) -> tuple[Figure, object]:
     return fig, ax
 
 
-BAND_LABELS = {"sd": "band: ±1 sd over seeds (≥ 2 seeds)",
-               "ci": "band: 95 % bootstrap interval over test proteins (1 seed)"}
+BAND_LABELS = {"sd": "band: ±1 sd over seeds\n(≥ 2 seeds)",
+               "ci": "band: 95 % bootstrap interval\nover test proteins (1 seed)"}
 
 
 def bands(points: pd.DataFrame) -> pd.DataFrame:
