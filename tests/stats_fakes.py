@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ptransfer import metrics
+from ptransfer.analysis.cell_files import file_record, parquet_rows
 from ptransfer.analysis.predictions import (
     PREDICTIONS_FILE,
     item_id,
@@ -25,6 +26,7 @@ from ptransfer.analysis.predictions import (
     write_predictions,
 )
 from ptransfer.analysis.rows import COLUMNS, ROWS_FILE, make_frame, write_rows
+from ptransfer.grid.status import write_status
 
 EVAL_SETS = ("val", "test")
 
@@ -124,6 +126,10 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
     frame = make_frame(rows)
     cell_dir = Path(root) / "cells" / cell_id
     write_rows(frame, cell_dir / ROWS_FILE)
+    files = {ROWS_FILE: file_record(cell_dir / ROWS_FILE, len(frame))}
     if predictions:
         write_predictions(blocks, cell_dir / PREDICTIONS_FILE)
+        files[PREDICTIONS_FILE] = file_record(cell_dir / PREDICTIONS_FILE,
+                                              parquet_rows(cell_dir / PREDICTIONS_FILE))
+    write_status(cell_dir, state="done", cell_id=cell_id, files=files)  # as a cell does
     return frame

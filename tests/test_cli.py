@@ -71,7 +71,8 @@ def test_data_root_forms(work, capsys, form):
     code, out = _main(capsys, *[str(root) if a == "ROOT" else a.replace("ROOT", str(root))
                                 for a in form])
     assert code == 0, out
-    lines = {line.split()[0]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert out.splitlines()[0] == f"data root {root}"  # the listing says where it looked
+    lines = {line.split()[0]: line for line in out.splitlines()[1:] if not line.startswith(" ")}
     assert set(lines) == set(DATASETS)
     # The file is there (with the wrong bytes): the listing looked in this root, not data/.
     assert "missing" not in lines["gb1"] and "missing" in lines["aav"]

@@ -169,3 +169,17 @@ def test_cell_that_cannot_run_fails_before_model_and_store(tmp_path, monkeypatch
     assert status["state"] == "failed" and words in status["error"]
     # Only the failure record: no config, no rows, no store, lock or temporary file.
     assert _cell_files(tmp_path / "res") == [f"cells/{cell.name}/status.json"]
+
+
+@pytest.mark.parametrize("header,column", [
+    ("sequence,target,set,target", "target"),
+    ("sequence,target, sequence,set", "sequence"),  # names are stripped before comparing
+])
+def test_a_repeated_column_name_is_an_error_naming_file_and_column(tmp_path, header, column):
+    # Issue 19 item 3: two `target` columns silently used the last one.
+    path = write_csv(tmp_path, [header, "MKV,0.5,train,9.5", "MKL,1.5,val,8.5",
+                                "MKI,2.5,test,7.5"])
+    with pytest.raises(TaskDataError) as err:
+        load_csv_task(path, kind="regression")
+    assert str(path) in str(err.value) and f"column {column!r}" in str(err.value)
+    assert "2 times" in str(err.value)

@@ -1,17 +1,15 @@
 """Result rows: the long-format schema every cell writes and ``collect`` merges.
 
 One row holds one number: the value of one metric of one layer's probe on one evaluation
-set. Plots and summaries read only the merged table, never a model or a dataset.
+set. Plots and summaries read only the merged table (``analysis.collect``), never a model or
+a dataset.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
-
-log = logging.getLogger(__name__)
 
 ROWS_FILE = "rows.csv"
 RESULTS_FILE = "results.csv"
@@ -97,7 +95,13 @@ def read_checked(path: str | Path, read, columns, what: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {what} at {path}")
-    frame = read(path)
+    try:
+        frame = read(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file, not a ptransfer {what}") from None
+    except Exception as err:  # noqa: BLE001 - any parse error (truncated, not CSV/Parquet)
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: cannot be read as a ptransfer {what} ({detail})") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a ptransfer {what}, missing columns {missing}")
@@ -109,16 +113,3 @@ def read_results(path: str | Path) -> pd.DataFrame:
     required = [c for c in COLUMNS if c not in ADDED_COLUMNS]
     frame = read_checked(path, pd.read_csv, required, "results table")
     return with_added_columns(frame)[[*COLUMNS, *(c for c in frame if c not in COLUMNS)]]
-
-
-def collect(root: str | Path) -> pd.DataFrame:
-    """Merge every ``rows.csv`` under ``root`` into ``root/results.csv`` and return it."""
-    root = Path(root)
-    files = sorted(p for p in root.rglob(ROWS_FILE) if p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no {ROWS_FILE} under {root}: run `ptransfer run` first")
-    frames = [read_results(p) for p in files]
-    merged = pd.concat(frames, ignore_index=True)
-    write_rows(merged, root / RESULTS_FILE)
-    log.info("collected %d rows from %d runs into %s", len(merged), len(files), root / RESULTS_FILE)
-    return merged

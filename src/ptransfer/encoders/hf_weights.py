@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from ptransfer.encoders.weights import OFFLINE_ENV, WeightsUnavailable, downloads_allowed
+from ptransfer.encoders.weights_location import hf_cache_dir, repo_cache_dir
 
 HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
 # What a snapshot needs for an encoder: config and weights. Tokenizer files are not read
@@ -38,24 +39,10 @@ class HfWeightsUnavailable(WeightsUnavailable):
     """A transformers model is neither in the hub cache nor downloadable; says where to put it."""
 
 
-def hf_cache_dir() -> Path:
-    """The hub cache ``huggingface_hub`` uses under the current environment."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
 def hf_offline() -> bool:
     """True when either ``HF_HUB_OFFLINE`` or ``PTRANSFER_OFFLINE`` forbids downloads."""
     hf = os.environ.get(HF_OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
     return hf or not downloads_allowed()
-
-
-def repo_cache_dir(repo_id: str) -> Path:
-    """``<cache>/models--<org>--<name>``: the folder a hub snapshot of ``repo_id`` lives in."""
-    return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
 
 
 def check_pretrained_dir(directory: Path, key: str) -> Path:

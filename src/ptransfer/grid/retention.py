@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 
 from ptransfer.embed.diskspace import size_text
 from ptransfer.grid.cell import CellKey, cell_key, encoder_identity, is_done
+from ptransfer.grid.task_data import reads_store  # noqa: F401 - the rule, retention's API
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,6 @@ def policy(cfg: DictConfig) -> str:
     if value not in POLICIES:
         raise ValueError(f"store.retain must be one of {list(POLICIES)}, got {value!r}")
     return value
-
-
-def reads_store(cfg: DictConfig) -> bool:
-    """Whether the cell reads an embedding store (one-hot and streaming cells do not)."""
-    if cfg.model.get("family", "onehot") == "onehot":
-        return False
-    from ptransfer.grid.task_data import planned_head  # the rule run_cell and plan apply
-
-    return planned_head(cfg) != "streaming"
 
 
 def store_group(cfg: DictConfig) -> tuple[str, list[Path]]:
@@ -107,7 +99,7 @@ def _readers(folder: Path) -> set[str]:
     return readers
 
 
-def _delete_store(path: Path) -> bool:
+def delete_store(path: Path) -> bool:
     """Delete one store's files under its lock; False when a writer holds the lock."""
     shards = path.with_name(path.name + ".shards")
     if not path.exists() and not shards.exists():
@@ -138,7 +130,7 @@ def retire_if_unread(cfg: DictConfig) -> list[Path]:
                  len(pending), len(readers))
         return []
     try:
-        deleted = [p for p in paths if _delete_store(p)]
+        deleted = [p for p in paths if delete_store(p)]
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last group gone: no empty readers/ left
             folder.parent.rmdir()

@@ -22,10 +22,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.cell import UNAVAILABLE, cell_key, data_fingerprint, is_done, run_cell
 from ptransfer.grid.logs import enter_cell, leave_cell
+from ptransfer.grid.prepare import prepare_cell
 from ptransfer.grid.retention import remove_temporaries, retire_if_unread
-from ptransfer.grid.status import INTERRUPTED, RUNNING, effective_state, read_status
+from ptransfer.grid.status import (
+    INTERRUPTED,
+    RUNNING,
+    effective_state,
+    read_status,
+    record_failure,
+)
 from ptransfer.grid.validate_config import CONF_DIR, check_config
 
 log = logging.getLogger(__name__)
@@ -89,24 +96,34 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     else:
         log_unfinished(key)
         try:
+            key = prepare_cell(cfg, key)  # weights fetched (their content keys the cell)
             frame = run_cell(cfg)
             status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame)}
-            print_cell_summary(frame)
         except Exception as err:  # noqa: BLE001 - a cell's failure must not end the sweep
             cause = root_cause(err)
             status = {"state": "failed", "cell_id": key.cell_id,
                       "error": f"{type(cause).__name__}: {cause}",
                       "traceback": traceback.format_exc(), "log": log_path}
             remove_temporaries(key.dir)
-            write_status(key.dir, **status)
+            # No data, no cell: a placeholder key would only leave a folder to mistake for one.
+            unrecorded = None if data_fingerprint(cfg).startswith(UNAVAILABLE) else \
+                record_failure(key.dir, status)  # a full disk must not fail this
             log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
+            if unrecorded:
+                log.error("cell %s: its failed status.json could not be written in full "
+                          "(%s)", key.cell_id, unrecorded)
             FAILED["count"] += 1
+        else:  # display only: the cell is done whatever happens here
+            print_cell_summary(frame)
     if status["state"] in ("done", "skipped"):
         retire_if_unread(cfg)  # store.retain=until_done: the last reader deletes the store
     status["rows"] = str(key.dir)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2))
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2))
+        except OSError as err:  # a full disk: the cell's own log line above says it all
+            log.error("could not write %s: %s", out_dir / JOB_STATUS, err)
     leave_cell(token)
     return status
 
@@ -137,10 +154,12 @@ def print_cell_summary(frame) -> None:
     if main.empty:
         return
     table = main.pivot_table(index="layer", columns="eval_set", values="value", aggfunc="first")
-    best = int(main[main.best_layer].layer.iloc[0])
     metric = main.metric.iloc[0]
+    best = main[main.best_layer.astype(bool)].layer
+    choice = (f"best on val: layer {int(best.iloc[0])}" if len(best) else
+              f"no best layer: every layer's validation {metric} is NaN")
     print(f"\n{frame.task.iloc[0]} | {frame.model.iloc[0]} | {frame.ablation.iloc[0]} | "
-          f"seed {frame.seed.iloc[0]} | {metric} per layer (best on val: layer {best})")
+          f"seed {frame.seed.iloc[0]} | {metric} per layer ({choice})")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
@@ -167,4 +186,6 @@ class SweepSummary(Callback):
             print("nothing to do: every cell of this sweep was already complete")
         for status in groups["failed"]:
             print(f"  FAILED {status['cell_id']}: {status['error']}\n    log: {status['log']}")
-        FAILED["count"] = len(groups["failed"])  # the sweep's statuses are the record
+        # The sweep's statuses are the record (a job whose status a full disk kept from
+        # being written still counted in this process).
+        FAILED["count"] = max(FAILED["count"], len(groups["failed"]))
