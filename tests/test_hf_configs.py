@@ -85,3 +85,14 @@ def test_plan_sizes_every_new_model(tmp_path):
         "model=antiberty"].gpu_seconds * 40
     assert by_model["model=antiberty"].disk_bytes == pytest.approx(8_733 * 9 * 512 * 4, rel=0.1)
     assert plan_totals(cells)["extractions"] == 5
+
+
+def test_plan_agrees_with_run_when_a_swept_key_is_fixed_on_the_command_line(tmp_path):
+    # `run -m +experiment=antiberty_ablations task=ss3` runs ss3 only (Hydra's basic sweeper
+    # replaces the preset's task sweep); plan must count the same cells.
+    from ptransfer.grid.plan import plan_cells
+
+    common = ["+experiment=antiberty_ablations", f"results_dir={tmp_path}"]
+    cells = plan_cells(CONF_DIR, [*common, "task=ss3", "subsample={train: 10, val: 5}"])
+    real = [c for c in cells if c.excluded is None]
+    assert len(real) == 8 and all(c.cell_id.startswith("ss3__") for c in cells)

@@ -28,6 +28,7 @@ families: the paper never ablated them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,6 +65,23 @@ from ptransfer.encoders.weights import (
 log = logging.getLogger(__name__)
 
 SCOPE_KEY = "ablation.scope"
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers prints a load report and a progress bar per load; ptransfer checks the
+    missing tensors itself and logs one line, so silence both while loading."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 class HfEncoder(ModuleEncoder):
@@ -103,9 +121,10 @@ class HfEncoder(ModuleEncoder):
 
     def read_module(self, path: Path) -> nn.Module:
         try:
-            module, info = model_class(self.arch).from_pretrained(
-                str(path), dtype=torch.float32, output_loading_info=True,
-                trust_remote_code=False, **self._kwargs())
+            with _quiet_transformers():
+                module, info = model_class(self.arch).from_pretrained(
+                    str(path), dtype=torch.float32, output_loading_info=True,
+                    trust_remote_code=False, **self._kwargs())
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
             raise WeightsFileError(f"{path}: transformers cannot load a model from it: "
                                    f"{error}") from error
@@ -117,6 +136,10 @@ class HfEncoder(ModuleEncoder):
         if missing:  # would stay randomly initialised while the rows say "pretrained"
             raise WeightsFileError(f"{path}: the weights file lacks {len(missing)} tensor(s) of "
                                    f"the {type(module).__name__}, e.g. {sorted(missing)[:3]}")
+        unused = sorted(info.get("unexpected_keys", ()))
+        if unused:  # masked-LM heads, poolers, T5 decoders: not part of the features
+            log.info("%s: %d tensors of %s are not part of %s and were not read (e.g. %s)",
+                     self.name, len(unused), path, type(module).__name__, unused[0])
         return module
 
     def module_architecture(self, module: nn.Module) -> dict[str, int]:
