@@ -15,6 +15,7 @@ from hf_models import (
     plain_features,
     tiny_kwargs,
     write_pretrained,
+    write_tokenizer,
 )
 from omegaconf import OmegaConf
 from tiny_models import model_config
@@ -177,3 +178,26 @@ def test_long_sequences_are_windowed_by_the_extraction(pretrained_dirs):
     torch.testing.assert_close(features[:, 40:], last[:, 10:])  # by the last window only
     middle = (first[:, 10:20] + encoder.embed([sequence[10:30]])[:, 0, :10]) / 2
     torch.testing.assert_close(features[:, 10:20], middle)  # mean of the two windows
+
+
+# What the hub repositories hold: masked-LM or encoder-decoder models, not the bare encoder.
+HUB_CLASSES = {"hf_esm2": "EsmForMaskedLM", "prot_bert": "BertForMaskedLM",
+               "prot_t5": "T5ForConditionalGeneration", "ankh": "T5ForConditionalGeneration"}
+
+
+@pytest.mark.parametrize("family", sorted(HUB_CLASSES))
+def test_the_encoder_of_a_masked_lm_or_encoder_decoder_checkpoint_is_read(family, tmp_path):
+    import transformers
+
+    from ptransfer.encoders.hf_families import hf_config
+
+    torch.manual_seed(0)
+    full = getattr(transformers, HUB_CLASSES[family])(hf_config(TINY_HF_ARCH[family])).eval()
+    full.save_pretrained(str(tmp_path))
+    write_tokenizer(family, tmp_path)
+    encoder = make(family, weights=str(tmp_path))  # refuses a checkpoint lacking any tensor
+    assert torch.equal(encoder.module_.get_input_embeddings().weight,
+                       full.get_input_embeddings().weight)  # read, not re-initialised
+    sequence = SEQUENCES[0]
+    torch.testing.assert_close(encoder.embed([sequence])[:, 0],
+                               plain_features(family, tmp_path, sequence), atol=1e-5, rtol=0)
