@@ -116,6 +116,7 @@ def test_bad_kind(tmp_path):
     ("esm1_t6_43M_UR50S", False), ("esm1b_t33_650M_UR50S", False), ("esm2_t6_8M_UR50D", False),
     ("carp_600k", True), ("onehot", True),
     ("hf_esm2_t6_8M_UR50D", False), ("esmc_300m", False),  # transformers: the hub vocabularies
+    ("antiberty", True),  # 20 residues; the others pass as [UNK], as its own runner does
 ])
 def test_each_family_alphabet_is_known_without_weights(family_model, accepts_j):
     cfg = OmegaConf.load(CONF.parent / "model" / f"{family_model}.yaml")

@@ -118,6 +118,27 @@ def test_save_pretrained_folder_changes_with_any_file(tmp_path):
     assert wf.weights_fingerprint(model, "final", "pretrained", "full") != "folder:" + expected
 
 
+def test_weights_shipped_in_a_python_package_are_its_folder(tmp_path, monkeypatch):
+    """model.package (AntiBERTy): the folder inside the installed package, found without
+    importing it; not installed, the fingerprint says so and nothing is downloaded."""
+    folder = tmp_path / "site" / "shipsweights" / "trained" / "m"
+    folder.mkdir(parents=True)
+    (folder.parents[1] / "__init__.py").write_text("raise ImportError('never imported')\n")
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"weights v1")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    package = {"name": "shipsweights", "path": "trained/m", "install": "pip install it"}
+    model = _model(tmp_path, None, repo_id=None, package=package, family="antiberty")
+    expected = hashlib.sha256(f"config.json\0{_sha(b'{}')}\npytorch_model.bin\0"
+                              f"{_sha(b'weights v1')}\n".encode()).hexdigest()
+    assert wf.weights_fingerprint(model, "final", "pretrained", "full") == "folder:" + expected
+    assert wf.weights_fingerprint(model, "final", "random_init", "full") is None
+    absent = {**model, "package": {**package, "name": "not_installed_pkg_x"}}
+    assert wf.weights_fingerprint(absent, "final", "pretrained", "full") == (
+        "absent: model.package (not_installed_pkg_x)")
+    assert wf.fetch_weights(absent, "final", "stat_transfer", "full") is False
+
+
 def _hub_snapshot(cache: Path, repo: str, commit: str, blobs: dict[str, bytes]) -> Path:
     """A hub cache entry laid out as huggingface_hub writes it: blobs named by hash,
     snapshot files symlinked to them, refs/main naming the commit."""

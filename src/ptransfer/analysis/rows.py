@@ -17,7 +17,7 @@ RESULTS_FILE = "results.csv"
 # Column -> meaning. The README's schema table is generated from the same words.
 COLUMNS: dict[str, str] = {
     "model": "model name as its package names it (esm2_t6_8M_UR50D, carp_600k, onehot)",
-    "family": "esm1 | esm1b | esm2 | carp | hf_esm2 | esmc | onehot",
+    "family": "esm1 | esm1b | esm2 | carp | hf_esm2 | esmc | prot_bert | prot_t5 | ankh | antiberty | onehot",
     "n_params": "parameter count of the encoder (0 for onehot)",
     "checkpoint": "pretraining checkpoint name (final, or an intermediate one)",
     "checkpoint_step": "pretraining step of that checkpoint (empty when unknown)",

@@ -40,6 +40,7 @@ from ptransfer.encoders.weights_location import (
     cached_snapshot,
     checkpoint_path,
     hub_checkpoints_dir,
+    package_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def weights_location(model: Mapping, checkpoint: str) -> tuple[str, Path | None,
     local path, which may be missing), or ``hub`` (a hub snapshot folder, None when it is not
     in the cache); ``where`` names the config key or the hub repository."""
     entries = model.get("checkpoints") or {}
-    hf = bool(model.get("repo_id"))
+    hf = bool(model.get("repo_id") or model.get("package"))
     kind = "folder" if hf else "file"
     if str(checkpoint) != "final":
         entry = entries.get(str(checkpoint)) or {}
@@ -70,6 +71,9 @@ def weights_location(model: Mapping, checkpoint: str) -> tuple[str, Path | None,
         return kind, path, f"model.checkpoints.{checkpoint}"
     if model.get("weights"):
         return kind, Path(str(model["weights"])).expanduser(), "model.weights"
+    if model.get("package"):  # weights shipped inside an installed Python package
+        package = model["package"]
+        return "folder", package_folder(package), f"model.package ({package['name']})"
     if hf:
         found = cached_snapshot(str(model["repo_id"]), model.get("revision"))
         where = f"{model['repo_id']}@{model.get('revision') or 'main'}"
@@ -106,8 +110,8 @@ def fetch_weights(model: Mapping, checkpoint: str, ablation: str, scope: str) ->
     if not reads_weights(model, ablation, scope):
         return False
     kind, path, _ = weights_location(model, checkpoint)
-    if path is not None and path.exists():
-        return False
+    if path is not None and path.exists() or model.get("package"):
+        return False  # nothing to download: a missing package is the loader's clear error
     if kind == "hub":
         from ptransfer.encoders.hf_weights import model_directory
 

@@ -15,6 +15,7 @@ as the packages compute them:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Mapping
@@ -74,3 +75,12 @@ def cached_snapshot(repo_id: str, revision: str | None) -> tuple[str, Path] | No
         return None
     snapshot = repo / "snapshots" / commit
     return (commit, snapshot) if snapshot.is_dir() else None
+
+
+def package_folder(package: Mapping) -> Path | None:
+    """The folder ``package.path`` inside the installed Python package ``package.name`` (found
+    with ``importlib.util.find_spec``, never imported), or None when it is not installed."""
+    spec = importlib.util.find_spec(str(package["name"]))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / str(package.get("path") or "")
