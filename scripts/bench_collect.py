@@ -5,7 +5,7 @@ simulated results table the size of ``+experiment=paper_ablations``.
 every layer (ESM-1 35, ESM-1b 34, ESM-2 34, CARP-640M 57 layer outputs, one-hot 1), each cell
 with rows.csv and predictions.parquet on its test sets at the tasks' real test-set sizes.
 Prints the time to write the simulated cells (not part of collect), then the time of
-``rows.collect`` + ``summary.write_tables`` (1,000 resamples), the same as ``ptransfer collect``.
+``analysis.collect.collect`` (1,000 resamples), what ``ptransfer collect`` runs.
 
     python scripts/bench_collect.py [--out /tmp/bench_collect] [--resamples 1000] [--keep]
         [--reuse]
@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ptransfer.analysis.cell_files import STATUS_FILE, file_record
+from ptransfer.analysis.collect import collect, merge_cells
 from ptransfer.analysis.predictions import PREDICTIONS_FILE, item_id, write_predictions
-from ptransfer.analysis.rows import COLUMNS, ROWS_FILE, collect, make_frame, write_rows
-from ptransfer.analysis.summary import write_tables
+from ptransfer.analysis.rows import COLUMNS, ROWS_FILE, make_frame, write_rows
 
 # Test-set sizes: GB1 from the FLIP CSVs in ../shared/data; AAV and Meltome from the FLIP
 # paper's split table; SCL balanced assumed 490 (DeepLoc setHARD); ss3 from the NetSurfP test
@@ -115,6 +116,10 @@ def _cell(root: Path, task: str, sets: dict, model: str, info, ablation: str, se
     cell_dir = root / "cells" / cell_id
     write_rows(make_frame(rows), cell_dir / ROWS_FILE)
     write_predictions(blocks, cell_dir / PREDICTIONS_FILE)
+    files = {ROWS_FILE: file_record(cell_dir / ROWS_FILE, len(rows)),
+             PREDICTIONS_FILE: file_record(cell_dir / PREDICTIONS_FILE,
+                                           sum(len(b) for b in blocks))}
+    (cell_dir / STATUS_FILE).write_text(json.dumps({"state": "done", "files": files}))
 
 
 def simulate(root: Path) -> int:
@@ -148,21 +153,22 @@ def main() -> None:
               "(not part of collect)")
     size = sum(p.stat().st_size for p in root.rglob(PREDICTIONS_FILE))
     print(f"{size / 2**20:.0f} MiB of predictions.parquet")
-    started, cpu = time.perf_counter(), time.process_time()
-    merged = collect(root)
+    started = time.perf_counter()
+    merged = merge_cells(root)[0]  # verify every cell's files and read its rows
     read = time.perf_counter() - started
-    from ptransfer.analysis.summary import analyse
-    analysis = analyse(merged, root, n_resamples=args.resamples)
-    stats_time = time.perf_counter() - started - read
-    write_tables(merged, root, analysis=analysis)
+    started, cpu = time.perf_counter(), time.process_time()
+    done = collect(root, n_resamples=args.resamples)
     total, cpu = time.perf_counter() - started, time.process_time() - cpu
-    print(f"collect: {len(merged):,} rows from {merged.cell_id.nunique()} cells; merge "
-          f"{read:.1f} s, intervals + comparisons + taxonomy {stats_time:.1f} s "
-          f"({args.resamples} resamples), total {total:.1f} s wall, {cpu:.1f} s CPU; "
-          f"{len(analysis.intervals)} intervals, {len(analysis.comparisons)} comparisons, "
-          f"{len(analysis.taxonomy)} taxonomy rows; load average {os.getloadavg()[0]:.1f} "
+    taxonomy = pd.read_csv(root / "taxonomy.csv")
+    n_intervals = len(pd.read_csv(root / "intervals.csv"))
+    n_comparisons = len(pd.read_csv(root / "comparisons.csv"))
+    print(f"collect: {len(merged):,} rows from {len(done.cells)} cells; verifying + merging "
+          f"alone {read:.1f} s; whole collect (verify, merge, intervals + comparisons + "
+          f"taxonomy with {args.resamples} resamples, atomic publish) {total:.1f} s wall, "
+          f"{cpu:.1f} s CPU; {n_intervals} intervals, {n_comparisons} comparisons, "
+          f"{len(taxonomy)} taxonomy rows; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
-    print(pd.Series(analysis.taxonomy["class"]).value_counts().to_string())
+    print(taxonomy["class"].value_counts().to_string())
     if not args.keep:
         shutil.rmtree(root)
 

@@ -13,6 +13,11 @@ and sampled, full 265-residue sequences; all layers, mean pooling.
   per sequence ``{layer: t[i, 1:len+1].mean(0).clone()}`` saved by ``torch.save`` to one .pt.
 - ptransfer: ``EsmEncoder`` + ``extract_to_store`` into an ``EmbeddingStore`` (HDF5).
 
+``--hf antiberty``: the HF BERT path instead, real AntiBERTy weights through ``HfEncoder`` vs
+a plain ``AutoModel`` loop (``scripts/bench_extract_hf.py`` says how):
+
+    python scripts/bench_extract.py --hf antiberty --threads 2 --chunk 500
+
 Mode A (unique): the unique sequences once for both. Mode B (splits): esm-extract run on
 each split's FASTA, as its users do (3 x N), vs ptransfer filling one store for the three
 tasks (each unique sequence embedded once). ptransfer runs ESM-2 attention fused
@@ -52,6 +57,7 @@ from argparse import Namespace
 from importlib import metadata
 from pathlib import Path
 
+import bench_extract_hf
 import esm
 import numpy as np
 import torch
@@ -372,8 +378,16 @@ def main() -> None:
                         help="--bf16-cpu: forward timings only")
     parser.add_argument("--test-subsample", type=int, default=None,
                         help="--bf16-cpu: score on this many test sequences (default: all)")
+    bench_extract_hf.add_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.hf:
+        results = bench_extract_hf.run(args, read_splits(args.splits, None))
+        bench_extract_hf.report(results)
+        print(json.dumps(results, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return
     if args.bf16_cpu:
         results = bf16_cpu(args)
         print(json.dumps(results, indent=1))

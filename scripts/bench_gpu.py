@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 from ptransfer.embed.extract import embed_sequences, mean_pool, plan_batches
 from ptransfer.encoders.base import CheckpointRef
 from ptransfer.encoders.esm import esm_n_params
-from ptransfer.encoders.hf import hf_n_params
+from ptransfer.encoders.hf_families import hf_n_params
 from ptransfer.heads import RidgeProbe, StreamingRidgeClassifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real datasets for the tests that need them (they skip without): $PTRANSFER_TEST_DATA,
+# else ../shared/data beside the clone (the development layout).
+TEST_DATA_ENV = "PTRANSFER_TEST_DATA"
+SHARED_DATA = Path(os.environ.get(TEST_DATA_ENV) or REPO.parent / "shared" / "data")
 
 
 def ptransfer(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 600):

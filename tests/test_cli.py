@@ -71,7 +71,8 @@ def test_data_root_forms(work, capsys, form):
     code, out = _main(capsys, *[str(root) if a == "ROOT" else a.replace("ROOT", str(root))
                                 for a in form])
     assert code == 0, out
-    lines = {line.split()[0]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert out.splitlines()[0] == f"data root {root}"  # the listing says where it looked
+    lines = {line.split()[0]: line for line in out.splitlines()[1:] if not line.startswith(" ")}
     assert set(lines) == set(DATASETS)
     # The file is there (with the wrong bytes): the listing looked in this root, not data/.
     assert "missing" not in lines["gb1"] and "missing" in lines["aav"]
@@ -150,21 +151,25 @@ def test_multirun_flag_anywhere_and_csv_tasks_collect_side_by_side(work, capsys)
     assert merged.cell_id.nunique() == 2 and merged.cell_id.str.startswith(("alpha", "beta")).all()
 
 
-def test_collect_names_the_colliding_cells(work, capsys):
+def test_collect_flags_two_datasets_under_one_task_name(work, capsys):
+    """Two different files under one explicit task name: each cell stays its own arm (rows
+    are keyed by data fingerprint, so nothing is pooled or compared across them) and the
+    summary flags the task as mixed."""
     rng = np.random.default_rng(1)
     one, two = work / "one", work / "two"
     one.mkdir(), two.mkdir()
-    # Two different files under one explicit task name: the collision collect must explain.
     for folder in (one, two):
         code, out = _main(capsys, "run", "results_dir=res", "task=csv", "model=onehot",
                           f"task.path={_csv(folder / 'data.csv', rng)}", "task.name=same",
                           "extract.progress=false")
         assert code == 0, out
-    cells = sorted(p.name for p in (work / "res" / "cells").iterdir())
-    assert len(cells) == 2
+    assert len(list((work / "res" / "cells").iterdir())) == 2
     code, out = _main(capsys, "collect", "res")
-    assert code == 1
-    assert f"written by the cells {cells}" in out and "task.name" in out
+    assert code == 0, out
+    intervals = pd.read_csv(work / "res" / "intervals.csv")
+    assert intervals["data_fingerprint"].nunique() == 2  # two baselines, never pooled
+    assert "mixed datasets: task 'same' has 2 data fingerprints" in \
+        (work / "res" / "summary.md").read_text()
 
 
 def test_smoke_preset_has_its_own_results_dir(work, capsys):

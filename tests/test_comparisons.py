@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from stats_fakes import protein_task, write_cell
 
 from ptransfer.analysis.bootstrap import Replicates
@@ -57,15 +58,21 @@ def test_comparisons_pairs_deltas_and_holm(tmp_path):
     assert pairs == expected
     assert table["delta"].to_numpy() == pytest.approx(
         (table["estimate_a"] - table["estimate_b"]).to_numpy())
-    # Holm by hand over the finite p-values: sorted p times (m - rank), running max, cap 1
-    p = table["p_value"].to_numpy()
-    finite = np.flatnonzero(np.isfinite(p))
-    order = finite[np.argsort(p[finite])]
-    m, running, expected_holm = len(order), 0.0, np.full(len(p), np.nan)
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        expected_holm[i] = running
-    assert np.allclose(table["p_holm"], expected_holm, equal_nan=True)
+    # Holm by hand within each decision family; descriptive rows stay unadjusted
+    decided = table[table["decision"] != ""]
+    assert set(decided["decision"]) == {"transfer", "pretraining"}
+    assert (decided["layer_choice"] == "best").all() and (decided["a"] == "pretrained").all()
+    for _, family in decided.groupby("holm_family"):
+        p = family["p_value"].to_numpy()
+        order = np.argsort(p)
+        running, expected_holm = 0.0, np.empty(len(p))
+        for rank, i in enumerate(order):
+            running = max(running, min(1.0, (len(p) - rank) * p[i]))
+            expected_holm[i] = running
+        assert np.allclose(family["p_holm"], expected_holm)
+    descriptive = table[table["decision"] == ""]
+    assert descriptive["p_holm"].isna().all()
+    assert (descriptive["holm_family"] == "not a decision row: p unadjusted").all()
     best = table[(table["layer_choice"] == "best") & (table["b"] == "onehot")
                  & (table["a"] == "pretrained")].iloc[0]
     assert best["ci_low"] > 0 and best["p_holm"] < 1e-3  # 0.4+0.6 signal vs 0.2: clear
@@ -83,7 +90,7 @@ def test_identical_predictions_give_a_zero_width_paired_interval(tmp_path):
     shutil.copy(pretrained / PREDICTIONS_FILE, ablated / PREDICTIONS_FILE)
     table = analyse(pd.concat(frames, ignore_index=True), tmp_path).comparisons
     row = table[(table["layer_choice"] == "best") & (table["b"] == "random_init")].iloc[0]
-    assert row["ci_low"] == 0.0 and row["ci_high"] == 0.0
+    assert row["ci_high"] - row["ci_low"] == 0.0 and row["se"] == 0.0
 
 
 def test_seed_variation_widens_the_interval(tmp_path):
@@ -110,12 +117,18 @@ def test_cells_that_differ_are_never_compared(tmp_path, field, kwargs, words):
     table = analyse(_grid(tmp_path, **kwargs), tmp_path).comparisons
     refused = table[table["b"].eq("random_init") | table["a"].eq("random_init")]
     refused = refused[refused["layer_choice"] != "best vs last"]
-    assert len(refused) == 4 and refused["not_comparable"].str.startswith(f"{field} differs").all()
+    if field == "precision":  # extraction settings do not apply to one-hot: comparable
+        against_onehot = refused[refused["b"] == "onehot"]
+        assert len(against_onehot) == 2 and (against_onehot["not_comparable"] == "").all()
+        refused = refused[refused["b"] != "onehot"]
+    assert len(refused) == (2 if field == "precision" else 4)
+    assert refused["not_comparable"].str.startswith(f"{field} differs").all()
     assert (refused.loc[refused["a"] == "pretrained", "not_comparable"] == words).all()
     assert refused[["delta", "ci_low", "p_value", "p_holm"]].isna().all().all()
     assert refused["estimate_a"].notna().all()  # both numbers shown, their difference not
     fine = table[(table["a"] == "pretrained") & (table["b"] == "onehot")]
-    assert (fine["not_comparable"] == "").all() and fine["p_holm"].notna().all()
+    assert (fine["not_comparable"] == "").all() and fine["p_value"].notna().all()
+    assert fine.loc[fine["layer_choice"] == "best", "p_holm"].notna().all()
 
 
 def test_cells_without_predictions_get_nan_and_a_note(tmp_path):
@@ -142,8 +155,10 @@ def test_delta_is_a_gain_for_lower_is_better_metrics():
     def arm(cell_id, value):
         key = {"task": "t", "eval_set": "test", "model": "m", "checkpoint": "final",
                "ablation": "pretrained", "ablation_scope": "full", "head": "ridge",
-               "data_fingerprint": "fp", "precision": "fp32", "family": "esm2",
-               "n_params": 1, "checkpoint_step": np.nan, "metric": "mse"}
+               "head_config": "h", "data_fingerprint": "fp", "precision": "fp32",
+               "length_policy": "window", "pooled_dtype": "float32", "revision": "",
+               "family": "esm2", "n_params": 1, "checkpoint_step": np.nan,
+               "checkpoint_fraction": 1.0, "checkpoint_order": 0, "metric": "mse"}
         cells = pd.DataFrame({"cell_id": [cell_id], "seed": [0], "n_layers": [1],
                               "best": [0], "last": [0]})
         return Arm(key, cells, {(cell_id, 0): value})
@@ -155,5 +170,8 @@ def test_delta_is_a_gain_for_lower_is_better_metrics():
     out = compare(arm("a", 1.0), [0], arm("b", 2.0), [0], reps)
     assert out["delta"] == pytest.approx(1.0)
     deltas = np.array([1.0, 0.9, 1.1, 1.0])
-    assert out["se"] == pytest.approx(np.std(deltas, ddof=1))
-    assert out["ci_low"] > 0.85 and out["ci_high"] < 1.15
+    se = np.std(deltas, ddof=1) * np.sqrt(3 / 2)  # bootstrap SE, small-sample expanded (n=3)
+    assert out["se"] == pytest.approx(se) and out["df"] == pytest.approx(2.0)
+    half = stats.t.ppf(0.975, 2) * se
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((1.0 - half, 1.0 + half))
+    assert out["p_value"] == pytest.approx(2 * stats.t.sf(1.0 / se, 2))

@@ -7,16 +7,17 @@ import hashlib
 import http.server
 import logging
 import os
+import shutil
 import socket
 import threading
 from pathlib import Path
 
 import pytest
+from cli_helpers import SHARED_DATA as SHARED
 
 from ptransfer import data
 from ptransfer.data import ChecksumMismatch, DataFile, Dataset, DataUnavailable
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "flip_gb1" / "splits.zip").is_file(),
                                   reason="../shared/data not present")
 GB1_SHA = "00a3c3d5be56ce35adfbec838db8ff549be369525e151a6978133da34b9fd86f"
@@ -226,7 +227,7 @@ def test_list_datasets_on_the_offline_copies():
     text = data.format_entry(entries["aav"])
     assert text.startswith("aav      missing") and "[--] flip_aav/splits.zip" in text
     assert "UNPINNED" in text
-    assert "[ok] flip_gb1/splits.zip  (sha256 pinned)" in data.format_entry(entries["gb1"])
+    assert "[ok] flip_gb1/splits.zip  (SHA-256 verified)" in data.format_entry(entries["gb1"])
 
 
 def test_require_file_message(tmp_path):
@@ -245,3 +246,43 @@ def test_require_file_message(tmp_path):
 def test_default_root_needs_no_root_flag():
     assert data.download_command("gb1", "data") == "ptransfer data download gb1"
     assert data.download_command("gb1", "data/") == "ptransfer data download gb1"
+
+
+def test_list_verifies_pinned_checksums_and_names_a_missing_root(tmp_path, capsys):
+    # Issue 19 item 14: a truncated pinned zip was listed [ok]; a typo'd root listed
+    # everything "missing" without saying the root does not exist.
+    from ptransfer.cli import main
+
+    zipped = tmp_path / "flip_gb1" / "splits.zip"
+    zipped.parent.mkdir()
+    zipped.write_bytes(b"PK\x03\x04 cut short")
+    entries = {e["name"]: e for e in data.list_datasets(tmp_path)}
+    assert entries["gb1"]["damaged"] and entries["gb1"]["files"][0]["verified"] is False
+    text = data.format_entry(entries["gb1"])
+    assert text.startswith("gb1      DAMAGED") and "[BAD] flip_gb1/splits.zip" in text
+    assert "ptransfer data download gb1 --force" in text
+    assert main(["data", "list", f"data.root={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"data root {tmp_path}" and "[BAD]" in out
+    assert main(["data", "list", f"data.root={tmp_path / 'typo'}"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"data root {tmp_path / 'typo'}: does not exist")
+    if (SHARED / "flip_gb1" / "splits.zip").is_file():  # the real copy: verified
+        shutil.copy(SHARED / "flip_gb1" / "splits.zip", zipped)
+        assert data.list_datasets(tmp_path)[0]["files"][0]["verified"] is True
+
+
+def test_the_test_data_folder_can_be_set_by_environment(tmp_path):
+    # Issue 19 item 17: a clone not beside ../shared/data runs the data tests with
+    # PTRANSFER_TEST_DATA=/path/to/data (they skipped before).
+    import os
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent
+    code = ("import cli_helpers, test_tasks_flip, test_pretrain; "
+            "print(cli_helpers.SHARED_DATA, test_tasks_flip.SHARED, test_pretrain.SHARED_DATA)")
+    env = {**os.environ, "PTRANSFER_TEST_DATA": str(tmp_path), "PYTHONPATH": str(tests)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [str(tmp_path)] * 3

@@ -1,10 +1,7 @@
-"""transformers encoders (hub ESM-2, ESM C): equivalence with fair-esm, batching, ablations,
-weights from a save_pretrained directory or the hub cache, offline errors, configs."""
+"""HfEncoder on every transformers family (ESM-2, ESM C, ProtBert, AntiBERTy, ProtT5, Ankh):
+features equal a plain transformers forward, batching, layer conventions, ablations."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import hydra
 import pytest
@@ -12,26 +9,25 @@ import torch
 from hf_models import (
     HF_FAMILIES,
     TINY_HF_ARCH,
-    TINY_HF_KWARGS,
-    TINY_HF_REPO,
     build_hf,
     esm2_to_transformers,
     hf_model_config,
-    install_in_hf_cache,
+    plain_features,
+    tiny_kwargs,
     write_pretrained,
+    write_tokenizer,
 )
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tiny_models import model_config
 
 from ptransfer.encoders.base import CheckpointRef
 from ptransfer.encoders.esm import load_esm_module
-from ptransfer.encoders.hf import HfEncoder, hf_config, hf_n_params
-from ptransfer.encoders.hf_weights import HfWeightsUnavailable, hf_cache_dir
-from ptransfer.encoders.weights import WeightsFileError, WeightsUnavailable
+from ptransfer.encoders.hf import HfEncoder
+from ptransfer.encoders.hf_families import build_module
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIK", "WY", "MKTAYIAKQRQ", "LAGVSERTIDPKQNFYMHWC"]
+# Rare residues (U Z O B X) included: each family's convention must handle them.
+SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIK", "WY", "MKTAYIAKQRQ", "LAGVSERTIDPKQNFYMHWC",
+             "MKUZOBXAA"]
 
 
 def make(family: str, ablation: str = "pretrained", seed: int = 0, **overrides) -> HfEncoder:
@@ -43,9 +39,30 @@ def make(family: str, ablation: str = "pretrained", seed: int = 0, **overrides) 
 
 @pytest.fixture(scope="module")
 def pretrained_dirs(tmp_path_factory):
-    """family -> a save_pretrained directory of a perturbed tiny model."""
+    """family -> a save_pretrained directory of a perturbed tiny model with its tokenizer."""
     root = tmp_path_factory.mktemp("hf_tiny")
-    return {f: write_pretrained(build_hf(f), root / f) for f in HF_FAMILIES}
+    return {f: write_pretrained(build_hf(f), root / f, f) for f in HF_FAMILIES}
+
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_features_equal_a_plain_transformers_forward(family, pretrained_dirs):
+    encoder = make(family, weights=str(pretrained_dirs[family]))
+    for sequence in SEQUENCES:
+        expected = plain_features(family, pretrained_dirs[family], sequence)
+        found = encoder.embed([sequence])[:, 0]
+        assert found.shape == expected.shape == (3, len(sequence), 32), sequence
+        torch.testing.assert_close(found, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_batched_features_equal_single_sequence_features(family, pretrained_dirs):
+    encoder = make(family, weights=str(pretrained_dirs[family]))
+    batch = encoder.embed(SEQUENCES)
+    assert batch.shape == (3, len(SEQUENCES), max(map(len, SEQUENCES)), 32)
+    assert not torch.isnan(batch).any()
+    for i, sequence in enumerate(SEQUENCES):
+        single = encoder.embed([sequence])[:, 0]
+        torch.testing.assert_close(batch[:, i, : len(sequence)], single, atol=1e-5, rtol=1e-5)
 
 
 def test_fair_esm_and_transformers_esm2_give_the_same_features(tmp_path, tiny_esm2_path):
@@ -56,67 +73,77 @@ def test_fair_esm_and_transformers_esm2_give_the_same_features(tmp_path, tiny_es
         OmegaConf.create(model_config("esm2", weights=str(tiny_esm2_path))), _convert_="all"
     ).load(CheckpointRef(), "pretrained", 0)
     hf = make("hf_esm2", weights=str(converted))
-    expected, found = fair.embed(SEQUENCES), hf.embed(SEQUENCES)
-    assert found.shape == expected.shape == (3, len(SEQUENCES), max(map(len, SEQUENCES)), 32)
-    for i, sequence in enumerate(SEQUENCES):  # every layer, real residues only
+    sequences = SEQUENCES[:5]
+    expected, found = fair.embed(sequences), hf.embed(sequences)
+    assert found.shape == expected.shape == (3, len(sequences), max(map(len, sequences)), 32)
+    for i, sequence in enumerate(sequences):  # every layer, real residues only
         n = len(sequence)
         torch.testing.assert_close(found[:, i, :n], expected[:, i, :n], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("family", HF_FAMILIES)
-def test_batched_features_equal_single_sequence_features(family, pretrained_dirs):
-    encoder = make(family, weights=str(pretrained_dirs[family]))
-    batch = encoder.embed(SEQUENCES)
-    assert not torch.isnan(batch).any()
-    for i, sequence in enumerate(SEQUENCES):
-        single = encoder.embed([sequence])[:, 0]
-        torch.testing.assert_close(batch[:, i, : len(sequence)], single, atol=1e-5, rtol=1e-5)
+def _final_norm(family: str, module):
+    return {"hf_esm2": lambda: module.encoder.emb_layer_norm_after, "esmc": lambda: module.norm,
+            "prot_t5": lambda: module.encoder.final_layer_norm,
+            "ankh": lambda: module.encoder.final_layer_norm}[family]()
+
+
+def _blocks(module):
+    for path in ("encoder.layer", "layers", "encoder.block"):
+        try:
+            return module.get_submodule(path)
+        except AttributeError:
+            continue
+    raise AssertionError("no block list")
 
 
 @pytest.mark.parametrize("family", HF_FAMILIES)
-def test_features_are_hidden_states_without_specials(family, pretrained_dirs):
-    # Reference: the transformers forward on one sequence, <cls> ... <eos> by hand.
-    encoder = make(family, weights=str(pretrained_dirs[family]))
-    module = build_hf(family)
-    ids = torch.tensor([[0] + [encoder.vocab_[c] for c in SEQUENCES[1]] + [2]])
-    with torch.no_grad():
-        states = module(input_ids=ids, output_hidden_states=True).hidden_states
-    expected = torch.stack([h[0, 1:-1] for h in states])
-    assert len(states) == encoder.n_layers == 3
-    torch.testing.assert_close(encoder.embed([SEQUENCES[1]])[:, 0], expected)
-
-
-@pytest.mark.parametrize("family", HF_FAMILIES)
-def test_last_layer_alone_has_the_final_norm(family, pretrained_dirs):
+def test_layer_zero_is_the_embedding_and_only_the_last_has_the_final_norm(
+        family, pretrained_dirs):
     encoder = make(family, weights=str(pretrained_dirs[family]))
     module = encoder.module_
-    blocks = module.encoder.layer if family == "hf_esm2" else module.layers
-    norm = module.encoder.emb_layer_norm_after if family == "hf_esm2" else module.norm
-    captured = []
-    handle = blocks[-1].register_forward_hook(lambda _m, _i, out: captured.append(out))
-    features = encoder.embed([SEQUENCES[0]])[:, 0]
-    handle.remove()
-    pre_norm = captured[0][0] if isinstance(captured[0], tuple) else captured[0]
+    captured = {}
+    embedding = (module.encoder if family in ("prot_t5", "ankh") else module).get_input_embeddings()
+    hooks = [embedding.register_forward_hook(
+                 lambda _m, _i, out: captured.setdefault("embed", out)),
+             _blocks(module)[-1].register_forward_hook(
+                 lambda _m, _i, out: captured.setdefault("last", out))]
+    sequence = SEQUENCES[0]
+    features = encoder.embed([sequence])[:, 0]
+    for hook in hooks:
+        hook.remove()
+    last = captured["last"][0] if isinstance(captured["last"], tuple) else captured["last"]
+    start = 0 if family in ("prot_t5", "ankh") else 1
+    residues = slice(start, start + len(sequence))
     with torch.no_grad():
-        torch.testing.assert_close(features[-1], norm(pre_norm)[0, 1:-1])
+        if family in ("prot_bert", "antiberty"):  # post-LN: the block output is the feature
+            torch.testing.assert_close(features[-1], last[0, residues])
+            return
+        if family in ("prot_t5", "ankh"):  # T5: layer 0 is the token embedding itself
+            torch.testing.assert_close(features[0], captured["embed"][0, residues])
+        norm = _final_norm(family, module)
+        torch.testing.assert_close(features[-1], norm(last)[0, residues])
         assert (features[-2] - norm(features[-2])).abs().max() > 1e-2  # no norm before
 
 
 @pytest.mark.parametrize("family", HF_FAMILIES)
-def test_random_init_is_a_fresh_build_under_that_seed(family):
-    from transformers import AutoModel
+def test_random_init_is_a_fresh_build_under_that_seed(family, pretrained_dirs, tmp_path):
+    from transformers import AutoTokenizer
 
+    # The tokenizer files alone (no weights file): random_init reads no weights.
+    folder = tmp_path / "tokenizer_only"
+    AutoTokenizer.from_pretrained(str(pretrained_dirs[family])).save_pretrained(str(folder))
     rng = torch.random.get_rng_state()
-    encoder = make(family, ablation="random_init", seed=7)  # no weights anywhere: no read
+    encoder = make(family, ablation="random_init", seed=7, weights=str(folder))
     assert torch.equal(torch.random.get_rng_state(), rng)  # caller's stream untouched
     torch.manual_seed(7)
-    fresh = AutoModel.from_config(hf_config(TINY_HF_ARCH[family]), **TINY_HF_KWARGS[family])
+    fresh = build_module(TINY_HF_ARCH[family], tiny_kwargs(family))
     state, expected = encoder.module_.state_dict(), fresh.state_dict()
     assert state.keys() == expected.keys()
     assert all(torch.equal(state[k], expected[k]) for k in expected)
-    other = make(family, ablation="random_init", seed=8).module_.state_dict()
+    other = make(family, ablation="random_init", seed=8, weights=str(folder)).module_
     key = next(k for k in expected if k.endswith("weight") and expected[k].ndim == 2)
-    assert not torch.equal(other[key], state[key])
+    assert not torch.equal(other.state_dict()[key], state[key])
+    assert encoder.embed(SEQUENCES[:2]).shape == (3, 2, len(SEQUENCES[0]), 32)
 
 
 @pytest.mark.parametrize("family", HF_FAMILIES)
@@ -132,108 +159,17 @@ def test_stat_transfer_permutes_every_tensor(family, pretrained_dirs):
             assert not torch.equal(param.detach(), source), name
 
 
-def test_reference_scope_is_a_clear_error():
-    config = OmegaConf.create(hf_model_config("esmc"))
-    encoder = hydra.utils.instantiate(config, _convert_="all")
-    with pytest.raises(ValueError, match="ablation.scope='reference'.*esmc"):
+@pytest.mark.parametrize("family", ["esmc", "antiberty", "prot_t5"])
+def test_reference_scope_is_a_clear_error(family):
+    encoder = hydra.utils.instantiate(OmegaConf.create(hf_model_config(family)), _convert_="all")
+    with pytest.raises(ValueError, match=f"ablation.scope='reference'.*{family}"):
         encoder.load(CheckpointRef(), "random_init", 0, scope="reference")
-
-
-@pytest.mark.parametrize("offline_env", ["HF_HUB_OFFLINE", "PTRANSFER_OFFLINE"])
-def test_offline_missing_model_names_repo_and_cache(offline_env, monkeypatch):
-    other = {"HF_HUB_OFFLINE": "PTRANSFER_OFFLINE", "PTRANSFER_OFFLINE": "HF_HUB_OFFLINE"}
-    monkeypatch.delenv(other[offline_env])  # either switch alone forbids the download
-    with pytest.raises(HfWeightsUnavailable) as info:
-        make("hf_esm2")
-    message = str(info.value)
-    assert isinstance(info.value, WeightsUnavailable)
-    assert TINY_HF_REPO["hf_esm2"] in message and str(hf_cache_dir()) in message
-    assert "huggingface-cli download" in message and "model.weights" in message
-    assert "downloads are disabled" in message  # refused at once, never tried the network
-    assert str(hf_cache_dir()).startswith(os.environ["HF_HOME"])  # the isolated test cache
-
-
-def test_hub_cache_and_local_directory_load_along_one_path(pretrained_dirs, monkeypatch):
-    read = []
-    original = HfEncoder.read_module
-    monkeypatch.setattr(HfEncoder, "read_module",
-                        lambda self, path: read.append(Path(path)) or original(self, path))
-    snapshot = install_in_hf_cache(pretrained_dirs["esmc"], TINY_HF_REPO["esmc"])
-    from_cache = make("esmc").embed(SEQUENCES)
-    from_dir = make("esmc", weights=str(pretrained_dirs["esmc"])).embed(SEQUENCES)
-    assert [p.resolve() for p in read] == [snapshot.resolve(), pretrained_dirs["esmc"].resolve()]
-    torch.testing.assert_close(from_cache, from_dir, atol=0, rtol=0)
-
-
-def test_revision_selects_the_cached_snapshot(pretrained_dirs):
-    install_in_hf_cache(pretrained_dirs["esmc"], TINY_HF_REPO["esmc"], commit="a" * 40,
-                        ref="v1")
-    assert make("esmc", revision="v1").embed(["WY"]).shape == (3, 1, 2, 32)
-    with pytest.raises(HfWeightsUnavailable, match="revision 'v2'"):
-        make("esmc", revision="v2")
-
-
-def test_revision_changes_the_store_identity():
-    from ptransfer.grid.cell import encoder_identity
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        plain = compose("config", overrides=["model=hf_esm2_t6_8M_UR50D"])
-        pinned = compose("config", overrides=["model=hf_esm2_t6_8M_UR50D",
-                                              "model.revision=abc123"])
-    assert plain.model.revision is None
-    assert encoder_identity(plain) != encoder_identity(pinned)
-
-
-def test_directory_without_weights_is_a_clear_error(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(HfWeightsUnavailable, match=f"model.weights={tmp_path}.*safetensors"):
-        make("esmc", weights=str(tmp_path))
-
-
-def test_directory_of_another_architecture_is_a_clear_error(pretrained_dirs):
-    with pytest.raises(WeightsFileError, match="model.n_blocks=4 in the config but 2"):
-        make("esmc", weights=str(pretrained_dirs["esmc"]), n_blocks=4)
-    with pytest.raises(WeightsFileError, match="'esm' model.*model_type='esmc'"):
-        make("esmc", weights=str(pretrained_dirs["hf_esm2"]))
-
-
-def test_unknown_model_type_and_residue_are_clear_errors():
-    with pytest.raises(ValueError, match="model.arch.model_type='bert'"):
-        make("esmc", ablation="random_init", arch={"model_type": "bert"})
-    encoder = make("esmc", ablation="random_init")
-    with pytest.raises(ValueError, match="character"):
-        encoder.embed(["MKJ*"])
-
-
-HUB_CONFIGS = sorted(p.stem for p in CONF_DIR.glob("model/*.yaml")
-                     if "HfEncoder" in p.read_text())
-
-
-def test_every_hub_series_has_a_config():
-    expected = {f"hf_esm2_t{t}_UR50D" for t in ("6_8M", "12_35M", "30_150M", "33_650M",
-                                                 "36_3B", "48_15B")}
-    assert expected | {"esmc_300m", "esmc_600m"} <= set(HUB_CONFIGS)
-
-
-@pytest.mark.parametrize("name", HUB_CONFIGS)
-def test_hub_config_is_consistent(name):
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
-    arch = cfg["arch"]
-    assert cfg["n_blocks"] == arch["num_hidden_layers"] and cfg["dim"] == arch["hidden_size"]
-    assert "revision" in cfg and cfg["revision"] is None and cfg["attn_implementation"] == "sdpa"
-    assert cfg["repo_id"].split("/")[1].lower().replace("-", "_") in name.lower()
-
-
-@pytest.mark.parametrize("name", ["hf_esm2_t6_8M_UR50D", "hf_esm2_t12_35M_UR50D", "esmc_300m"])
-def test_hub_config_parameter_count_is_the_built_modules(name):
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
-    assert cfg["n_params"] == hf_n_params(cfg["arch"], cfg["model_kwargs"])
 
 
 def test_long_sequences_are_windowed_by_the_extraction(pretrained_dirs):
     from ptransfer.embed.extract import embed_sequences
 
-    encoder = make("esmc", weights=str(pretrained_dirs["esmc"]), max_len=20)
+    encoder = make("prot_t5", weights=str(pretrained_dirs["prot_t5"]), max_len=20)
     sequence = (SEQUENCES[0] * 3)[:50]  # windows [0, 20), [10, 30), [20, 40), [30, 50)
     ((_, (features,)),) = list(embed_sequences(encoder, [sequence], progress=False))
     assert features.shape == (3, 50, 32)
@@ -242,3 +178,26 @@ def test_long_sequences_are_windowed_by_the_extraction(pretrained_dirs):
     torch.testing.assert_close(features[:, 40:], last[:, 10:])  # by the last window only
     middle = (first[:, 10:20] + encoder.embed([sequence[10:30]])[:, 0, :10]) / 2
     torch.testing.assert_close(features[:, 10:20], middle)  # mean of the two windows
+
+
+# What the hub repositories hold: masked-LM or encoder-decoder models, not the bare encoder.
+HUB_CLASSES = {"hf_esm2": "EsmForMaskedLM", "prot_bert": "BertForMaskedLM",
+               "prot_t5": "T5ForConditionalGeneration", "ankh": "T5ForConditionalGeneration"}
+
+
+@pytest.mark.parametrize("family", sorted(HUB_CLASSES))
+def test_the_encoder_of_a_masked_lm_or_encoder_decoder_checkpoint_is_read(family, tmp_path):
+    import transformers
+
+    from ptransfer.encoders.hf_families import hf_config
+
+    torch.manual_seed(0)
+    full = getattr(transformers, HUB_CLASSES[family])(hf_config(TINY_HF_ARCH[family])).eval()
+    full.save_pretrained(str(tmp_path))
+    write_tokenizer(family, tmp_path)
+    encoder = make(family, weights=str(tmp_path))  # refuses a checkpoint lacking any tensor
+    assert torch.equal(encoder.module_.get_input_embeddings().weight,
+                       full.get_input_embeddings().weight)  # read, not re-initialised
+    sequence = SEQUENCES[0]
+    torch.testing.assert_close(encoder.embed([sequence])[:, 0],
+                               plain_features(family, tmp_path, sequence), atol=1e-5, rtol=0)

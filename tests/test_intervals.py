@@ -9,15 +9,13 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, mean_squared_error
 
 from ptransfer.analysis import intervals
+from ptransfer.analysis.inference import Estimate, holm, item_variance
 from ptransfer.analysis.intervals import (
     Elements,
     full_sample,
-    holm,
     percentile_interval,
     replicates,
     resample_counts,
-    seed_average,
-    wald_p,
 )
 
 REFERENCE = {
@@ -78,20 +76,11 @@ def test_resample_counts_are_draws_with_replacement():
     assert np.array_equal(counts, again)  # seeded
 
 
-def test_seed_average_hand_case():
-    per_seed = np.array([[1.0, 1.0], [3.0, 5.0]])  # S=2 seeds x B=2 resamples
-    counts = np.array([[2, 0], [1, 1]])  # resample 0 draws seed 0 twice; 1 draws each once
-    assert seed_average(per_seed, counts).tolist() == [1.0, 3.0]
-    assert seed_average(per_seed[:1], None).tolist() == [1.0, 1.0]
-
-
-def test_holm_and_wald_by_hand():
+def test_holm_and_percentile_by_hand():
     adjusted = holm([0.01, 0.04, 0.03, np.nan])
     assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06])
     assert np.isnan(adjusted[3])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
-    assert wald_p(0.2, 0.1) == pytest.approx(2 * stats.norm.sf(2.0))
-    assert np.isnan(wald_p(0.2, 0.0)) and np.isnan(wald_p(np.nan, 0.1))
     assert percentile_interval(np.arange(1001.0)) == pytest.approx((25.0, 975.0))
     # expanded with n = 21: tails at Phi(-sqrt(21/20) t_20(0.975)) = 1.63 %, not 2.5 %
     tail = stats.norm.sf(np.sqrt(21 / 20) * stats.t.ppf(0.975, 20))
@@ -185,12 +174,13 @@ def test_coverage_paired_difference_and_type_one_error():
         elements = Elements(y, np.arange(n), n)
         reps = replicates("spearman", resample_counts(n, 1000, rng), elements, [pred_a, pred_b])
         delta = reps[0] - reps[1]
-        low, high = percentile_interval(delta, n_items=n)
-        hits += _covered(low, high, truth)
         estimate = full_sample("spearman", elements, pred_a) - full_sample(
             "spearman", elements, pred_b)
+        inference = Estimate(estimate, item_variance(delta, n), n)  # what comparisons use
+        low, high = inference.interval()
+        hits += _covered(low, high, truth)
         if null:
-            rejections += wald_p(estimate, np.std(delta, ddof=1)) < 0.05
+            rejections += inference.p_value() < 0.05
         if sim < 20:  # independent resamples for the two arms: the unpaired interval
             other = replicates("spearman", resample_counts(n, 1000, rng), elements, [pred_b])
             unpaired = percentile_interval(reps[0] - other[0], n_items=n)

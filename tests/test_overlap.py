@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import SHARED_DATA
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -17,7 +18,6 @@ from ptransfer.tasks.overlap import contained_in, containing, overlap_mask
 from ptransfer.tasks.user_csv import load_csv_task
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TRAIN = ["MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIKLMNPQ", "WWWYYYWWWYYY", "PPPPGGGGPPPP"]
 VAL = ["LLLLKKKKLLLL"]

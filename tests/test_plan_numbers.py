@@ -7,6 +7,7 @@ import json
 import pytest
 from cell_helpers import CONF
 
+from ptransfer.analysis.cell_files import file_record
 from ptransfer.grid import plan
 from ptransfer.grid.plan import plan_cells, plan_totals, print_plan
 
@@ -36,15 +37,18 @@ def test_plan_numbers_equal_a_hand_count(tmp_path, capsys, monkeypatch):
     assert totals["extractions"] == 2
     assert totals["disk_bytes"] == pytest.approx(ESM2_DISK + CARP_DISK, rel=1e-12)
     assert totals["gpu_seconds"] == pytest.approx(ESM2_GPU_S + CARP_GPU_S, rel=1e-12)
-    # Mark the three CARP cells done (status, rows and predictions): their store is not needed.
+    # Mark the three CARP cells done (status recording its rows and predictions, as a cell
+    # writes it): their store is not needed.
     carp = [c for c in cells if c.excluded is None and "__carp_600k__" in c.cell_id]
     assert len(carp) == 3
     for cell in carp:
         folder = tmp_path / "res" / "cells" / cell.cell_id
         folder.mkdir(parents=True)
-        (folder / "status.json").write_text(json.dumps({"state": "done"}))
         (folder / "rows.csv").write_text("x\n")
         (folder / "predictions.parquet").write_bytes(b"")
+        files = {name: file_record(folder / name, 0)
+                 for name in ("rows.csv", "predictions.parquet")}
+        (folder / "status.json").write_text(json.dumps({"state": "done", "files": files}))
     _, cells = _plan(tmp_path)
     totals = plan_totals(cells)
     assert (totals["cells"], totals["done"], len(totals["todo"])) == (9, 3, 6)

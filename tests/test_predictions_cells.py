@@ -157,6 +157,29 @@ def test_edited_csv_makes_a_new_cell_and_an_unchanged_one_is_not_reloaded(tmp_pa
     assert len(list((tmp_path / "res" / "cells").iterdir())) == 2
 
 
+def test_an_edit_keeping_size_and_mtime_is_seen(tmp_path):
+    # Issue 19 item 10: `touch -d` puts the mtime back; the inode change time (ctime_ns)
+    # cannot be set back, so the memo notices and the task is fingerprinted again.
+    csv = tmp_path / "t.csv"
+    _write_csv(csv, seed=0)
+    cfg = _csv_cfg(tmp_path, csv)
+    key = cell_key(cfg)
+    text = csv.read_text()
+    swapped = text.replace(",train\n", ",TRAIN\n", 1)  # same size, one row's split changed
+    assert swapped != text and len(swapped) == len(text)
+    stat = csv.stat()
+    csv.write_text(swapped)
+    os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (csv.stat().st_size, csv.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    task_data._MEMO.clear()  # a new process: only the JSON memo is left
+    task_data._LAST.clear()
+    assert cell_key(cfg) == key  # TRAIN is train: same content, same key ...
+    csv.write_text(text.replace(",1.", ",9.", 1))  # ... but new targets are another task
+    os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert csv.stat().st_size == stat.st_size
+    assert cell_key(cfg) != key
+
+
 def test_precision_changes_cell_and_store_identity(tmp_path):
     fp32 = cell_config(tmp_path, "task=synthetic", "ablation=random_init", tiny="esm2")
     bf16 = OmegaConf.merge(fp32, {"extract": {"precision": "bf16"}})

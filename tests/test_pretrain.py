@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cli_helpers import SHARED_DATA
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -34,7 +35,6 @@ from ptransfer.pretrain.mlm import (
 from ptransfer.pretrain.train import WarmupDecay, run_pretrain
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_ESM = ["arch.num_layers=2", "arch.embed_dim=16", "arch.attention_heads=2"]
 TINY_CARP = ["pretrain/arch=carp_small", "arch.n_layers=2", "arch.d_model=16", "arch.d_embed=8",
              "arch.r=4"]

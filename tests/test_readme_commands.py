@@ -78,7 +78,11 @@ def test_readme_command_is_real(argv):
         if actions[0] == "download":
             name = rest[rest.index("download") + 1]
             assert name in DATASETS, f"README downloads unknown dataset {name!r}"
-    elif command == "collect":
-        assert len(rest) <= 1
+    elif command == "collect":  # a folder, then margins (analysis.margin.METRIC=VALUE)
+        from ptransfer.analysis.margins import parse_margins
+
+        margins = [a for a in rest if a.startswith("analysis.margin.")]
+        assert len(rest) - len(margins) <= 1
+        parse_margins(margins)
     elif command == "report":
         assert rest and rest[0].endswith(".csv")

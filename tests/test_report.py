@@ -114,8 +114,9 @@ def test_report_shows_classes_with_evidence_from_predictions(tmp_path):
     pd.concat(frames, ignore_index=True).to_csv(csv, index=False)
     make_report(csv, tmp_path / "out")
     index = (tmp_path / "out" / "index.html").read_text()
-    assert "benefits, aligned" in index
-    assert "pretrained vs random_init: better" in index and "checkpoint trend +1.00" in index
+    assert "<td>aligned</td>" in index
+    assert "pretrained vs random_init: better" in index
+    assert "pretrained @ final vs pretrained @ s1.0: better" in index
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     final = summary[summary["checkpoint"] == "final"].iloc[0]
     assert final["pretrained_best_ci_low"] < final["pretrained_best"] < final[

@@ -16,6 +16,7 @@ from cli_helpers import check, ptransfer
 from test_store_safety import tiny_cfg
 from tiny_models import model_config
 
+from ptransfer.analysis.cell_files import file_record
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE
 from ptransfer.embed.claims import Claim
@@ -70,9 +71,11 @@ def test_three_cell_sweep_keeps_the_shared_store_until_its_last_reader(tmp_path,
 
 def _mark_done(cfg) -> None:
     key = cell_key(cfg)
-    write_status(key.dir, state="done", cell_id=key.cell_id)
+    key.dir.mkdir(parents=True, exist_ok=True)
     (key.dir / ROWS_FILE).write_text("x\n")
     (key.dir / PREDICTIONS_FILE).write_bytes(b"x")  # a done cell has rows and predictions
+    files = {name: file_record(key.dir / name, 1) for name in (ROWS_FILE, PREDICTIONS_FILE)}
+    write_status(key.dir, state="done", cell_id=key.cell_id, files=files)  # ... as recorded
 
 
 def _make_store(cfg) -> Path:

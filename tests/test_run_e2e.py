@@ -73,7 +73,11 @@ def test_collect_merges_rows(smoke):
 def test_collect_without_rows_is_a_clear_error(tmp_path):
     proc = ptransfer("collect", "nothing_here", cwd=tmp_path)
     assert proc.returncode != 0
-    assert "no rows.csv under nothing_here" in proc.stderr
+    assert "nothing_here: no such folder" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = ptransfer("collect", "empty", cwd=tmp_path)
+    assert proc.returncode != 0 and "no complete cell" in proc.stderr
+    assert "under empty: run `ptransfer run` first" in proc.stderr
 
 
 def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path):

@@ -60,6 +60,8 @@ def _row(**fields) -> dict:
                hparams=json.dumps({"alpha": 1.0}), n_train=100, n_eval=20,
                cell_id="cell", config_hash="abc123", ptransfer_version="0.1.0")
     row.update(fields)
+    row["cell_id"] = "-".join(str(row[k]) for k in ("task", "model", "checkpoint", "ablation",
+                                                    "seed"))
     return row
 
 
@@ -308,14 +310,14 @@ def test_no_test_rows_is_an_error():
         summary_table(df[df["eval_set"] == "val"])
 
 
-def test_non_finite_values_are_dropped_and_logged(caplog):
+def test_undefined_values_are_left_out_of_the_mean_and_logged(caplog):
     df = panel_results(0.7, [0.3, 0.31, 0.32], onehot=0.3)
     bad = (df["ablation"] == "random_init") & (df["seed"] == 2) & (df["eval_set"] == "test")
     df.loc[bad, "value"] = np.nan
     row = _only_row(df)
     assert row["random_init_n_seeds"] == 2
     assert row["random_init_best"] == pytest.approx(0.305)
-    assert "not finite" in caplog.text
+    assert "undefined value (NaN)" in caplog.text
 
 
 # ------------------------------------------------------------------ writing

@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra.utils
 import numpy as np
 import pytest
+from cli_helpers import SHARED_DATA as SHARED
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
@@ -16,7 +17,6 @@ from ptransfer.data import DataUnavailable
 from ptransfer.tasks.base import Task, TaskDataError
 from ptransfer.tasks.flip import load_flip_task
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 needs_gb1 = pytest.mark.skipif(not (SHARED / "flip_gb1" / "splits.zip").is_file(),
                                reason="../shared/data/flip_gb1/splits.zip not present")

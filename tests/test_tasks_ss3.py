@@ -8,13 +8,13 @@ from pathlib import Path
 import hydra.utils
 import numpy as np
 import pytest
+from cli_helpers import SHARED_DATA as SHARED
 from omegaconf import OmegaConf
 
 from ptransfer.data import DataUnavailable
 from ptransfer.tasks.base import IGNORE, TaskDataError
 from ptransfer.tasks.ss3 import load_ss3_task
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 REAL_FILES = ["flip_secondary_structure/splits.zip", "netsurfp_ss_test/CB513_HHblits.csv",
               "netsurfp_ss_test/TS115_HHblits.csv", "netsurfp_ss_test/CASP12_HHblits.csv"]

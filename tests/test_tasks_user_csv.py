@@ -116,6 +116,7 @@ def test_bad_kind(tmp_path):
     ("esm1_t6_43M_UR50S", False), ("esm1b_t33_650M_UR50S", False), ("esm2_t6_8M_UR50D", False),
     ("carp_600k", True), ("onehot", True),
     ("hf_esm2_t6_8M_UR50D", False), ("esmc_300m", False),  # transformers: the hub vocabularies
+    ("antiberty", True),  # 20 residues; the others pass as [UNK], as its own runner does
 ])
 def test_each_family_alphabet_is_known_without_weights(family_model, accepts_j):
     cfg = OmegaConf.load(CONF.parent / "model" / f"{family_model}.yaml")
@@ -169,3 +170,17 @@ def test_cell_that_cannot_run_fails_before_model_and_store(tmp_path, monkeypatch
     assert status["state"] == "failed" and words in status["error"]
     # Only the failure record: no config, no rows, no store, lock or temporary file.
     assert _cell_files(tmp_path / "res") == [f"cells/{cell.name}/status.json"]
+
+
+@pytest.mark.parametrize("header,column", [
+    ("sequence,target,set,target", "target"),
+    ("sequence,target, sequence,set", "sequence"),  # names are stripped before comparing
+])
+def test_a_repeated_column_name_is_an_error_naming_file_and_column(tmp_path, header, column):
+    # Issue 19 item 3: two `target` columns silently used the last one.
+    path = write_csv(tmp_path, [header, "MKV,0.5,train,9.5", "MKL,1.5,val,8.5",
+                                "MKI,2.5,test,7.5"])
+    with pytest.raises(TaskDataError) as err:
+        load_csv_task(path, kind="regression")
+    assert str(path) in str(err.value) and f"column {column!r}" in str(err.value)
+    assert "2 times" in str(err.value)

@@ -278,3 +278,26 @@ def test_tiny_checkpoints_use_the_packages_formats(tmp_path):
         "contact_head.regression.weight",
         "contact_head.regression.bias",
     }
+
+
+@pytest.mark.parametrize("family", ["esm2", "carp"])
+def test_a_failed_or_finished_download_leaves_no_lock_file(monkeypatch, family, tiny_esm2_path,
+                                                           tiny_carp_path):
+    # Issue 19 item 15: a stat_transfer run without weights left <name>.pt.lock in the cache.
+    monkeypatch.setenv("PTRANSFER_OFFLINE", "0")
+
+    def unreachable(url, *args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
+    with pytest.raises(WeightsUnavailable, match="download failed: URLError"):
+        load(family, ablation="stat_transfer")
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    assert cache.is_dir() and list(cache.iterdir()) == []  # no .lock, no partial file
+
+    source = {"esm2": tiny_esm2_path, "carp": tiny_carp_path}[family]
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dest, *a, **k:
+                        shutil.copy(regression_path(source) if "regression" in url
+                                    else source, dest))
+    load(family, ablation="stat_transfer")
+    assert not [p for p in cache.iterdir() if p.name.endswith(".lock")]

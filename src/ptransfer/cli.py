@@ -79,6 +79,7 @@ def _hydra_entry(task_function, argv: list[str], config_name: str = "config") ->
 def cmd_run(argv: list[str]) -> int:
     from ptransfer.grid.done import skip_done_sweep
     from ptransfer.grid.sweep import FAILED, run_job
+    from ptransfer.grid.task_names import check_task_names
     from ptransfer.grid.validate_config import precheck
 
     # Hydra's own parser wants -m before the overrides; accept it anywhere, as Hydra's docs do.
@@ -87,7 +88,10 @@ def cmd_run(argv: list[str]) -> int:
     if skip_done_sweep(CONF_DIR, argv):  # a finished sweep: nothing for Hydra to launch
         return 0
     if not any(a in _HYDRA_INFO_FLAGS for a in argv):
-        precheck(CONF_DIR, [a for a in argv if not a.startswith("-")])
+        overrides = [a for a in argv if not a.startswith("-")]
+        precheck(CONF_DIR, overrides)
+        if flags:  # a sweep: one task name must mean one task (grid/task_names.py)
+            check_task_names(CONF_DIR, overrides)
     FAILED["count"] = 0  # this command's failures only (main() may be called again in-process)
     _hydra_entry(run_job, ["run", *argv])
     return 1 if FAILED["count"] else 0
@@ -105,22 +109,43 @@ def cmd_plan(argv: list[str]) -> int:
     return 0
 
 
-def cmd_collect(argv: list[str]) -> int:
-    from ptransfer.analysis.rows import RESULTS_FILE, collect
+def _margin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--margin", action="append", default=[], metavar="METRIC=VALUE",
+        help="smallest effect of interest for equivalence (repeatable; also written "
+             "analysis.margin.METRIC=VALUE); defaults: spearman/pearson 0.02, accuracy/"
+             "macro_f1/ndcg/roc_auc 0.01, mse none (docs/statistics.md)")
 
-    parser = argparse.ArgumentParser(prog="ptransfer collect", description="merge rows.csv files")
+
+def _parse_with_margins(parser: argparse.ArgumentParser, argv: list[str]):
+    """Arguments, and the margins from --margin and analysis.margin.METRIC=VALUE items."""
+    from ptransfer.analysis.margins import parse_margins
+
+    keyed = [a for a in argv if a.startswith("analysis.margin.")]
+    args = parser.parse_args([a for a in argv if a not in keyed])
+    return args, parse_margins([*args.margin, *keyed])
+
+
+def cmd_collect(argv: list[str]) -> int:
+    from ptransfer.analysis.collect import collect
+
+    parser = argparse.ArgumentParser(
+        prog="ptransfer collect", description="merge the complete cells' rows.csv under DIR; "
+        "write results.csv, summary, intervals, comparisons and taxonomy, all at once")
     parser.add_argument("dir", nargs="?", default="results", help="results root (default results)")
     parser.add_argument("--resamples", type=int, default=1000,
-                        help="bootstrap resamples for intervals and comparisons (default 1000)")
+                        help="bootstrap resamples for intervals and comparisons (default 1000, "
+                             "at least 100)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    args = parser.parse_args(argv)
-    merged = collect(args.dir)
-    print(f"{len(merged)} rows from {merged.cell_id.nunique()} cells -> "
-          f"{Path(args.dir) / RESULTS_FILE}")
-    from ptransfer.analysis.summary import analyse, write_tables
-
-    analysis = analyse(merged, args.dir, n_resamples=args.resamples, seed=args.seed)
-    for path in write_tables(merged, Path(args.dir), analysis=analysis):
+    _margin_option(parser)
+    args, margins = _parse_with_margins(parser, argv)
+    done = collect(args.dir, n_resamples=args.resamples, seed=args.seed, margins=margins)
+    for cell, reason in done.left_out:
+        print(f"left out {cell}: {reason}")
+    print(f"{len(done.merged)} rows from {len(done.cells)} cells"
+          + (f" ({len(done.left_out)} cells left out, listed above)" if done.left_out else "")
+          + f" -> {Path(args.dir) / 'results.csv'} (collect run {done.run_id})")
+    for path in done.tables[1:]:
         print(f"wrote {path}")
     return 0
 
@@ -131,8 +156,12 @@ def cmd_report(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ptransfer report", description="figures and tables")
     parser.add_argument("results", help="results.csv written by `ptransfer collect`")
     parser.add_argument("--out", default="report", help="output folder (default report/)")
-    args = parser.parse_args(argv)
-    paths = make_report(args.results, args.out)
+    _margin_option(parser)
+    args, margins = _parse_with_margins(parser, argv)
+    from ptransfer.grid.validate_config import check_writable
+
+    check_writable(args.out, "--out")
+    paths = make_report(args.results, args.out, margins=margins)
     print(f"wrote {len(paths)} files; open {Path(args.out) / 'index.html'}")
     return 0
 
@@ -152,6 +181,7 @@ def cmd_data(argv: list[str]) -> int:
     dl.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     if args.action == "list":
+        print(data.root_line(root))
         for entry in data.list_datasets(root):
             print(data.format_entry(entry))
         return 0
@@ -161,10 +191,23 @@ def cmd_data(argv: list[str]) -> int:
 
 
 def cmd_pretrain(argv: list[str]) -> int:
+    from ptransfer.grid.validate_config import precheck
     from ptransfer.pretrain.train import run_pretrain
 
-    _hydra_entry(run_pretrain, ["pretrain", *argv], config_name="pretrain")
-    return 0
+    if not any(a in _HYDRA_INFO_FLAGS for a in argv):
+        precheck(CONF_DIR, [a for a in argv if not a.startswith("-")], config_name="pretrain")
+    failed: list[str] = []
+
+    def job(cfg) -> None:  # under Hydra: its handler would print a chained traceback
+        try:
+            run_pretrain(cfg)
+        except (FileNotFoundError, ValueError, KeyError) as err:  # data, config: one line
+            failed.append(str(err))
+
+    _hydra_entry(job, ["pretrain", *argv], config_name="pretrain")
+    for message in failed:
+        print(f"ptransfer pretrain: error: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_store(argv: list[str]) -> int:
@@ -215,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[command](rest)
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"ptransfer {command}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a read-only or full disk, a file in the way: it names the path
+        print(f"ptransfer {command}: error: {err.strerror or err}: {err.filename}",
+              file=sys.stderr)
         return 1
 
 

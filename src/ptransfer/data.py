@@ -148,12 +148,15 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def list_datasets(root: str | Path = DEFAULT_ROOT) -> list[dict]:
-    """Every registered dataset with its files' presence and sizes under ``root``.
+def list_datasets(root: str | Path = DEFAULT_ROOT, verify: bool = True) -> list[dict]:
+    """Every registered dataset with its files' presence, sizes and checksums under ``root``.
 
-    Returns dicts ``{name, description, present, size, files}``; ``present`` is True when
-    every file exists, ``size`` is the bytes on disk of the files present, and each of
-    ``files`` is ``{path, url, sha256, present, size}``. Nothing is hashed (listing is cheap).
+    Returns dicts ``{name, description, present, damaged, size, files}``; ``present`` is True
+    when every file exists, ``damaged`` when a present file's SHA-256 differs from the
+    registry's, ``size`` is the bytes on disk of the files present, and each of ``files`` is
+    ``{path, url, sha256, present, size, verified}``: ``verified`` is True (SHA-256 matches),
+    False (it differs: truncated or damaged) or None (missing, not pinned, or ``verify``
+    off). The pinned files are small (GB1 1.2 MB, ss3 4.8 MB), so listing hashes them.
     """
     entries = []
     for dataset in DATASETS.values():
@@ -161,22 +164,46 @@ def list_datasets(root: str | Path = DEFAULT_ROOT) -> list[dict]:
         for file in dataset.files:
             target = Path(root) / file.path
             present = target.is_file()
+            verified = (sha256_of(target) == file.sha256
+                        if present and verify and file.sha256 else None)
             files.append({"path": file.path, "url": file.url, "sha256": file.sha256,
-                          "present": present, "size": target.stat().st_size if present else 0})
+                          "present": present, "size": target.stat().st_size if present else 0,
+                          "verified": verified})
         entries.append({"name": dataset.name, "description": dataset.description,
                         "present": all(f["present"] for f in files),
+                        "damaged": any(f["verified"] is False for f in files),
                         "size": sum(f["size"] for f in files), "files": files})
     return entries
 
 
+def root_line(root: str | Path) -> str:
+    """The first line of ``ptransfer data list``: which folder it looked in."""
+    path = Path(root).expanduser()
+    where = f"data root {path} ({path.resolve()})" if not path.is_absolute() else \
+        f"data root {path}"
+    if not path.is_dir():
+        return (f"{where}: does not exist, so every dataset below is missing (a typo? set "
+                f"data.root=DIR or --root DIR)")
+    return where
+
+
 def format_entry(entry: dict) -> str:
     """A ``list_datasets`` entry as the lines ``ptransfer data list`` prints."""
-    state = "present" if entry["present"] else "missing"
+    state = "DAMAGED" if entry.get("damaged") else ("present" if entry["present"] else "missing")
     lines = [f"{entry['name']:<8} {state:<8} {entry['size'] / 1e6:8.1f} MB  {entry['description']}"]
     for file in entry["files"]:
-        mark = "ok" if file["present"] else "--"
-        pin = "sha256 pinned" if file["sha256"] else "sha256 UNPINNED"
-        lines.append(f"    [{mark}] {file['path']}  ({pin})")
+        verified = file.get("verified")
+        mark = "--" if not file["present"] else ("BAD" if verified is False else "ok")
+        if verified is True:
+            note = "SHA-256 verified"
+        elif verified is False:
+            note = (f"SHA-256 differs from the pinned one: truncated or damaged; "
+                    f"`ptransfer data download {entry['name']} --force` replaces it")
+        elif file["present"]:
+            note = "not verified: " + ("SHA-256 UNPINNED" if not file["sha256"] else "not checked")
+        else:
+            note = "SHA-256 pinned" if file["sha256"] else "SHA-256 UNPINNED"
+        lines.append(f"    [{mark}] {file['path']}  ({note})")
     return "\n".join(lines)
 
 

@@ -1,16 +1,16 @@
-"""Intervals on every reported score and paired comparisons with Holm-adjusted p-values.
+"""Arms, their intervals, and one paired comparison of two arms (rules: docs/statistics.md).
 
 An *arm* is every seed of one (task, eval_set, model, checkpoint, ablation, ablation_scope)
-that shares its probe, data fingerprint and precision. Its estimate is the mean over seeds of
-the rows' values at the layer choice (``best``: each seed's own best-validation layer;
-``last``). Its bootstrap distribution is two-stage: the panel's item resamples (shared by all
-arms, ``bootstrap``), then seeds drawn with replacement per resample (``seed_average``).
+under one configuration (``panels.COMPARABILITY``: probe and its own config, data
+fingerprint, precision, length policy, pooled dtype, revision). Its estimate is the mean
+over its defined seeds of the rows' values at the layer choice (``best``: each seed's own
+best-validation layer; ``last``). A seed whose metric is undefined (NaN: e.g. constant
+predictions), or that has no best layer, is left out of the mean *with a note* that reaches
+``intervals.csv``, ``comparisons.csv`` and the taxonomy's evidence.
 
-``intervals_table``: one row per arm and layer choice. ``comparisons_table``: per (task,
-eval_set, model, checkpoint, layer choice) pretrained vs each ablation, pretrained vs one-hot,
-each ablation vs one-hot, and per arm best vs last layer; delta = gain of ``a`` over ``b``
-(positive = ``a`` better, sign flipped for lower-is-better metrics), paired percentile
-interval, Wald p from the bootstrap SE, Holm over every comparable row of the table.
+Inference is seed-aware (``inference``): the item variance comes from the panel's paired
+item resamples (``bootstrap``), the seed variance from the arms' between-seed variance, on
+one t reference with Satterthwaite degrees of freedom.
 """
 
 from __future__ import annotations
@@ -20,23 +20,43 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ptransfer.analysis.bootstrap import Replicates, stable_seed
-from ptransfer.analysis.intervals import (
+from ptransfer.analysis.bootstrap import Replicates
+from ptransfer.analysis.inference import (
     LEVEL,
-    bootstrap_se,
-    holm,
-    percentile_interval,
-    seed_average,
-    seed_resample,
-    wald_p,
+    Estimate,
+    item_variance,
+    seed_term,
+    verdict,
 )
-from ptransfer.analysis.panels import LAYER_CHOICES, ONEHOT_FAMILY, PANEL, higher_is_better
+from ptransfer.analysis.intervals import percentile_interval
+from ptransfer.analysis.panels import (
+    CHECKPOINT_INFO,
+    COMPARABILITY,
+    FULL_SCOPE,
+    NOT_FOR_ONEHOT,
+    ONEHOT_FAMILY,
+    PANEL,
+    higher_is_better,
+)
 
-COMPARABILITY = ("head", "data_fingerprint", "precision")
 ARM_KEY = [*PANEL, "model", "checkpoint", "ablation", "ablation_scope", *COMPARABILITY]
-INFO = ["family", "n_params", "checkpoint_step", "metric"]
-METHOD = "percentile bootstrap over proteins, seeds resampled per resample (two-stage)"
-FULL_SCOPE = "full"
+INFO = ["family", "n_params", *CHECKPOINT_INFO, "metric"]
+METHOD_ONE_SEED = "percentile bootstrap over proteins (expanded), one seed"
+METHOD_SEEDS = ("t, Satterthwaite df: bootstrap item variance over proteins + between-seed "
+                "variance / S")
+METHOD_DELTA = ("paired: t, Satterthwaite df: bootstrap item variance of the paired "
+                "difference + each arm's between-seed variance / S")
+
+
+@dataclass
+class SeedScores:
+    """The defined seeds of an arm at one layer choice: values (S), item replicates (S x B)."""
+
+    values: np.ndarray
+    replicates: np.ndarray | None
+    seeds: list
+    notes: list[str] = field(default_factory=list)
+    missing: str = ""  # why there are no replicates (no predictions file, metric)
 
 
 @dataclass
@@ -44,7 +64,7 @@ class Arm:
     """The seeds of one arm: key fields, and per seed cell_id, layers and row values."""
 
     key: dict
-    cells: pd.DataFrame  # one row per seed: cell_id, seed, best, last, and per-layer values
+    cells: pd.DataFrame  # one row per seed: cell_id, seed, n_layers, best (NaN: none), last
     layer_values: dict = field(default_factory=dict)  # (cell_id, layer) -> row value
 
     @property
@@ -54,43 +74,46 @@ class Arm:
         scope = self.key["ablation_scope"]
         return self.key["ablation"] + ("" if scope == FULL_SCOPE else f" ({scope})")
 
-    def layers(self, choice: str) -> list[int]:
-        return [int(v) for v in self.cells[choice]]
+    @property
+    def metric(self) -> str:
+        return self.key["metric"]
 
-    def estimate(self, layers: list[int]) -> float:
-        values = [self.layer_values.get((c, layer), np.nan)
-                  for c, layer in zip(self.cells["cell_id"], layers)]
-        return float(np.mean(values))
+    def layers(self, choice: str) -> list:
+        """The layer of each seed at ``choice`` (NaN where a seed has no best layer)."""
+        return [int(v) if np.isfinite(v) else np.nan for v in self.cells[choice].astype(float)]
 
-    def distribution(self, layers: list[int], reps: Replicates) -> tuple[np.ndarray | None, str]:
-        """B replicates of the seed-mean at ``layers`` (one per seed), or None and why."""
-        eval_set = self.key["eval_set"]
-        per_seed = []
-        for cell_id, layer in zip(self.cells["cell_id"], layers):
-            values = reps.values.get((cell_id, eval_set, layer))
-            if values is None:
-                why = reps.notes.get((cell_id, eval_set), f"no predictions at layer {layer}")
-                return None, f"{cell_id}: {why}"
-            per_seed.append(values)
-        rng = np.random.default_rng([reps.seed, stable_seed(*self.key.values())])
-        counts = seed_resample(len(per_seed), reps.n_resamples, rng)
-        return seed_average(np.vstack(per_seed), counts), ""
+    def scores(self, layers: list, reps: Replicates | None) -> SeedScores:
+        """The defined seeds at ``layers`` (one per seed), with notes for the others."""
+        eval_set, metric = self.key["eval_set"], self.metric
+        values, rows, seeds, notes, missing = [], [], [], [], ""
+        for cell_id, seed, layer in zip(self.cells["cell_id"], self.cells["seed"], layers):
+            if not np.isfinite(layer):
+                notes.append(f"{self.label} seed {seed}: no best layer (every validation score "
+                             "undefined)")
+                continue
+            value = self.layer_values.get((cell_id, int(layer)), np.nan)
+            if not np.isfinite(value):
+                notes.append(f"{self.label} seed {seed}: {metric} undefined at layer {layer} "
+                             "(e.g. constant predictions)")
+                continue
+            values.append(value)
+            seeds.append(seed)
+            rep = None if reps is None else reps.values.get((cell_id, eval_set, int(layer)))
+            if rep is None and not missing:
+                why = (reps.notes.get((cell_id, eval_set), f"no predictions at layer {layer}")
+                       if reps is not None else "no replicates")
+                missing = f"{cell_id}: {why}"
+            rows.append(rep)
+        replicates = None if missing or not rows else np.vstack(rows)
+        return SeedScores(np.asarray(values, dtype=float), replicates, seeds, notes, missing)
 
-
-def with_defaults(rows: pd.DataFrame) -> pd.DataFrame:
-    """Older tables lack the comparability columns: treat them as one value ("")."""
-    frame = rows.copy()
-    for column in (*COMPARABILITY, "ablation_scope"):
-        if column not in frame.columns:
-            frame[column] = ""
-        frame[column] = frame[column].fillna("").astype(str)
-    frame.loc[frame["ablation_scope"] == "", "ablation_scope"] = FULL_SCOPE
-    return frame
+    def estimate(self, layers: list) -> float:
+        values = self.scores(layers, None).values
+        return float(values.mean()) if values.size else float("nan")
 
 
 def arms_of(rows: pd.DataFrame) -> list[Arm]:
-    """Every arm of ``main_test_rows`` rows (see module docstring)."""
-    rows = with_defaults(rows)
+    """Every arm of ``panels.main_test_rows`` rows (see module docstring)."""
     arms = []
     for _, part in rows.groupby(ARM_KEY, sort=False, dropna=False):
         first = part.iloc[0]
@@ -98,124 +121,143 @@ def arms_of(rows: pd.DataFrame) -> list[Arm]:
         cells = part.groupby("cell_id", sort=False).agg(
             seed=("seed", "first"), n_layers=("n_layers", "first")).reset_index()
         best = part[part["best_layer"]].groupby("cell_id")["layer"].first()
-        cells["best"] = cells["cell_id"].map(best)
-        cells["last"] = cells["n_layers"].astype(int) - 1
-        cells = cells.dropna(subset=["best"]).sort_values("seed").reset_index(drop=True)
-        if cells.empty:
-            continue
+        cells["best"] = cells["cell_id"].map(best).astype(float)
+        cells["last"] = cells["n_layers"].astype(float) - 1
+        cells = cells.sort_values("seed").reset_index(drop=True)
         values = {(c, int(layer)): v for c, layer, v in
                   zip(part["cell_id"], part["layer"], part["value"])}
         arms.append(Arm(key, cells, values))
     return arms
 
 
-def _items_equal(a: Arm, b: Arm, reps: Replicates) -> bool:
-    eval_set = a.key["eval_set"]
-    sets = [reps.items.get((c, eval_set)) for arm in (a, b) for c in arm.cells["cell_id"]]
-    if any(s is None for s in sets):
-        return True  # no predictions: nothing to compare item by item, the note says why
-    return all(np.array_equal(sets[0], s) for s in sets[1:])
-
-
 def comparability(a: Arm, b: Arm, reps: Replicates | None = None) -> str:
-    """Why ``a`` and ``b`` may not be compared ("" when they may)."""
-    reasons = [f"{k} differs ({a.key[k] or '?'} vs {b.key[k] or '?'})" for k in COMPARABILITY
+    """Why ``a`` and ``b`` may not be compared ("" when they may).
+
+    Extraction settings are not compared against one-hot (they do not apply to it).
+    """
+    onehot = ONEHOT_FAMILY in (a.key["family"], b.key["family"])
+    keys = [k for k in COMPARABILITY if not (onehot and k in NOT_FOR_ONEHOT)]
+    reasons = [f"{k} differs ({a.key[k] or '?'} vs {b.key[k] or '?'})" for k in keys
                if a.key[k] != b.key[k]]
     if reps is not None and not reasons and not _items_equal(a, b, reps):
         reasons.append("scored items differ")
     return "; ".join(reasons)
 
 
+def _items_equal(a: Arm, b: Arm, reps: Replicates) -> bool:
+    eval_set = a.key["eval_set"]
+    sets = [reps.items.get((c, eval_set)) for arm in (a, b) for c in arm.cells["cell_id"]]
+    sets = [s for s in sets if s is not None]
+    return all(np.array_equal(sets[0], s) for s in sets[1:])
+
+
+def _n_items(arm: Arm, reps: Replicates) -> float:
+    for cell_id in arm.cells["cell_id"]:
+        items = reps.items.get((cell_id, arm.key["eval_set"]))
+        if items is not None:
+            return len(items)
+    return float("nan")
+
+
+def arm_estimate(scores: SeedScores, n_items) -> Estimate:
+    """The seed mean with its item variance (bootstrap) and seed term (``inference``)."""
+    value = float(scores.values.mean()) if scores.values.size else float("nan")
+    var_item = (item_variance(scores.replicates.mean(axis=0), n_items)
+                if scores.replicates is not None else float("nan"))
+    term = seed_term(scores.values)
+    return Estimate(value, var_item, int(n_items) if np.isfinite(n_items) else 0,
+                    [term] if term else [])
+
+
 def _interval_row(arm: Arm, choice: str, reps: Replicates) -> dict:
     layers = arm.layers(choice)
-    dist, note = arm.distribution(layers, reps)
-    eval_set, first = arm.key["eval_set"], arm.cells["cell_id"].iloc[0]
-    items = reps.items.get((first, eval_set))
-    low, high = (percentile_interval(dist, n_items=len(items)) if dist is not None
-                 else (np.nan, np.nan))
+    scores = arm.scores(layers, reps)
+    n_items = _n_items(arm, reps)
+    est = arm_estimate(scores, n_items)
+    if scores.replicates is None:
+        low = high = np.nan
+    elif len(scores.values) == 1:  # item error only: the expanded percentile interval
+        low, high = percentile_interval(scores.replicates[0], n_items=n_items)
+    else:
+        low, high = est.interval()
+    first = arm.cells["cell_id"].iloc[0]
+    notes = [*scores.notes, *([scores.missing] if scores.missing else [])]
     return {**{k: arm.key[k] for k in [*ARM_KEY, *INFO]}, "arm": arm.label,
-            "layer_choice": choice, "layers": " ".join(map(str, layers)),
-            "estimate": arm.estimate(layers), "ci_low": low, "ci_high": high,
-            "se": bootstrap_se(dist) if dist is not None else np.nan,
-            "n_seeds": len(arm.cells), "n_items": len(items) if items is not None else np.nan,
-            "n_scored": reps.n_scored.get((first, eval_set), np.nan), "level": LEVEL,
-            "method": METHOD, "n_resamples": reps.n_resamples, "note": note}
+            "layer_choice": choice, "layers": " ".join(str(x) for x in layers),
+            "estimate": est.value, "ci_low": low, "ci_high": high, "se": est.se,
+            "df": est.df if scores.replicates is not None else np.nan,
+            "seed_sd": float(np.std(scores.values, ddof=1)) if len(scores.values) > 1
+            else np.nan,
+            "n_seeds": len(scores.values), "n_seeds_undefined": len(scores.notes),
+            "n_items": n_items, "n_scored": reps.n_scored.get((first, arm.key["eval_set"]),
+                                                              np.nan),
+            "level": LEVEL, "n_resamples": reps.n_resamples,
+            "method": METHOD_ONE_SEED if len(scores.values) <= 1 else METHOD_SEEDS,
+            "note": "; ".join(notes)}
 
 
 def intervals_table(arms: list[Arm], reps: Replicates) -> pd.DataFrame:
-    """One row per arm and layer choice: estimate, 95 % interval, SE, counts, method."""
+    """One row per arm and layer choice: estimate, 95 % interval, SE, df, counts, method."""
+    from ptransfer.analysis.panels import LAYER_CHOICES
+
     return pd.DataFrame([_interval_row(arm, choice, reps)
                          for arm in arms for choice in LAYER_CHOICES])
 
 
-def compare(a: Arm, layers_a: list[int], b: Arm, layers_b: list[int],
-            reps: Replicates) -> dict:
-    """Estimates, delta (gain of a over b), paired interval, SE and p of one comparison."""
-    sign = 1.0 if higher_is_better(a.key["metric"]) else -1.0
-    est_a, est_b = a.estimate(layers_a), b.estimate(layers_b)
-    out = {"estimate_a": est_a, "estimate_b": est_b, "delta": sign * (est_a - est_b),
-           "ci_low": np.nan, "ci_high": np.nan, "se": np.nan, "p_value": np.nan,
-           "n_seeds_a": len(a.cells), "n_seeds_b": len(b.cells),
+def _delta_estimate(a: Arm, layers_a: list, b: Arm, layers_b: list, reps: Replicates,
+                    sign: float) -> tuple[Estimate | None, list[str], tuple[int, int]]:
+    """The paired difference a - b (sign-aware) with its item and seed variance."""
+    sa, sb = a.scores(layers_a, reps), b.scores(layers_b, reps)
+    notes = [*sa.notes, *sb.notes]
+    n_items = _n_items(a, reps)
+    if not sa.values.size or not sb.values.size:
+        return None, notes + ["no defined seed"], (len(sa.values), len(sb.values))
+    if a is b:  # best vs last of one arm: the seeds are paired, so is their seed variance
+        common = [s for s in sa.seeds if s in sb.seeds]
+        ia, ib = ([x.seeds.index(s) for s in common] for x in (sa, sb))
+        per_seed = sign * (sa.values[ia] - sb.values[ib])
+        value, terms = float(per_seed.mean()), [t for t in [seed_term(per_seed)] if t]
+        reps_a = sa.replicates[ia] if sa.replicates is not None else None
+        reps_b = sb.replicates[ib] if sb.replicates is not None else None
+    else:
+        value = sign * (sa.values.mean() - sb.values.mean())
+        terms = [t for t in (seed_term(sa.values), seed_term(sb.values)) if t]
+        reps_a, reps_b = sa.replicates, sb.replicates
+    missing = [m for m in (sa.missing, sb.missing) if m]
+    if missing or reps_a is None or reps_b is None:
+        var_item = float("nan")
+        notes += missing
+    else:
+        var_item = item_variance(sign * (reps_a.mean(axis=0) - reps_b.mean(axis=0)), n_items)
+    n = int(n_items) if np.isfinite(n_items) else 0
+    return Estimate(float(value), var_item, n, terms), notes, (len(sa.values), len(sb.values))
+
+
+def compare(a: Arm, layers_a: list, b: Arm, layers_b: list, reps: Replicates,
+            margin: float | None = None) -> dict:
+    """One comparison: estimates, delta (gain of a over b), its interval, SE, df, the
+    two-sided p, the equivalence (TOST) p against ``margin`` and the row's verdict."""
+    sign = 1.0 if higher_is_better(a.metric) else -1.0
+    out = {"estimate_a": a.estimate(layers_a), "estimate_b": b.estimate(layers_b),
+           "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "se": np.nan, "df": np.nan,
+           "p_value": np.nan, "p_equiv": np.nan, "margin": margin, "verdict": "unresolved",
+           "n_items": _n_items(a, reps), "n_seeds_a": np.nan, "n_seeds_b": np.nan,
            "not_comparable": comparability(a, b, reps), "note": ""}
-    items = reps.items.get((a.cells["cell_id"].iloc[0], a.key["eval_set"]))
-    out["n_items"] = len(items) if items is not None else np.nan
-    if out["not_comparable"]:
-        out["delta"] = np.nan  # refused: the two numbers are shown, their difference is not
+    if out["not_comparable"]:  # refused: the two numbers are shown, their difference is not
+        out["verdict"] = "not comparable"
         return out
-    if a is b and layers_a == layers_b:
-        out["note"] = "best-validation and last layer are the same layer: no test"
+    est, notes, (out["n_seeds_a"], out["n_seeds_b"]) = _delta_estimate(
+        a, layers_a, b, layers_b, reps, sign)
+    same_layers = a is b and layers_a == layers_b
+    if same_layers:
+        notes.append("best-validation and last layer are the same layer: no test")
+    out["note"] = "; ".join(dict.fromkeys(notes))
+    if est is None:
         return out
-    dist_a, note_a = a.distribution(layers_a, reps)
-    dist_b, note_b = b.distribution(layers_b, reps)
-    if dist_a is None or dist_b is None:
-        out["note"] = "; ".join(n for n in (note_a, note_b) if n)
+    out["delta"] = est.value
+    if same_layers or not est.valid:
         return out
-    delta = sign * (dist_a - dist_b)
-    out["ci_low"], out["ci_high"] = percentile_interval(delta, n_items=out["n_items"])
-    out["se"] = bootstrap_se(delta)
-    out["p_value"] = wald_p(out["delta"], out["se"])
+    out["ci_low"], out["ci_high"] = est.interval()
+    out.update(se=est.se, df=est.df, p_value=est.p_value(), p_equiv=est.p_equivalence(margin))
+    out["verdict"] = verdict(out["delta"], out["p_value"], out["p_equiv"])
     return out
-
-
-def _pairs(group: list[Arm], onehots: list[Arm]):
-    """(a, b) arm pairs of one (task, eval_set, model, checkpoint), in reading order."""
-    pretrained = [a for a in group if a.key["ablation"] == "pretrained"]
-    ablations = [a for a in group if a.key["ablation"] != "pretrained"]
-    for p in pretrained:
-        for x in ablations:
-            yield p, x
-    for x in [*pretrained, *ablations]:
-        for o in onehots:
-            yield x, o
-
-
-def comparisons_table(arms: list[Arm], reps: Replicates) -> pd.DataFrame:
-    """Every comparison (see module docstring), with ``p_holm`` over the comparable rows."""
-    onehots: dict[tuple, list[Arm]] = {}
-    groups: dict[tuple, list[Arm]] = {}
-    for arm in arms:
-        panel = (arm.key["task"], arm.key["eval_set"])
-        if arm.key["family"] == ONEHOT_FAMILY:
-            onehots.setdefault(panel, []).append(arm)
-        else:
-            groups.setdefault((*panel, arm.key["model"], arm.key["checkpoint"]), []).append(arm)
-    records = []
-    for (task, eval_set, model, checkpoint), group in groups.items():
-        first = group[0].key
-        head = {"task": task, "eval_set": eval_set, "model": model, "checkpoint": checkpoint,
-                **{k: first[k] for k in INFO}}
-        for choice in LAYER_CHOICES:
-            for a, b in _pairs(group, onehots.get((task, eval_set), [])):
-                records.append({**head, "layer_choice": choice, "a": a.label, "b": b.label,
-                                **compare(a, a.layers(choice), b, b.layers(choice), reps)})
-        for a in group:
-            records.append({**head, "layer_choice": "best vs last", "a": f"{a.label} (best)",
-                            "b": f"{a.label} (last)",
-                            **compare(a, a.layers("best"), a, a.layers("last"), reps)})
-    table = pd.DataFrame(records)
-    if table.empty:
-        return table
-    table["p_holm"] = holm(table["p_value"])
-    table["holm_family"] = "every comparable row of this table"
-    table["level"], table["n_resamples"], table["method"] = LEVEL, reps.n_resamples, METHOD
-    return table

@@ -13,8 +13,8 @@ repeated ``W[b, cluster]`` times, computed for all B rows at once:
   sum along the sorted order (B x N), then a weighted Pearson of the ranks.
 
 ``ndcg`` and ``roc_auc`` have no vectorised replicate here: their intervals are NaN with a note.
-The percentile interval and the Wald p-value from the bootstrap standard error are in
-``percentile_interval`` / ``wald_p``; ``holm`` adjusts a family of p-values.
+``percentile_interval`` is the (expanded) percentile interval of a single-seed arm; seed-aware
+variances, t intervals, p-values and Holm are in ``inference``.
 """
 
 from __future__ import annotations
@@ -254,21 +254,7 @@ def full_sample(metric: str, elements: Elements, y_pred: np.ndarray) -> float:
     return float(replicates(metric, ones, elements, [y_pred])[0, 0])
 
 
-# ---------------------------------------------------------------- seeds, intervals, tests
-
-
-def seed_average(per_seed: np.ndarray, seed_counts: np.ndarray | None) -> np.ndarray:
-    """Two-stage bootstrap: ``per_seed`` is S x B (each seed's replicates on the shared item
-    resamples), ``seed_counts`` B x S (seeds drawn with replacement per resample) or None for
-    one seed. Returns B values: the mean over the drawn seeds."""
-    if per_seed.shape[0] == 1 or seed_counts is None:
-        return per_seed[0]
-    return (seed_counts * per_seed.T).sum(axis=1) / per_seed.shape[0]
-
-
-def seed_resample(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray | None:
-    """B x S counts of seeds drawn with replacement, or None with a single seed."""
-    return None if n_seeds <= 1 else resample_counts(n_seeds, n_resamples, rng)
+# ---------------------------------------------------------------- intervals
 
 
 def percentile_interval(values: np.ndarray, level: float = LEVEL,
@@ -290,33 +276,3 @@ def percentile_interval(values: np.ndarray, level: float = LEVEL,
         tail = float(stats.norm.sf(t))
     low, high = np.quantile(finite, [tail, 1.0 - tail])
     return float(low), float(high)
-
-
-def bootstrap_se(values: np.ndarray) -> float:
-    finite = np.asarray(values, dtype=float)
-    finite = finite[np.isfinite(finite)]
-    return float(np.std(finite, ddof=1)) if finite.size >= 2 else float("nan")
-
-
-def wald_p(delta: float, se: float) -> float:
-    """Two-sided p of H0 "delta = 0" from a normal reference with the bootstrap SE.
-
-    NaN when the SE is not positive (no variation: no test), never 0 by construction.
-    """
-    if not (np.isfinite(delta) and np.isfinite(se)) or se <= 0:
-        return float("nan")
-    return float(2.0 * stats.norm.sf(abs(delta) / se))
-
-
-def holm(p_values) -> np.ndarray:
-    """Holm step-down adjusted p-values (NaN entries stay NaN and are not in the family)."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full_like(p, np.nan)
-    idx = np.flatnonzero(np.isfinite(p))
-    m = idx.size
-    if not m:
-        return out
-    order = idx[np.argsort(p[idx], kind="stable")]
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adjusted, 1.0)
-    return out

@@ -29,12 +29,23 @@ ABLATIONS = ("pretrained", "random_init", "stat_transfer")
 ONEHOT_FAMILY = "onehot"
 LAYER_CHOICES = ("last", "best")
 PANEL = ["task", "eval_set"]
-CELL = ["model", "checkpoint", "ablation", "seed", "task"]
-ROW_KEY = [*CELL, "layer", "eval_set", "metric"]
+GROUP = [*PANEL, "model", "checkpoint"]
+FULL_SCOPE = "full"
+CELL = ["model", "checkpoint", "ablation", "ablation_scope", "seed", "task"]
+# What must be equal for two cells to be compared (docs/statistics.md, "Units"): the probe
+# and its own configuration, the data, and how features were extracted and stored.
+COMPARABILITY = ("head", "head_config", "data_fingerprint", "precision", "length_policy",
+                 "pooled_dtype", "revision")
+# Extraction settings mean nothing for one-hot features: one-hot compares across them.
+NOT_FOR_ONEHOT = ("precision", "length_policy", "pooled_dtype", "revision")
+ROW_KEY = [*CELL, *COMPARABILITY, "layer", "eval_set", "metric"]
 FINAL_CHECKPOINT = "final"
 # Columns describing a (model, checkpoint) that are carried into the tables as is.
 MODEL_INFO = ["family", "n_params", "checkpoint_step"]
-REQUIRED = [*ROW_KEY, *MODEL_INFO, "n_layers", "rel_depth", "value", "best_layer", "main_metric"]
+CHECKPOINT_INFO = ["checkpoint_step", "checkpoint_fraction", "checkpoint_order"]
+REQUIRED = ["model", "checkpoint", "ablation", "seed", "task", "layer", "eval_set", "metric",
+            *MODEL_INFO, "n_layers", "rel_depth", "value", "best_layer", "main_metric"]
+SUMMARY_KEY = [*GROUP, "ablation_scope", *COMPARABILITY]
 SCORE_COLUMNS = [f"{name}_{choice}{suffix}" for choice in LAYER_CHOICES[::-1]
                  for name in (*ABLATIONS, "onehot") for suffix in ("", "_sd")]
 SEED_COUNT_COLUMNS = [f"{ablation}_n_seeds" for ablation in ABLATIONS]
@@ -83,18 +94,22 @@ def _check_unique(rows: pd.DataFrame) -> None:
     dup = rows.duplicated(ROW_KEY, keep=False)
     if dup.any():
         first = rows.loc[dup, ROW_KEY].iloc[0].to_dict()
+        shown = {k: first[k] for k in [*CELL, "layer", "eval_set", "metric"]}
         raise ValueError(
-            f"results table: {int(dup.sum())} rows repeat a (model, checkpoint, ablation, seed, "
-            f"task, layer, eval_set, metric) key, e.g. {first}; {_collision_cause(rows, first)}")
+            f"results table: {int(dup.sum())} rows repeat the key of one result (cell, "
+            f"probe, data, extraction, layer, eval set, metric), e.g. {shown}; "
+            f"{_collision_cause(rows, first)}")
 
 
 def _collision_cause(rows: pd.DataFrame, key: dict) -> str:
     """Which cells wrote the rows of one repeated key, and what that usually means."""
-    same = (rows[list(key)] == pd.Series(key)).all(axis=1)
+    same = (rows[list(key)].astype(str) == pd.Series(key).astype(str)).all(axis=1)
     cells = sorted(rows.loc[same, "cell_id"].astype(str).unique()) if "cell_id" in rows else []
     if len(cells) > 1:
-        return (f"written by the cells {cells}: different configs under one task name "
-                "(two task=csv files? set task.name, which defaults to the file's stem)")
+        return (f"written by the cells {cells}, whose configs differ in something the rows "
+                "do not show (a model config such as its weights file or max_len changed "
+                "between runs, or two task=csv files share a name): keep them in separate "
+                "results folders, or remove the stale cells")
     return f"every copy comes from cell {cells}: was a run collected twice?"
 
 
@@ -105,11 +120,48 @@ def _check_main_metric(rows: pd.DataFrame) -> None:
         raise ValueError(f"results table: tasks with more than one main metric: {several}")
 
 
-def main_test_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Validated main-metric rows on test sets (eval_set != "val").
+def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """Older tables lack some columns: an absent setting is one value ("", scope full)."""
+    for column in (*COMPARABILITY, "ablation_scope", "cell_id"):
+        if column not in frame.columns:
+            frame[column] = ""
+        frame[column] = frame[column].fillna("").astype(str)
+    for column in CHECKPOINT_INFO:
+        if column not in frame.columns:
+            frame[column] = np.nan
+        frame[column] = _as_number(frame, column)
+    frame.loc[frame["ablation_scope"] == "", "ablation_scope"] = FULL_SCOPE
+    return frame
 
-    Raises ValueError naming the missing column, the bad row or the repeated key. Rows
-    whose value is not finite are dropped and counted in the log.
+
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Settings that do not apply are made equal, and the cells that then coincide kept once.
+
+    The ablation scope does not apply to pretrained or one-hot cells, nor extraction settings
+    to one-hot: a scope sweep runs pretrained and one-hot once per scope (same numbers), and
+    a one-hot cell at another precision is the same baseline. Of cells that coincide (same
+    normalised identity and seed) the first by cell id is kept; the log names the others.
+    """
+    unscoped = (frame["ablation"] == "pretrained") | (frame["family"] == ONEHOT_FAMILY)
+    frame.loc[unscoped, "ablation_scope"] = FULL_SCOPE
+    for column in NOT_FOR_ONEHOT:
+        frame.loc[frame["family"] == ONEHOT_FAMILY, column] = ""
+    identity = [*CELL, *COMPARABILITY]
+    cells = frame.drop_duplicates("cell_id")[[*identity, "cell_id"]].sort_values("cell_id")
+    extra = cells[cells.duplicated(identity, keep="first")]["cell_id"]
+    if len(extra):
+        log.info("%d cells repeat another's computation once scope / one-hot precision are set "
+                 "aside, and are read once: %s", len(extra), sorted(extra)[:5])
+        frame = frame[~frame["cell_id"].isin(set(extra))]
+    return frame
+
+
+def main_test_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Validated, normalised main-metric rows on test sets (eval_set != "val").
+
+    Raises ValueError naming the missing column, the bad row or the repeated key. Rows whose
+    value is not finite are kept (NaN): a seed whose metric is undefined is reported as such
+    downstream, never dropped silently.
     """
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -126,35 +178,33 @@ def main_test_rows(df: pd.DataFrame) -> pd.DataFrame:
             f"results table row {first} (0-based, header excluded): layer "
             f"{frame.at[first, 'layer']} outside 0..n_layers-1 "
             f"(n_layers={frame.at[first, 'n_layers']})")
+    frame = _with_defaults(frame)
     rows = frame[frame["main_metric"] & (frame["eval_set"].astype(str) != "val")]
     if rows.empty:
         raise ValueError("results table has no main-metric rows on a test set (eval_set != val)")
     _check_unique(rows)
     _check_main_metric(rows)
-    finite = np.isfinite(rows["value"])
-    if not finite.all():
-        log.warning("dropped %d main-metric test rows whose value is not finite",
-                    int((~finite).sum()))
-    return rows[finite].reset_index(drop=True)
+    undefined = ~np.isfinite(rows["value"])
+    if undefined.any():
+        log.warning("%d main-metric test rows have an undefined value (NaN): reported as "
+                    "undefined seeds", int(undefined.sum()))
+    return _normalise(rows).reset_index(drop=True)
 
 
 def seed_scores(rows: pd.DataFrame, choice: Literal["last", "best"]) -> pd.DataFrame:
-    """One score per (task, eval_set, model, checkpoint, ablation, seed) at a layer choice.
-
-    ``rows`` are ``main_test_rows``. Returns those rows restricted to the chosen layer (one
-    per seed). A cell without a row at that layer is dropped and counted in the log; a cell
-    with two flagged best layers is an error naming it.
-    """
+    """One row per (cell, eval_set) at a layer choice: ``main_test_rows`` restricted to
+    the chosen layer. A cell without a row at that layer (no best layer: every validation
+    score NaN) is left out and counted in the log; two flagged best layers are an error."""
     if choice == "last":
         picked = rows[rows["layer"] == rows["n_layers"] - 1]
     elif choice == "best":
         picked = rows[rows["best_layer"]]
     else:
         raise ValueError(f"layer choice must be one of {LAYER_CHOICES}, got {choice!r}")
-    keys = [*CELL, "eval_set"]
+    keys = ["cell_id", "eval_set"]
     several = picked.duplicated(keys, keep=False)
     if several.any():
-        cell = picked.loc[several, keys].iloc[0].to_dict()
+        cell = picked.loc[several, [*CELL, "eval_set"]].iloc[0].to_dict()
         raise ValueError(f"results table: several {choice} layers flagged for cell {cell}")
     n_cells = len(rows.drop_duplicates(keys))
     if len(picked) < n_cells:
@@ -164,7 +214,7 @@ def seed_scores(rows: pd.DataFrame, choice: Literal["last", "best"]) -> pd.DataF
 
 
 def seed_stats(scores: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean, sample sd (ddof=1) and count of seeds per group of ``keys``."""
+    """Mean, sample sd (ddof=1) and count of the defined seed scores per group of ``keys``."""
     grouped = scores.groupby(keys, sort=False, dropna=False)["value"]
     return grouped.agg(mean="mean", sd="std", n_seeds="count").reset_index()
 
@@ -190,50 +240,69 @@ def at_final_checkpoint(frame: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- scores in wide form
 
+ONEHOT_MATCH = ["head", "head_config", "data_fingerprint"]
+
 
 def _onehot_columns(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per panel: onehot_{last,best} (+ _sd) over seeds; empty frame when there is no onehot."""
+    """Per panel and probe: onehot_{last,best} (+ _sd) over seeds."""
     onehot = rows[rows["family"] == ONEHOT_FAMILY]
     models = onehot["model"].unique()
     if len(models) > 1:
         raise ValueError(f"results table: several one-hot baselines {list(models)}; keep one")
-    out = pd.DataFrame(columns=PANEL)
+    keys = [*PANEL, *ONEHOT_MATCH]
+    out = pd.DataFrame(columns=keys)
     for choice in LAYER_CHOICES:
-        agg = seed_stats(seed_scores(onehot, choice), PANEL).rename(
+        agg = seed_stats(seed_scores(onehot, choice), keys).rename(
             columns={"mean": f"onehot_{choice}", "sd": f"onehot_{choice}_sd"})
-        out = out.merge(agg.drop(columns="n_seeds"), on=PANEL, how="outer")
+        out = out.merge(agg.drop(columns="n_seeds"), on=keys, how="outer")
     return out
 
 
-def panel_scores(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, eval_set, model, checkpoint) of the encoders: every ablation's seed mean
-    and sd at both layer choices, plus the one-hot baseline of the panel.
+def _summary_rows(encoders: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the summary: each (group, configuration) once per ablation scope of its
+    ablation arms (scope ``full`` when it has none); pretrained is shown on each."""
+    config = [*GROUP, *COMPARABILITY]
+    ablated = encoders[encoders["ablation"] != "pretrained"]
+    scoped = ablated[[*config, "ablation_scope"]].drop_duplicates()
+    plain = encoders[[*config]].drop_duplicates().merge(
+        scoped[config].drop_duplicates(), how="left", indicator=True)
+    plain = plain[plain["_merge"] == "left_only"].drop(columns="_merge")
+    return pd.concat([scoped, plain.assign(ablation_scope=FULL_SCOPE)], ignore_index=True)
 
-    Columns: task, eval_set, model, checkpoint, metric, family, n_params, checkpoint_step,
-    ``SCORE_COLUMNS`` (``{ablation|onehot}_{best|last}`` and ``..._sd``),
-    ``pretrained_best_rel_depth``, ``SEED_COUNT_COLUMNS``. Missing combinations are NaN.
+
+def panel_scores(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, eval_set, model, checkpoint, ablation scope, configuration) of the encoders:
+    every ablation's seed mean and sd at both layer choices, plus the one-hot baseline of the
+    panel under the same probe and data.
+
+    Columns: ``SUMMARY_KEY``, metric, family, n_params, checkpoint_step, ``SCORE_COLUMNS``
+    (``{ablation|onehot}_{best|last}`` and ``..._sd``), ``pretrained_best_rel_depth``,
+    ``SEED_COUNT_COLUMNS``. Missing combinations are NaN; a configuration (probe, data,
+    extraction) is never pooled with another.
     """
     encoders = rows[rows["family"] != ONEHOT_FAMILY]
     unknown = ~encoders["ablation"].isin(ABLATIONS)
     if unknown.any():
         log.warning("left out %d rows of unknown ablations %s (known: %s)", int(unknown.sum()),
                     sorted(encoders.loc[unknown, "ablation"].unique()), list(ABLATIONS))
-    keys = [*PANEL, "model", "checkpoint"]
-    info = encoders.groupby(keys, sort=False)[["metric", *MODEL_INFO]].first().reset_index()
+    config = [*GROUP, *COMPARABILITY]
+    info = encoders.groupby(config, sort=False)[["metric", *MODEL_INFO]].first().reset_index()
+    info = _summary_rows(encoders).merge(info, on=config, how="left")
     for choice in LAYER_CHOICES:
-        scores = seed_scores(encoders, choice)
-        agg = seed_stats(scores, [*keys, "ablation"])
+        agg = seed_stats(seed_scores(encoders, choice), [*config, "ablation_scope", "ablation"])
         for ablation, part in agg.groupby("ablation", sort=False):
             names = {"mean": f"{ablation}_{choice}", "sd": f"{ablation}_{choice}_sd"}
             if choice == "best":
                 names["n_seeds"] = f"{ablation}_n_seeds"
-            part = part.rename(columns=names)[[*keys, *names.values()]]
-            info = info.merge(part, on=keys, how="left")
+            on = config if ablation == "pretrained" else [*config, "ablation_scope"]
+            info = info.merge(part.rename(columns=names)[[*on, *names.values()]], on=on,
+                              how="left")
     best_pretrained = seed_scores(encoders[encoders["ablation"] == "pretrained"], "best")
-    depth = best_pretrained.groupby(keys, sort=False)["rel_depth"].mean()
-    info = info.merge(depth.rename("pretrained_best_rel_depth").reset_index(), on=keys,
+    depth = best_pretrained.groupby(config, sort=False)["rel_depth"].mean()
+    info = info.merge(depth.rename("pretrained_best_rel_depth").reset_index(), on=config,
                       how="left")
-    info = info.merge(_onehot_columns(rows), on=PANEL, how="left")
-    info = info.reindex(columns=[*keys, "metric", *MODEL_INFO, *SCORE_COLUMNS,
+    onehot = _onehot_columns(rows)
+    info = info.merge(onehot, on=[*PANEL, *ONEHOT_MATCH], how="left") if len(onehot) else info
+    info = info.reindex(columns=[*SUMMARY_KEY, "metric", *MODEL_INFO, *SCORE_COLUMNS,
                                  "pretrained_best_rel_depth", *SEED_COUNT_COLUMNS])
     return info.astype({c: "Int64" for c in SEED_COUNT_COLUMNS})  # NaN-able counts

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter
 
 from ptransfer.analysis.panels import higher_is_better
@@ -28,8 +29,8 @@ OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "
 ONEHOT_GREY = "#7F7F7F"
 ABLATION_STYLE = {
     "pretrained": {"linestyle": "-", "marker": "o", "label": "pretrained"},
-    "random_init": {"linestyle": "--", "marker": "s", "label": "random init (mean ± 1 sd)"},
-    "stat_transfer": {"linestyle": ":", "marker": "^", "label": "stat. transfer (mean ± 1 sd)"},
+    "random_init": {"linestyle": "--", "marker": "s", "label": "random init"},
+    "stat_transfer": {"linestyle": ":", "marker": "^", "label": "stat. transfer"},
 }
 METRIC_NAMES = {
     "spearman": "Spearman ρ (unitless)",
@@ -76,14 +77,33 @@ def _new_figure(title: str, metric: str, xlabel: str) -> tuple[Figure, object]:
     return fig, ax
 
 
-def _draw(ax, x, mean, sd, colour: str, ablation: str) -> None:
-    """A mean line in the ablation's style, with a +-1 sd band where seeds allow one."""
+BAND_LABELS = {"sd": "band: ±1 sd over seeds\n(≥ 2 seeds)",
+               "ci": "band: 95 % bootstrap interval\nover test proteins (1 seed)"}
+
+
+def bands(points: pd.DataFrame) -> pd.DataFrame:
+    """``points`` with ``band_low``/``band_high``/``band`` filled where missing: ±1 sd over
+    seeds where there are two or more (``band`` "sd"), else none (NaN)."""
+    points = points.copy()
+    for column in ("band_low", "band_high", "band"):
+        if column not in points:
+            points[column] = np.nan if column != "band" else ""
+    seeded = points["band_low"].isna() & np.isfinite(points["sd"].astype(float))
+    points.loc[seeded, "band_low"] = points["mean"] - points["sd"]
+    points.loc[seeded, "band_high"] = points["mean"] + points["sd"]
+    points.loc[seeded, "band"] = "sd"
+    return points
+
+
+def _draw(ax, x, mean, low, high, colour: str, ablation: str) -> None:
+    """A mean line in the ablation's style, with its band where it has one."""
     style = ABLATION_STYLE.get(ablation, {"linestyle": "-.", "marker": "x"})
-    x, mean, sd = (np.asarray(v, dtype=float) for v in (x, mean, sd))
+    x, mean, low, high = (np.asarray(v, dtype=float) for v in (x, mean, low, high))
     ax.plot(x, mean, color=colour, linestyle=style["linestyle"], marker=style["marker"])
-    if np.isfinite(sd).any():
-        band = np.nan_to_num(sd, nan=0.0)
-        ax.fill_between(x, mean - band, mean + band, color=colour, alpha=0.15, linewidth=0)
+    shown = np.isfinite(low) & np.isfinite(high)
+    if shown.any():
+        ax.fill_between(x[shown], low[shown], high[shown], color=colour, alpha=0.15,
+                        linewidth=0)
 
 
 def _reference(ax, onehot: tuple[float, float] | None) -> None:
@@ -96,8 +116,10 @@ def _reference(ax, onehot: tuple[float, float] | None) -> None:
         ax.axhspan(mean - sd, mean + sd, color=ONEHOT_GREY, alpha=0.15, linewidth=0)
 
 
-def _legend(fig: Figure, colours: dict[str, str], ablations: list[str], onehot: bool) -> None:
-    """Two-part legend outside the axes: colour = model/family, line style = ablation."""
+def _legend(fig: Figure, colours: dict[str, str], ablations: list[str], onehot: bool,
+            band_kinds: list[str] = ()) -> None:
+    """Legend outside the axes: colour = model/family, line style = ablation, what the
+    shaded bands are (only the kinds drawn)."""
     handles = [Line2D([], [], color=c, linewidth=3) for c in colours.values()]
     labels = list(colours)
     for ablation in ablations:
@@ -109,21 +131,26 @@ def _legend(fig: Figure, colours: dict[str, str], ablations: list[str], onehot: 
     if onehot:
         handles.append(Line2D([], [], color=ONEHOT_GREY, linewidth=1.2))
         labels.append("one-hot baseline")
+    for kind in band_kinds:
+        handles.append(Patch(color="#333333", alpha=0.15, linewidth=0))
+        labels.append(BAND_LABELS[kind])
     fig.legend(handles, labels, loc="outside right upper", frameon=False)
 
 
 def _lines(ax, points: pd.DataFrame, x: str, colour_by: str, colours: dict[str, str]) -> None:
-    """One mean line (with +-1 sd band) per (colour group, ablation), sorted along ``x``."""
+    """One mean line (with its band, ``bands``) per (colour group, ablation), along ``x``."""
     for (group, ablation), line in points.groupby([colour_by, "ablation"], sort=False):
         line = line.sort_values(x)
-        _draw(ax, line[x], line["mean"], line["sd"], colours[group], ablation)
+        _draw(ax, line[x], line["mean"], line["band_low"], line["band_high"], colours[group],
+              ablation)
 
 
 def _finish(fig, ax, points: pd.DataFrame, colour_by: str, colours: dict[str, str],
             onehot: tuple[float, float] | None) -> Figure:
     _reference(ax, onehot)
     used = {g: colours[g] for g in points[colour_by].unique()}
-    _legend(fig, used, list(points["ablation"].unique()), onehot is not None)
+    kinds = [k for k in BAND_LABELS if (points["band"] == k).any()]
+    _legend(fig, used, list(points["ablation"].unique()), onehot is not None, kinds)
     return fig
 
 
@@ -133,10 +160,13 @@ def depth_figure(curves: pd.DataFrame, onehot: tuple[float, float] | None,
     """Test metric vs relative depth for one panel.
 
     ``curves``: one row per (model, ablation, layer) with columns rel_depth, mean, sd
-    (sd over seeds, NaN with one seed). ``best``: one row per (model, ablation) with
+    (sd over seeds, NaN with one seed) and, optionally, band_low/band_high/band ("ci": a
+    one-seed curve's bootstrap interval, ``layer_bands``); the band is otherwise ±1 sd over
+    seeds where there are two or more. ``best``: one row per (model, ablation) with
     rel_depth and mean of the best-validation layer, drawn as a star on its line.
     """
     fig, ax = _new_figure(title, metric, "relative depth (layer / last layer; 0 = embedding)")
+    curves = bands(curves)
     _lines(ax, curves, "rel_depth", "model", colours)
     for row in (best if best is not None else pd.DataFrame()).itertuples(index=False):
         ax.plot([row.rel_depth], [row.mean], marker="*", markersize=11, linestyle="none",
@@ -152,6 +182,7 @@ def scaling_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
     """
     fig, ax = _new_figure(title, metric, "encoder parameters (count, log scale)")
     ax.set_xscale("log")
+    points = bands(points)
     _lines(ax, points, "n_params", "family", colours)
     return _finish(fig, ax, points, "family", colours, onehot)
 
@@ -164,6 +195,7 @@ def checkpoint_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
     """
     fig, ax = _new_figure(title, metric, "pretraining step (optimizer updates)")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 500k, 1M: no 6-digit tick labels
+    points = bands(points)
     _lines(ax, points, "checkpoint_step", "model", colours)
     return _finish(fig, ax, points, "model", colours, onehot)
 

@@ -27,6 +27,9 @@ from pathlib import Path
 import pandas as pd
 
 from ptransfer.analysis import plots
+from ptransfer.analysis.bootstrap import find_predictions
+from ptransfer.analysis.layer_bands import band_layers, layer_intervals
+from ptransfer.analysis.margins import DEFAULT_MARGINS
 from ptransfer.analysis.panels import (
     ONEHOT_FAMILY,
     PANEL,
@@ -99,21 +102,45 @@ def _layer_curves(encoders: pd.DataFrame) -> pd.DataFrame:
     return curves.merge(depth.reset_index(), on=keys, how="left")
 
 
+def _bootstrap_bands(panel: pd.DataFrame, final: pd.DataFrame, metric: str,
+                     files: dict[str, Path]) -> pd.DataFrame:
+    """``panel`` (one task and test set) with ``band_low``/``band_high``/``band`` = "ci" on
+    each one-seed curve whose cell has predictions: its per-layer 95 % bootstrap interval."""
+    panel = panel.assign(band_low=float("nan"), band_high=float("nan"), band="")
+    eval_set = panel["eval_set"].iloc[0]
+    for (model, ablation), line in panel.groupby(["model", "ablation"], sort=False):
+        cells = final[(final["model"] == model) & (final["ablation"] == ablation)
+                      & (final["eval_set"] == eval_set) & (final["task"] == line["task"].iloc[0])]
+        ids = cells["cell_id"].astype(str).unique()
+        if line["n_seeds"].max() != 1 or len(ids) != 1 or ids[0] not in files:
+            continue  # >= 2 seeds: the sd band; no predictions: no band (the caption says)
+        layers = band_layers(int(cells["n_layers"].iloc[0]), int(cells["n_eval"].max()))
+        found = layer_intervals(files[ids[0]], eval_set, metric, layers)
+        where = line.index[line["layer"].isin(found["layer"])]
+        ci = found.set_index("layer").loc[panel.loc[where, "layer"]]
+        panel.loc[where, ["band_low", "band_high", "band"]] = list(zip(
+            ci["ci_low"], ci["ci_high"], ["ci"] * len(ci)))
+    return panel
+
+
 def _depth_figures(rows: pd.DataFrame, out_dir: Path, colours: dict[str, str],
-                   onehot: dict[tuple, tuple[float, float]]) -> list[FigureEntry]:
+                   onehot: dict[tuple, tuple[float, float]],
+                   root: Path | None = None) -> list[FigureEntry]:
     final = at_final_checkpoint(_encoders(rows))
     checkpoints = ", ".join(sorted(final["checkpoint"].astype(str).unique()))
+    files = find_predictions(root)
     entries = []
     best = _best_points(final)
     for (task, eval_set), panel in _layer_curves(final).groupby(PANEL, sort=False):
         metric = rows.loc[rows["task"] == task, "metric"].iloc[0]
         here = (final["task"] == task) & (final["eval_set"] == eval_set)
         marks = best[(best["task"] == task) & (best["eval_set"] == eval_set)]
+        panel = _bootstrap_bands(panel, final[here], metric, files)
         fig = plots.depth_figure(panel, onehot.get((task, eval_set)), colours, metric,
                                  f"{task} — {eval_set}: probe on every layer", best=marks)
         caption = (f"{task}, test set {eval_set}: test {metric} of a probe fitted on each "
                    f"layer, against relative depth (checkpoint {checkpoints}); {LINE_KEY}; "
-                   f"{BEST_KEY}; {_band_note(final[here])}"
+                   f"{BEST_KEY}; {_band_note(final[here], panel)}"
                    + _onehot_note(task, eval_set, onehot) + ".")
         entries.append(FigureEntry(*plots.save(fig, out_dir, f"depth_{_slug(task)}_"
                                                              f"{_slug(eval_set)}"), caption))
@@ -133,12 +160,18 @@ def _best_points(encoders: pd.DataFrame) -> pd.DataFrame:
         rel_depth=("rel_depth", "mean"), mean=("value", "mean")).reset_index()
 
 
-def _band_note(rows: pd.DataFrame) -> str:
-    """How many seeds each line is made of: bands are ±1 sd over those seeds."""
+def _band_note(rows: pd.DataFrame, panel: pd.DataFrame | None = None) -> str:
+    """How many seeds each line is made of, and what its band is: ±1 sd over seeds with two
+    or more; with one, the 95 % bootstrap interval over test proteins where ``panel`` has
+    it (depth figures), else none."""
     seeds = rows.groupby("ablation", sort=False)["seed"].nunique()
-    parts = [f"{a} {n} seed{'s' if n > 1 else ''}" + ("" if n > 1 else " (no band)")
-             for a, n in seeds.items()]
-    return "lines: mean over seeds, shaded band ±1 sd over seeds (" + ", ".join(parts) + ")"
+    with_ci = set() if panel is None else set(panel.loc[panel["band"] == "ci", "ablation"])
+    parts = []
+    for ablation, n in seeds.items():
+        band = ("±1 sd over seeds" if n > 1 else "95 % bootstrap interval over test proteins"
+                if ablation in with_ci else "no band")
+        parts.append(f"{ablation} {n} seed{'s' if n > 1 else ''} ({band})")
+    return "lines: mean over seeds; shaded bands: " + ", ".join(parts)
 
 
 def _onehot_note(task: str, eval_set: str, onehot: dict) -> str:
@@ -197,9 +230,11 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 
 def write_index(out_dir: Path, source: str, figures: list[FigureEntry],
-                summary: pd.DataFrame) -> Path:
+                summary: pd.DataFrame, margins: dict | None = None) -> Path:
     """index.html: classes with their evidence, figures (relative PNG paths), summary table."""
     classes = classification_table(summary)
+    margins = margins if margins is not None else DEFAULT_MARGINS
+    margin_text = ", ".join(f"{m} {v:g}" for m, v in margins.items() if v is not None)
     figure_html = "\n".join(
         f'<figure><img src="{html.escape(f.png.name)}" alt="{html.escape(f.caption)}">'
         f"<figcaption>{html.escape(f.caption)} "
@@ -226,12 +261,17 @@ Tables: <a href="summary.csv">summary.csv</a>, <a href="summary.md">summary.md</
 <a href="repstat.csv">repstat.csv</a>, <a href="intervals.csv">intervals.csv</a>,
 <a href="comparisons.csv">comparisons.csv</a>, <a href="taxonomy.csv">taxonomy.csv</a>.</p>
 <h2>Classification</h2>
-<p>Per panel and model (final checkpoint), at the best-validation layer: benefits, aligned /
-benefits, not aligned / no benefit / inconclusive. Benefit: pretrained significantly better
-than every ablation and one-hot (paired bootstrap over test proteins, Holm-adjusted p &lt;
-0.05); no benefit: a baseline significantly better. Alignment: the score rises (95 %
-interval of the Spearman trend above 0) along every axis present: pretraining checkpoints,
-depth, model size. No fixed margins; the evidence column gives the numbers.</p>
+<p>Per panel and model (final checkpoint), at the best-validation layer, three verdicts, each
+better / equivalent / worse / unresolved from paired interval tests over test proteins (and
+seeds, with their own degrees of freedom) against the declared margin
+({html.escape(margin_text)}): <b>transfer</b>, pretrained vs one-hot; <b>pretraining</b>,
+pretrained vs every ablation (random init, stat transfer); <b>alignment</b>, whether the late
+part of pretraining (final vs mid-pretraining checkpoint) and of model size (vs the next
+smaller model) still improves: aligned, or not aligned for an early plateau or a decline.
+Class: aligned (transfer and pretraining better, aligned) / benefits, not aligned (transfer
+better, not aligned) / no benefit (transfer equivalent or worse) / inconclusive (what is
+missing is named). Depth is described, never decided on. Rules: docs/statistics.md; the
+evidence column gives every number.</p>
 {_html_table(classes)}
 <h2>Figures</h2>
 {figure_html or "<p>No figures: the table holds no test-set rows to draw.</p>"}
@@ -248,9 +288,11 @@ layer. Every column, unrounded: summary.csv.</p>
     return path
 
 
-def make_report(results_csv: str | Path, out_dir: str | Path) -> list[Path]:
+def make_report(results_csv: str | Path, out_dir: str | Path,
+                margins: dict | None = None) -> list[Path]:
     """Write every figure (PNG + SVG), the tables and index.html; return the paths written.
 
+    ``margins``: metric -> smallest effect of interest (default ``DEFAULT_MARGINS``).
     Raises FileNotFoundError / ValueError naming ``results_csv`` when it is missing, empty
     or not a results table.
     """
@@ -258,7 +300,7 @@ def make_report(results_csv: str | Path, out_dir: str | Path) -> list[Path]:
     frame = _load(results_csv)
     try:
         rows = main_test_rows(frame)
-        analysis = analyse(frame, results_csv.parent)  # predictions beside the results
+        analysis = analyse(frame, results_csv.parent, margins=margins)  # predictions beside
         summary = summary_table(frame, analysis)
     except ValueError as err:
         raise ValueError(f"{results_csv}: {err}") from err
@@ -268,9 +310,9 @@ def make_report(results_csv: str | Path, out_dir: str | Path) -> list[Path]:
     colours = plots.colour_map(list(dict.fromkeys(encoders["model"])))
     onehot = _onehot_by_panel(rows)
     with plots.paper_style():
-        figures = [*_depth_figures(rows, out_dir, colours, onehot),
+        figures = [*_depth_figures(rows, out_dir, colours, onehot, results_csv.parent),
                    *_scaling_figures(rows, out_dir, onehot),
                    *_checkpoint_figures(rows, out_dir, colours, onehot)]
-    index = write_index(out_dir, results_csv.name, figures, summary)
+    index = write_index(out_dir, results_csv.name, figures, summary, margins)
     log.info("report: %d figures, tables and %s in %s", len(figures), INDEX_FILE, out_dir)
     return [*(p for f in figures for p in (f.png, f.svg)), *table_paths, index]

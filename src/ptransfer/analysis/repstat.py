@@ -12,6 +12,7 @@ from ptransfer.analysis.panels import (
     ONEHOT_FAMILY,
     PANEL,
     SEED_COUNT_COLUMNS,
+    SUMMARY_KEY,
     higher_is_better,
     main_test_rows,
     panel_scores,
@@ -39,8 +40,9 @@ def one_sided_p(ablation_values: np.ndarray, pretrained: float, metric: str) -> 
 
 
 def _repstat_choice(scores: pd.DataFrame, table: pd.DataFrame, choice: str) -> pd.DataFrame:
-    """Columns ``{choice}_*`` of repstat for one layer choice, aligned with ``table``."""
-    keys = [*PANEL, "model", "checkpoint"]
+    """Columns ``{choice}_*`` of repstat for one layer choice, aligned with ``table`` (one
+    row per group, scope and configuration: seeds of other configurations never mix)."""
+    keys = SUMMARY_KEY
     by_cell = scores.groupby([*keys, "ablation"])["value"].apply(np.asarray).to_dict()
     sign = np.where(table["metric"].map(higher_is_better), 1.0, -1.0)
     pretrained = table[f"pretrained_{choice}"]
@@ -71,6 +73,7 @@ def repstat(df: pd.DataFrame) -> pd.DataFrame:
     table = panel_scores(rows)
     encoders = rows[rows["family"] != ONEHOT_FAMILY]
     parts = [table[["model", "family", "n_params", "checkpoint", "checkpoint_step", *PANEL,
+                    *[k for k in SUMMARY_KEY if k not in (*PANEL, "model", "checkpoint")],
                     "metric", *SEED_COUNT_COLUMNS]]]
     for choice in LAYER_CHOICES:
         parts.append(_repstat_choice(seed_scores(encoders, choice), table, choice))

@@ -1,17 +1,15 @@
 """Result rows: the long-format schema every cell writes and ``collect`` merges.
 
 One row holds one number: the value of one metric of one layer's probe on one evaluation
-set. Plots and summaries read only the merged table, never a model or a dataset.
+set. Plots and summaries read only the merged table (``analysis.collect``), never a model or
+a dataset.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
-
-log = logging.getLogger(__name__)
 
 ROWS_FILE = "rows.csv"
 RESULTS_FILE = "results.csv"
@@ -19,10 +17,15 @@ RESULTS_FILE = "results.csv"
 # Column -> meaning. The README's schema table is generated from the same words.
 COLUMNS: dict[str, str] = {
     "model": "model name as its package names it (esm2_t6_8M_UR50D, carp_600k, onehot)",
-    "family": "esm1 | esm1b | esm2 | carp | hf_esm2 | esmc | onehot",
+    "family": "esm1 | esm1b | esm2 | carp | hf_esm2 | esmc | prot_bert | prot_t5 | ankh | antiberty | onehot",
     "n_params": "parameter count of the encoder (0 for onehot)",
     "checkpoint": "pretraining checkpoint name (final, or an intermediate one)",
     "checkpoint_step": "pretraining step of that checkpoint (empty when unknown)",
+    "checkpoint_fraction": "fraction of pretraining done at that checkpoint: 1 for final; "
+                           "model.checkpoints.<name>.fraction, else step / final step "
+                           "(empty when unknown)",
+    "checkpoint_order": "position of the checkpoint in its model's pretraining order "
+                        "(model.checkpoints in the order listed, final last)",
     "ablation": "pretrained | random_init | stat_transfer (onehot rows: pretrained)",
     "ablation_scope": "full (every tensor) | reference (what the paper's code changed); see README",
     "seed": "seed of the cell: ablation, probe initialisation, data order",
@@ -34,8 +37,12 @@ COLUMNS: dict[str, str] = {
     "rel_depth": "layer / (n_layers - 1): 0 at the embedding, 1 at the last block",
     "revision": "hub revision of the weights (transformers models; empty otherwise)",
     "precision": "extraction precision: fp32 | bf16 | fp16",
+    "length_policy": "sequences over the model's limit: window | truncate",
+    "pooled_dtype": "per-protein store dtype: float32 | float16",
     "data_fingerprint": "SHA-256 prefix of the task's loaded content (sequences, targets, splits)",
     "head": "probe: ridge | logistic | linear | streaming",
+    "head_config": "SHA-256 prefix of the probe's own configuration (its grid, learning rate, "
+                   "...): cells are compared only when it is equal",
     "hparams": "hyper-parameters chosen on validation, JSON ({\"alpha\": 10.0})",
     "eval_set": "val, or a test set name (test, cb513, ts115, casp12)",
     "metric": "spearman | pearson | mse | ndcg | accuracy | macro_f1 | roc_auc",
@@ -50,6 +57,19 @@ COLUMNS: dict[str, str] = {
     "config_hash": "SHA-256 prefix of the cell's effective config",
     "ptransfer_version": "package version that wrote the row",
 }
+
+
+# Columns added after the first tables were written, with the value an older table means.
+ADDED_COLUMNS: dict[str, object] = {
+    "checkpoint_fraction": float("nan"), "checkpoint_order": float("nan"),
+    "length_policy": "", "pooled_dtype": "", "head_config": "",
+}
+
+
+def with_added_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """An older table with the columns added since (``ADDED_COLUMNS``) filled in."""
+    missing = {c: v for c, v in ADDED_COLUMNS.items() if c not in frame.columns}
+    return frame.assign(**missing) if missing else frame
 
 
 def make_frame(rows: list[dict]) -> pd.DataFrame:
@@ -75,7 +95,13 @@ def read_checked(path: str | Path, read, columns, what: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {what} at {path}")
-    frame = read(path)
+    try:
+        frame = read(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file, not a ptransfer {what}") from None
+    except Exception as err:  # noqa: BLE001 - any parse error (truncated, not CSV/Parquet)
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: cannot be read as a ptransfer {what} ({detail})") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a ptransfer {what}, missing columns {missing}")
@@ -84,17 +110,6 @@ def read_checked(path: str | Path, read, columns, what: str) -> pd.DataFrame:
 
 def read_results(path: str | Path) -> pd.DataFrame:
     """Read a rows or results CSV, checking it carries the schema's columns."""
-    return read_checked(path, pd.read_csv, COLUMNS, "results table")
-
-
-def collect(root: str | Path) -> pd.DataFrame:
-    """Merge every ``rows.csv`` under ``root`` into ``root/results.csv`` and return it."""
-    root = Path(root)
-    files = sorted(p for p in root.rglob(ROWS_FILE) if p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no {ROWS_FILE} under {root}: run `ptransfer run` first")
-    frames = [read_results(p) for p in files]
-    merged = pd.concat(frames, ignore_index=True)
-    write_rows(merged, root / RESULTS_FILE)
-    log.info("collected %d rows from %d runs into %s", len(merged), len(files), root / RESULTS_FILE)
-    return merged
+    required = [c for c in COLUMNS if c not in ADDED_COLUMNS]
+    frame = read_checked(path, pd.read_csv, required, "results table")
+    return with_added_columns(frame)[[*COLUMNS, *(c for c in frame if c not in COLUMNS)]]

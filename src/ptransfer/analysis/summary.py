@@ -16,20 +16,22 @@ import numpy as np
 import pandas as pd
 
 from ptransfer.analysis.bootstrap import compute_replicates
-from ptransfer.analysis.comparisons import (
-    FULL_SCOPE,
-    arms_of,
-    comparisons_table,
-    intervals_table,
-)
+from ptransfer.analysis.comparisons import arms_of, intervals_table
+from ptransfer.analysis.decisions import comparisons_table
 from ptransfer.analysis.intervals import N_RESAMPLES
+from ptransfer.analysis.margins import DEFAULT_MARGINS
 from ptransfer.analysis.panels import (
     ABLATIONS,
+    COMPARABILITY,
+    FULL_SCOPE,
+    GROUP,
     LAYER_CHOICES,
     MODEL_INFO,
+    ONEHOT_FAMILY,
     PANEL,
     SCORE_COLUMNS,
     SEED_COUNT_COLUMNS,
+    SUMMARY_KEY,
     at_final_checkpoint,
     higher_is_better,
     main_test_rows,
@@ -38,7 +40,6 @@ from ptransfer.analysis.panels import (
 from ptransfer.analysis.repstat import repstat
 from ptransfer.analysis.taxonomy import taxonomy_table
 
-GROUP = [*PANEL, "model", "checkpoint"]
 CI_COLUMNS = [f"{name}_{choice}_ci_{end}" for choice in LAYER_CHOICES[::-1]
               for name in (*ABLATIONS, "onehot") for end in ("low", "high")]
 
@@ -53,39 +54,58 @@ class Analysis:
 
 
 def analyse(df: pd.DataFrame, root: str | Path | None = None,
-            n_resamples: int = N_RESAMPLES, seed: int = 0) -> Analysis:
+            n_resamples: int = N_RESAMPLES, seed: int = 0,
+            margins: dict | None = None) -> Analysis:
     """Intervals, comparisons and taxonomy of a results table.
 
     ``root``: where the cells' ``predictions.parquet`` files are (``collect``'s folder);
     None or a folder without them gives NaN intervals with a note, and classes that say so.
+    ``margins``: metric -> smallest effect of interest (``margins.DEFAULT_MARGINS``).
     """
     rows = main_test_rows(df)
     reps = compute_replicates(rows, root, n_resamples, seed)
     arms = arms_of(rows)
-    comparisons = comparisons_table(arms, reps)
+    comparisons = comparisons_table(arms, reps, margins if margins is not None
+                                    else DEFAULT_MARGINS)
     return Analysis(intervals_table(arms, reps), comparisons,
                     taxonomy_table(arms, comparisons, reps))
 
 
-def _interval_columns(intervals: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, eval_set, model, checkpoint): ``{arm}_{choice}_ci_{low,high}``."""
+ONEHOT_KEY = [*PANEL, "head", "head_config", "data_fingerprint"]
+
+
+def _interval_columns(intervals: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (keyed by ``SUMMARY_KEY``) with ``{arm}_{choice}_ci_{low,high}``: the
+    intervals of the same arms, under the same probe, data and extraction."""
     if intervals.empty:
-        return pd.DataFrame(columns=[*GROUP, *CI_COLUMNS])
-    full = intervals[intervals["ablation_scope"] == FULL_SCOPE]
-    encoders = full[full["arm"] != "onehot"]
-    out = encoders[GROUP].drop_duplicates()
+        return table.assign(**{c: np.nan for c in CI_COLUMNS})
+    config = [*GROUP, *COMPARABILITY]
     for choice in LAYER_CHOICES:
-        for name in ABLATIONS:
-            part = encoders[(encoders["arm"] == name) & (encoders["layer_choice"] == choice)]
-            part = part.drop_duplicates(GROUP)[[*GROUP, "ci_low", "ci_high"]].rename(
-                columns={"ci_low": f"{name}_{choice}_ci_low",
-                         "ci_high": f"{name}_{choice}_ci_high"})
-            out = out.merge(part, on=GROUP, how="left")
-        onehot = full[(full["arm"] == "onehot") & (full["layer_choice"] == choice)]
-        onehot = onehot.drop_duplicates(PANEL)[[*PANEL, "ci_low", "ci_high"]].rename(
-            columns={"ci_low": f"onehot_{choice}_ci_low", "ci_high": f"onehot_{choice}_ci_high"})
-        out = out.merge(onehot, on=PANEL, how="left")
-    return out
+        mine = intervals[intervals["layer_choice"] == choice]
+        for name in (*ABLATIONS, "onehot"):
+            on = (ONEHOT_KEY if name == "onehot" else config if name == "pretrained"
+                  else [*config, "ablation_scope"])
+            arm = mine[mine["ablation"] == name] if name != "onehot" else \
+                mine[mine["family"] == ONEHOT_FAMILY]
+            columns = {"ci_low": f"{name}_{choice}_ci_low", "ci_high": f"{name}_{choice}_ci_high"}
+            part = arm.drop_duplicates(on)[[*on, "ci_low", "ci_high"]].rename(columns=columns)
+            table = table.merge(part, on=on, how="left")
+    return table
+
+
+def _mixed_data(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task: a warning when its rows come from more than one dataset (data fingerprint
+    or dataset name): two task=csv files with one name, or an edited file."""
+    frame = df.assign(data_fingerprint=df.get("data_fingerprint", "").fillna("").astype(str))
+    out = []
+    for task, part in frame.groupby("task", sort=False):
+        prints = sorted(part["data_fingerprint"].unique())
+        sets = sorted(part["dataset"].astype(str).unique()) if "dataset" in part else []
+        if len(prints) > 1 or len(sets) > 1:
+            out.append({"task": task, "warning": (
+                f"mixed datasets: task {task!r} has {len(prints)} data fingerprints "
+                f"{prints} ({', '.join(sets)}); each row compares like with like only")})
+    return pd.DataFrame(out, columns=["task", "warning"])
 
 
 def _not_comparable(comparisons: pd.DataFrame) -> pd.DataFrame:
@@ -105,6 +125,13 @@ def _merge(table: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
     return table.merge(other, on=GROUP, how="left")
 
 
+VERDICTS = ["class", "transfer", "pretraining", "alignment", "evidence"]
+SUMMARY_COLUMNS = [*SUMMARY_KEY, *MODEL_INFO, "metric", "higher_is_better", "classification",
+                   "transfer", "pretraining", "alignment", *SCORE_COLUMNS, *CI_COLUMNS,
+                   "pretrained_best_rel_depth", *SEED_COUNT_COLUMNS, "not_comparable",
+                   "warning", "evidence"]
+
+
 def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.DataFrame:
     """Per (task, eval_set, model, checkpoint): every arm's seed mean and sd at the last and
     best-validation layer (``panel_scores``), their 95 % intervals (``*_ci_low/high``), the
@@ -112,17 +139,18 @@ def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.Data
     comparison of the row was refused: probe, data fingerprint or precision differ)."""
     analysis = analysis if analysis is not None else analyse(df)
     table = panel_scores(main_test_rows(df))
-    table = _merge(table, _interval_columns(analysis.intervals))
-    taxonomy = analysis.taxonomy[[*GROUP, "class", "evidence"]].rename(
+    table = _interval_columns(analysis.intervals, table)
+    taxonomy = analysis.taxonomy[[*GROUP, *VERDICTS]].rename(
         columns={"class": "classification"})
     table = _merge(table, taxonomy)
     table = _merge(table, _not_comparable(analysis.comparisons))
     table["not_comparable"] = table["not_comparable"].fillna("")
+    mixed = _mixed_data(df)
+    table = table.merge(mixed, on="task", how="left") if len(mixed) else \
+        table.assign(warning="")
+    table["warning"] = table["warning"].fillna("")
     table["higher_is_better"] = table["metric"].map(higher_is_better)
-    order = [*PANEL, "model", "checkpoint", *MODEL_INFO, "metric", "higher_is_better",
-             "classification", *SCORE_COLUMNS, *CI_COLUMNS, "pretrained_best_rel_depth",
-             *SEED_COUNT_COLUMNS, "not_comparable", "evidence"]
-    return table.reindex(columns=order)
+    return table.reindex(columns=SUMMARY_COLUMNS)
 
 
 def readable_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -138,21 +166,30 @@ def readable_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         return text
 
     out = summary[[*PANEL, "model", "checkpoint", "metric"]].copy()
+    if (summary["ablation_scope"] != FULL_SCOPE).any():  # a scope sweep: say which row is which
+        out.insert(4, "ablation_scope", summary["ablation_scope"])
+    if summary[["head", "precision"]].drop_duplicates().shape[0] > 1:
+        out.insert(4, "probe", summary["head"] + " " + summary["precision"].replace("", "-"))
     for choice in ("best", "last"):
         for name in (*ABLATIONS, "onehot"):
             stem = f"{name}_{choice}"
             out[f"{name} ({choice})"] = [
                 cell(*v) for v in zip(summary[stem], summary[f"{stem}_sd"],
                                       summary[f"{stem}_ci_low"], summary[f"{stem}_ci_high"])]
-    out["classification"] = summary["classification"]
+    for column in ("classification", "transfer", "pretraining", "alignment"):
+        out[column] = summary[column]
+    if summary["warning"].astype(bool).any():
+        out["warning"] = summary["warning"]
     out["evidence"] = summary["evidence"]
     return out
 
 
 def classification_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, eval_set, model) at the model's final checkpoint: class and evidence."""
-    final = at_final_checkpoint(summary)
-    return final[[*GROUP, "classification", "evidence"]].reset_index(drop=True)
+    """Per (task, eval_set, model) at the model's final checkpoint: the class, the three
+    verdicts and the evidence (once per group, whatever its scope rows)."""
+    final = at_final_checkpoint(summary).drop_duplicates(GROUP)
+    columns = [*GROUP, "classification", "transfer", "pretraining", "alignment", "evidence"]
+    return final[columns].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- writing
@@ -178,11 +215,15 @@ def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 SUMMARY_INTRO = (
     "# Summary: main test metric per task and test set\n\n"
     "`best`: layer chosen on validation (per seed); `last`: last layer; cells are mean ± sd "
-    "over seeds and the 95 % bootstrap interval over test proteins (seeds resampled too). "
-    "`classification`: the taxonomy (benefits, aligned / benefits, not aligned / no benefit / "
-    "inconclusive) decided from Holm-adjusted paired comparisons and trend intervals, no "
-    "fixed margins; `evidence` gives the numbers (docs/statistics.md). Every column, "
-    "unrounded: summary.csv; intervals.csv, comparisons.csv, taxonomy.csv.\n\n")
+    "over seeds and the 95 % interval over test proteins (and over seeds, with their own "
+    "degrees of freedom, when an arm has several). Three verdicts at the best layer, each "
+    "better / equivalent / worse / unresolved from interval tests against the declared "
+    "margin: `transfer` (pretrained vs one-hot), `pretraining` (pretrained vs every "
+    "ablation), `alignment` (the late checkpoint / size step still improves: aligned, or "
+    "not aligned for an early plateau or a decline). `classification`: aligned / benefits, "
+    "not aligned / no benefit / inconclusive; `evidence` gives the numbers "
+    "(docs/statistics.md). Every column, unrounded: summary.csv; intervals.csv, "
+    "comparisons.csv, taxonomy.csv.\n\n")
 
 
 def write_tables(df: pd.DataFrame, out_dir: str | Path,
@@ -200,7 +241,8 @@ def write_tables(df: pd.DataFrame, out_dir: str | Path,
              "taxonomy.csv"]
     paths = [out_dir / name for name in names]
     summary.to_csv(paths[0], index=False)
-    paths[1].write_text(SUMMARY_INTRO + to_markdown(readable_summary(summary)))
+    warnings = "".join(f"**Warning**: {w}\n\n" for w in _mixed_data(df)["warning"])
+    paths[1].write_text(SUMMARY_INTRO + warnings + to_markdown(readable_summary(summary)))
     repstat(df).to_csv(paths[2], index=False)
     analysis.intervals.to_csv(paths[3], index=False)
     analysis.comparisons.to_csv(paths[4], index=False)

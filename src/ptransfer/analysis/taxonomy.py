@@ -1,222 +1,154 @@
-"""The paper's task taxonomy, decided from intervals (rules: docs/statistics.md).
+"""The paper's task taxonomy, derived from three verdicts (rules: docs/statistics.md).
 
-Per (task, eval_set, model, checkpoint), at the best-validation layer:
+Per (task, eval_set, model, checkpoint), at the best-validation layer (``decisions``):
 
-1. *Benefit*, from the comparisons table (Holm-adjusted, ``ALPHA``): pretrained vs every
-   ablation present and vs one-hot. "yes" when pretrained is significantly better in every
-   one; "no" when some baseline is significantly better than pretrained; otherwise unresolved.
-   A missing arm (no pretrained, no ablation, no one-hot) is named, never guessed.
-2. *Alignment* (only when benefit is "yes"): the trend of the pretrained score along each
-   axis the results hold: pretraining checkpoints of the model (``checkpoint_step``), depth
-   (up to 9 evenly spaced layers of this checkpoint, ``bootstrap.depth_layers``) and size (``n_params`` of the family's models at their final
-   checkpoints). Trend = Spearman correlation of axis value and score (sign-aware: positive =
-   better with more), with a percentile interval over the same item resamples. Aligned when
-   every present axis rises (interval above 0) and a checkpoint or size axis is present; not
-   aligned when some axis falls (interval below 0); otherwise alignment is unknown or
-   unresolved, said in words.
+- ``transfer``: pretrained vs one-hot: better / equivalent / worse / unresolved;
+- ``pretraining``: pretrained vs every ablation present: better / equivalent / worse /
+  unresolved;
+- ``alignment``: the late part of the checkpoint and size axes still improves: aligned /
+  not aligned (an early plateau or a decline) / unresolved / unknown (no axis).
 
-Classes: ``ALIGNED``, ``NOT_ALIGNED``, ``NO_BENEFIT``, ``INCONCLUSIVE``; ``evidence`` is the
-sentence with the numbers behind the class.
+Classes: ``ALIGNED`` (transfer better, pretraining better, aligned); ``NOT_ALIGNED``
+(transfer better, not aligned); ``NO_BENEFIT`` (transfer equivalent or worse);
+``INCONCLUSIVE`` otherwise, naming what is missing. ``evidence`` is the sentence with every
+number behind the class. Depth is described (``trend_depth``), never decided on.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
-from ptransfer.analysis.bootstrap import Replicates, depth_layers
-from ptransfer.analysis.comparisons import FULL_SCOPE, Arm
-from ptransfer.analysis.intervals import percentile_interval
-from ptransfer.analysis.panels import FINAL_CHECKPOINT, ONEHOT_FAMILY, higher_is_better
+from ptransfer.analysis.axes import TRENDS, describe_trend
+from ptransfer.analysis.bootstrap import Replicates
+from ptransfer.analysis.comparisons import Arm
+from ptransfer.analysis.decisions import (
+    choose_pretrained,
+    decide,
+    decide_alignment,
+    final_checkpoints,
+    group_of,
+)
+from ptransfer.analysis.inference import show_p
+from ptransfer.analysis.panels import GROUP, ONEHOT_FAMILY
 
-ALIGNED = "benefits, aligned"
+ALIGNED = "aligned"
 NOT_ALIGNED = "benefits, not aligned"
 NO_BENEFIT = "no benefit"
 INCONCLUSIVE = "inconclusive"
 CLASSES = (ALIGNED, NOT_ALIGNED, NO_BENEFIT, INCONCLUSIVE)
-ALPHA = 0.05
-AXES = ("checkpoint", "depth", "size")
+AXIS_DECISIONS = {"checkpoint": "alignment_checkpoint", "size": "alignment_size"}
+COLUMNS = [*GROUP, "family", "metric", "margin", "class", "transfer", "pretraining",
+           "alignment", "alignment_checkpoint", "alignment_size", "evidence",
+           *[f"trend_{a}{s}" for a in TRENDS for s in ("", "_low", "_high", "_points")]]
 
 
-def _fmt(value: float, digits: int = 3) -> str:
+def _num(value: float, digits: int = 3) -> str:
     return "nan" if not np.isfinite(value) else f"{value:+.{digits}f}"
 
 
-def _p(value: float) -> str:
-    return "n/a" if not np.isfinite(value) else f"{value:.2g}"
+def describe_row(row: pd.Series) -> str:
+    """"a vs b: verdict (delta [low, high], p, TOST p)" for one comparisons row."""
+    if row["verdict"] == "not comparable":
+        return f"{row['a']} vs {row['b']}: not comparable ({row['not_comparable']})"
+    detail = (f"{_num(row['delta'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}], "
+              f"p {show_p(row['p_value'])}")
+    if np.isfinite(row["p_equiv"]):
+        detail += f", within ±{row['margin']:g}: p {show_p(row['p_equiv'])}"
+    if row["holm_family"] and int(row["holm_family"].rsplit("(", 1)[-1].split()[0]) > 1:
+        detail += f", Holm p {show_p(row['p_holm'])}"
+    if row["note"]:
+        detail += f"; {row['note']}"
+    return f"{row['a']} vs {row['b']}: {row['verdict']} ({detail})"
 
 
-def verdict(row: pd.Series) -> str:
-    """better / worse / unresolved / not comparable, for one comparisons row."""
-    if row["not_comparable"]:
-        return "not comparable"
-    if np.isfinite(row["p_holm"]) and row["p_holm"] < ALPHA and row["delta"] != 0:
-        return "better" if row["delta"] > 0 else "worse"
-    return "unresolved"
+def _missing(decision: str, rows: pd.DataFrame) -> str:
+    """What a decision lacks, in words ("" when it has a comparable row)."""
+    what = {"transfer": "one-hot baseline", "pretraining": "random_init or stat_transfer arm"}
+    if (rows["verdict"] != "not comparable").any():
+        return ""
+    if rows.empty:
+        return f"no {what[decision]}"
+    return f"no comparable {what[decision]} (present ones refused above)"
 
 
-def benefit(comparisons: pd.DataFrame, ablations: list[str], has_onehot: bool
-            ) -> tuple[str, str]:
-    """("yes" | "no" | "unresolved", evidence) from the group's best-layer comparisons."""
-    rows = comparisons[(comparisons["layer_choice"] == "best")
-                       & (comparisons["a"] == "pretrained")]
-    missing = []
-    if rows.empty and not ablations and not has_onehot:
-        return "unresolved", "no pretrained arm and no baseline in these results"
-    if not ablations:
-        missing.append("no random_init or stat_transfer arm")
-    if not has_onehot:
-        missing.append("no one-hot baseline")
-    parts, verdicts = [], []
-    for _, row in rows.iterrows():
-        v = verdict(row)
-        verdicts.append(v)
-        detail = (row["not_comparable"] if v == "not comparable" else
-                  f"{_fmt(row['delta'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}], "
-                  f"Holm p {_p(row['p_holm'])}" + (f", {row['note']}" if row["note"] else ""))
-        parts.append(f"pretrained vs {row['b']}: {v} ({detail})")
-    evidence = "; ".join(parts + missing)
-    if "worse" in verdicts:
-        return "no", evidence
-    if verdicts and all(v == "better" for v in verdicts) and not missing:
-        return "yes", evidence
-    return "unresolved", evidence
+def _decision_text(name: str, word: str, rows: pd.DataFrame, missing: str) -> str:
+    parts = [describe_row(r) for _, r in rows.iterrows()]
+    return f"{name} {word}: " + "; ".join([*parts, *([missing] if missing else [])])
 
 
-def trend(x: np.ndarray, estimates: np.ndarray, dists: np.ndarray, metric: str,
-          n_items: int | None = None) -> tuple[float, float, float]:
-    """Spearman trend of score along ``x`` (K points): estimate and percentile interval.
-
-    ``dists`` is K x B (each point's replicates on the shared resamples); sign-aware, so a
-    positive trend means better with larger ``x`` for every metric.
-    """
-    sign = 1.0 if higher_is_better(metric) else -1.0
-    rx = rankdata(x) - (len(x) + 1) / 2.0
-
-    def rho(scores: np.ndarray) -> np.ndarray:  # scores: K x B
-        ry = rankdata(sign * scores, axis=0) - (len(x) + 1) / 2.0
-        denominator = np.sqrt((rx ** 2).sum() * (ry ** 2).sum(axis=0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(denominator > 0, (rx[:, None] * ry).sum(axis=0) / denominator,
-                            np.nan)
-
-    estimate = float(rho(np.asarray(estimates, dtype=float)[:, None])[0])
-    low, high = percentile_interval(rho(dists), n_items=n_items)
-    return estimate, low, high
-
-
-def _axis_points(axis: str, arm: Arm, pretrained: list[Arm]) -> list[tuple[float, Arm, list]]:
-    """(x, arm, layers) of the axis for ``arm`` (a pretrained arm at one checkpoint)."""
-    same = [a for a in pretrained if all(a.key[k] == arm.key[k] for k in
-                                         ("head", "data_fingerprint", "precision",
-                                          "ablation_scope"))]
-    if axis == "depth":
-        layers = depth_layers(int(arm.cells["n_layers"].iloc[0]))
-        return [(float(layer), arm, [layer] * len(arm.cells)) for layer in layers]
-    if axis == "checkpoint":
-        points = [a for a in same if a.key["model"] == arm.key["model"]
-                  and np.isfinite(float(a.key["checkpoint_step"]))]
-        return [(float(a.key["checkpoint_step"]), a, a.layers("best")) for a in points]
-    final = {a.key["model"]: a for a in same if a.key["family"] == arm.key["family"]
-             and a.key["checkpoint"] == FINAL_CHECKPOINT}
-    return [(float(a.key["n_params"]), a, a.layers("best")) for a in final.values()]
-
-
-def axis_trend(axis: str, arm: Arm, pretrained: list[Arm], reps: Replicates) -> dict:
-    """trend, interval and point count of one axis (NaN trend when the axis is absent)."""
-    points = _axis_points(axis, arm, pretrained)
-    out = {f"trend_{axis}": np.nan, f"trend_{axis}_low": np.nan,
-           f"trend_{axis}_high": np.nan, f"trend_{axis}_points": len(points), "why": ""}
-    if len({x for x, _, _ in points}) < 2:
-        out["why"] = "absent"
-        return out
-    dists = [a.distribution(layers, reps) for _, a, layers in points]
-    estimates = np.array([a.estimate(layers) for _, a, layers in points])
-    x = np.array([x for x, _, _ in points])
-    if any(d is None for d, _ in dists):
-        out["why"] = next(note for d, note in dists if d is None)
-        dist_matrix = np.full((len(points), reps.n_resamples), np.nan)
-    else:
-        dist_matrix = np.vstack([d for d, _ in dists])
-    items = reps.items.get((arm.cells["cell_id"].iloc[0], arm.key["eval_set"]))
-    rho, low, high = trend(x, estimates, dist_matrix, arm.key["metric"],
-                           None if items is None else len(items))
-    out.update({f"trend_{axis}": rho, f"trend_{axis}_low": low, f"trend_{axis}_high": high})
-    return out
-
-
-def alignment(trends: dict[str, dict]) -> tuple[str, str]:
-    """("aligned" | "not aligned" | "unknown", sentence) from the axes' trends."""
-    words = []
-    status = {}
-    for axis, t in trends.items():
-        if t["why"] == "absent":
-            continue
-        low, high = t[f"trend_{axis}_low"], t[f"trend_{axis}_high"]
-        status[axis] = ("rises" if low > 0 else "falls" if high < 0 else
-                        "unresolved" if np.isfinite(low) else "no interval")
-        words.append(f"{axis} trend {_fmt(t[f'trend_{axis}'], 2)} [{_fmt(low, 2)}, "
-                     f"{_fmt(high, 2)}] over {t[f'trend_{axis}_points']} points: "
-                     f"{status[axis]}" + (f" ({t['why']})" if t["why"] else ""))
-    sentence = "; ".join(words)
-    if "falls" in status.values():
-        return "not aligned", sentence
-    if not ({"checkpoint", "size"} & status.keys()):
-        return "unknown", ("alignment unknown: no checkpoint or size axis in these results"
-                           + (f"; {sentence}" if sentence else ""))
-    if all(s == "rises" for s in status.values()):
-        return "aligned", sentence
-    return "unknown", "alignment unresolved: " + sentence
-
-
-def _classify(benefit_word: str, align_word: str) -> str:
-    if benefit_word == "no":
+def classify(transfer: str, pretraining: str, alignment: str) -> str:
+    if transfer in ("equivalent", "worse"):
         return NO_BENEFIT
-    if benefit_word == "yes" and align_word == "aligned":
+    if transfer == "better" and alignment == "aligned" and pretraining == "better":
         return ALIGNED
-    if benefit_word == "yes" and align_word == "not aligned":
+    if transfer == "better" and alignment == "not aligned":
         return NOT_ALIGNED
     return INCONCLUSIVE
 
 
+def _why_inconclusive(transfer: str, pretraining: str, alignment: str) -> str:
+    if transfer != "better":
+        return f"transfer {transfer}"
+    if alignment in ("unknown", "unresolved"):
+        return ("alignment unknown: no checkpoint or size axis in these results"
+                if alignment == "unknown" else "alignment unresolved")
+    return f"aligned, but the pretraining-specific benefit is {pretraining}"
+
+
+def _group_record(key: tuple, mine: pd.DataFrame, subject: Arm, context: dict,
+                  reps: Replicates) -> dict:
+    words, texts = {}, []
+    for decision in ("transfer", "pretraining"):
+        rows = mine[mine["decision"] == decision]
+        words[decision] = decide(rows)
+        texts.append(_decision_text(decision, words[decision], rows,
+                                    _missing(decision, rows)))
+    for decision in AXIS_DECISIONS.values():
+        rows = mine[mine["decision"] == decision]
+        words[decision] = decide(rows) if len(rows) else "absent"
+    alignment_rows = mine[mine["decision"].isin(AXIS_DECISIONS.values())]
+    words["alignment"] = decide_alignment(alignment_rows)
+    if len(alignment_rows):
+        texts.append(_decision_text("alignment", words["alignment"], alignment_rows, ""))
+    cls = classify(words["transfer"], words["pretraining"], words["alignment"])
+    if cls == INCONCLUSIVE:
+        texts.insert(0, "inconclusive: " + _why_inconclusive(
+            words["transfer"], words["pretraining"], words["alignment"]))
+    undefined = sorted({n for n in "; ".join(mine["note"]).split("; ") if "undefined" in n})
+    record = {**dict(zip(GROUP, key)), "family": subject.key["family"],
+              "metric": subject.metric, "margin": mine["margin"].iloc[0] if len(mine) else None,
+              "class": cls, **words, "evidence": ". ".join(texts + undefined)}
+    for axis in TRENDS:
+        record.update(describe_trend(axis, subject, context["pretrained"], context["final"],
+                                     reps))
+    return record
+
+
 def taxonomy_table(arms: list[Arm], comparisons: pd.DataFrame, reps: Replicates
                    ) -> pd.DataFrame:
-    """One row per (task, eval_set, model, checkpoint) of the encoders: class and evidence."""
-    pretrained = [a for a in arms if a.key["ablation"] == "pretrained"
-                  and a.key["family"] != ONEHOT_FAMILY]
+    """One row per (task, eval_set, model, checkpoint) of the encoders: the three verdicts,
+    the class and the evidence."""
+    encoders = [a for a in arms if a.key["family"] != ONEHOT_FAMILY]
+    onehots = [a for a in arms if a.key["family"] == ONEHOT_FAMILY]
+    context = {"pretrained": [a for a in encoders if a.key["ablation"] == "pretrained"],
+               "final": final_checkpoints(encoders)}
     groups: dict[tuple, list[Arm]] = {}
-    for arm in arms:
-        if arm.key["family"] != ONEHOT_FAMILY:
-            key = tuple(arm.key[k] for k in ("task", "eval_set", "model", "checkpoint"))
-            groups.setdefault(key, []).append(arm)
-    panels_with_onehot = {(a.key["task"], a.key["eval_set"]) for a in arms
-                          if a.key["family"] == ONEHOT_FAMILY}
+    for arm in encoders:
+        groups.setdefault(group_of(arm), []).append(arm)
     records = []
-    for (task, eval_set, model, checkpoint), group in groups.items():
-        mine = (comparisons[(comparisons["task"] == task) & (comparisons["eval_set"] == eval_set)
-                            & (comparisons["model"] == model)
-                            & (comparisons["checkpoint"] == checkpoint)]
-                if not comparisons.empty else comparisons)
-        ablations = [a.label for a in group if a.key["ablation"] != "pretrained"]
-        pre = [a for a in group if a.key["ablation"] == "pretrained"
-               and a.key["ablation_scope"] in (FULL_SCOPE, "")]
-        word, evidence = ("unresolved", "no pretrained arm in these results") if not pre else \
-            benefit(mine, ablations, (task, eval_set) in panels_with_onehot)
-        # Alignment only qualifies a benefit: the trends are computed where benefit is "yes".
-        trends = {axis: axis_trend(axis, pre[0], pretrained, reps) for axis in AXES} \
-            if word == "yes" else {}
-        align_word, align_sentence = alignment(trends) if word == "yes" else ("", "")
-        cls = _classify(word, align_word)
-        sentence = evidence + (f". {align_sentence}" if align_sentence else "")
-        record = {"task": task, "eval_set": eval_set, "model": model, "checkpoint": checkpoint,
-                  "family": group[0].key["family"], "metric": group[0].key["metric"],
-                  "class": cls, "benefit": word, "alignment": align_word or "",
-                  "evidence": sentence}
-        for t in trends.values():
-            record.update({k: v for k, v in t.items() if k != "why"})
-        records.append(record)
-    columns = ["task", "eval_set", "model", "checkpoint", "family", "metric", "class",
-               "benefit", "alignment", "evidence",
-               *[f"trend_{a}{s}" for a in AXES for s in ("", "_low", "_high", "_points")]]
-    return pd.DataFrame(records).reindex(columns=columns)
+    for key, group in groups.items():
+        panel_onehots = [o for o in onehots if (o.key["task"], o.key["eval_set"]) == key[:2]]
+        subject, _ = choose_pretrained(group, panel_onehots)
+        if subject is None:
+            records.append({**dict(zip(GROUP, key)), "family": group[0].key["family"],
+                            "metric": group[0].metric, "class": INCONCLUSIVE,
+                            "transfer": "unresolved", "pretraining": "unresolved",
+                            "alignment": "unknown",
+                            "evidence": "inconclusive: no pretrained arm in these results"})
+            continue
+        mine = comparisons[(comparisons[GROUP] == pd.Series(dict(zip(GROUP, key)))).all(axis=1)
+                           & (comparisons["decision"] != "")] if len(comparisons) else \
+            pd.DataFrame(columns=["decision", "verdict", "note", "margin"])
+        records.append(_group_record(key, mine, subject, context, reps))
+    return pd.DataFrame(records).reindex(columns=COLUMNS)

@@ -1,5 +1,5 @@
 """Encoders: ESM-1/1b/2 (fair-esm), CARP (sequence-models), transformers encoders (hub
-ESM-2, ESM C) and the one-hot baseline.
+ESM-2, ESM C, ProtBert, ProtT5, Ankh, AntiBERTy: one ``HfEncoder``) and the one-hot baseline.
 
 Model configs (conf/model/*.yaml) name a class here as ``_target_``; the cell instantiates
 it, then calls ``load(checkpoint, ablation, seed, scope)``, ``to(device)`` and

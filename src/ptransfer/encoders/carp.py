@@ -30,6 +30,7 @@ from ptransfer.encoders.onehot import check_sequences
 from ptransfer.encoders.weights import (
     ModuleEncoder,
     WeightsFileError,
+    load_error,
     read_checkpoint,
     require_keys,
 )
@@ -70,7 +71,8 @@ def load_carp_module(path: Path) -> CARP:
     try:
         return load_carp(data)
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
-        raise WeightsFileError(f"{path}: sequence-models cannot build CARP: {error}") from error
+        raise WeightsFileError(f"{path}: sequence-models cannot build CARP: "
+                               f"{load_error(error)}") from error
 
 
 def carp_n_params(arch: Mapping) -> int:

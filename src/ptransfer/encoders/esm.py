@@ -41,6 +41,7 @@ from ptransfer.encoders.weights import (
     ESM_FAMILIES,
     ModuleEncoder,
     WeightsFileError,
+    load_error,
     read_checkpoint,
     regression_file,
     require_keys,
@@ -98,7 +99,7 @@ def load_esm_module(family: str, path: Path) -> nn.Module:
             module, _ = esm.pretrained.load_model_and_alphabet_core(family, data, regression)
         except (RuntimeError, KeyError, AttributeError, TypeError) as error:
             raise WeightsFileError(
-                f"{path}: fair-esm cannot build a {family} model from it: {error}"
+                f"{path}: fair-esm cannot build a {family} model from it: {load_error(error)}"
             ) from error
     return module
 

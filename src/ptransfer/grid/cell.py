@@ -1,12 +1,14 @@
 """One grid cell, end to end: task x encoder (checkpoint, ablation, seed) x head, every layer.
 
 A cell is keyed by the hash of its effective config (what changes its numbers: task config
-and the fingerprint of the task's loaded content, model, checkpoint, ablation, seed, head,
-length policy, precision), never by folder names or job numbers. It writes
+and the fingerprint of the task's loaded content, model and the fingerprint of the weights
+it reads, checkpoint, ablation, seed, head, length policy, precision), never by folder
+names or job numbers. It writes
 ``results_dir/cells/<cell_id>/`` with ``config.yaml`` (the resolved config), ``rows.csv``
 (long-format rows), ``predictions.parquet`` (per-item predictions) and ``status.json`` (done /
-failed, with the traceback), and a re-run skips a cell whose status says done and whose rows
-and predictions are both there.
+failed, with the traceback; done records each result file's rows, size and SHA-256), and a
+re-run skips a cell whose status says done and whose rows and predictions match that record
+(``analysis.cell_files``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import __version__
+from ptransfer.analysis.cell_files import file_problem, file_record, parquet_rows
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE, make_frame, write_rows
+from ptransfer.encoders.weights_fingerprint import weights_fingerprint
+from ptransfer.grid.row_fields import config_fields
 from ptransfer.grid.status import (  # noqa: F401 - STATUS_FILE, read_status: cell's API
     STATUS_FILE,
     read_status,
@@ -54,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+UNAVAILABLE = "unavailable: "  # the data fingerprint of a task that cannot be loaded
+RESULT_FILES = (ROWS_FILE, PREDICTIONS_FILE)  # recorded (rows, bytes, SHA-256) in status.json
 # Keys that do not change a cell's numbers, left out of its hash.
 _TASK_KEYS_IGNORED = ("root",)
 
@@ -74,7 +81,15 @@ def data_fingerprint(cfg: DictConfig) -> str:
     try:
         return task_fingerprint(cfg)
     except Exception as err:  # noqa: BLE001 - any loader error (logged once): the run reports it
-        return f"unavailable: {type(err).__name__}"
+        return f"{UNAVAILABLE}{type(err).__name__}"
+
+
+def weights_key(cfg: DictConfig) -> str | None:
+    """The content fingerprint of the weights the cell reads (None: it reads none), memoised
+    in ``results_dir`` (encoders/weights_fingerprint.py)."""
+    return weights_fingerprint(OmegaConf.to_container(cfg.model, resolve=True),
+                               str(cfg.checkpoint), cfg.ablation.name,
+                               cfg.ablation.get("scope", "full"), cfg.results_dir)
 
 
 def effective_config(cfg: DictConfig, fingerprint: str | None = None) -> dict:
@@ -95,6 +110,7 @@ def effective_config(cfg: DictConfig, fingerprint: str | None = None) -> dict:
         "subsample": OmegaConf.to_container(cfg.subsample) if cfg.subsample else None,
         "precision": cfg.extract.precision,
         "data": fingerprint if fingerprint is not None else data_fingerprint(cfg),
+        "weights": weights_key(cfg),
     }
     pooled = cfg.extract.get("pooled_dtype", "float32")
     if pooled != "float32":  # float16 storage changes the numbers; the default keeps old keys
@@ -113,9 +129,8 @@ def cell_key(cfg: DictConfig, fingerprint: str | None = None) -> CellKey:
 
 
 def is_done(key: CellKey) -> bool:
-    status = read_status(key.dir)
-    return bool(status and status.get("state") == "done" and (key.dir / ROWS_FILE).is_file()
-                and (key.dir / PREDICTIONS_FILE).is_file())
+    """Status done, and rows and predictions exactly as that status recorded them."""
+    return file_problem(key.dir, read_status(key.dir), RESULT_FILES) is None
 
 
 def pick_device(name: str) -> str:
@@ -151,12 +166,14 @@ def encoder_identity(cfg: DictConfig) -> dict:
     """What makes two cells' embeddings the same: keys the shared HDF5 store.
 
     The seed and the ablation scope only matter to seeded ablations: pretrained embeddings
-    are shared across seeds and scopes. The model config hash covers architecture and weights
-    file changes; the precision (autocast dtype) changes the features themselves.
+    are shared across seeds and scopes. The model config hash covers the architecture and the
+    weights' path, ``weights`` their content (added only when the encoder reads weights, so
+    stores that never read any keep their identity); the precision (autocast dtype) changes
+    the features themselves.
     """
     model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
     seeded = cfg.ablation.name != "pretrained"
-    return {
+    identity = {
         "model": cfg.model.name,
         "checkpoint": str(cfg.checkpoint),
         "ablation": cfg.ablation.name,
@@ -166,6 +183,10 @@ def encoder_identity(cfg: DictConfig) -> dict:
         "precision": cfg.extract.precision,
         "model_config": hashlib.sha256(model.encode()).hexdigest()[:16],
     }
+    weights = weights_key(cfg)
+    if weights is not None:
+        identity["weights"] = weights
+    return identity
 
 
 def layer_fits(cfg, task: Task, encoder: Encoder, head: str, device: str) -> list[LayerFit]:
@@ -222,7 +243,8 @@ def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits,
     n_layers = encoder.n_layers
     common = {
         "model": encoder.name, "family": encoder.family, "n_params": encoder.n_params,
-        "checkpoint": ref.name, "checkpoint_step": ref.step, "ablation": cfg.ablation.name,
+        "checkpoint": ref.name, "ablation": cfg.ablation.name,
+        **config_fields(cfg, ref.name, ref.step, head),
         "ablation_scope": cfg.ablation.get("scope", "full"),
         "revision": cfg.model.get("revision") or "", "precision": cfg.extract.precision,
         "data_fingerprint": fingerprint[:FINGERPRINT_CHARS],
@@ -280,8 +302,13 @@ def run_cell(cfg: DictConfig, lease=None) -> pd.DataFrame:
     fits = layer_fits(cfg, task, encoder, head, device)
     frame = rows_from_fits(cfg, key, task, encoder, ref, head, fits, fingerprint)
     write_rows(frame, key.dir / ROWS_FILE)
-    write_cell_predictions(task, fits, key.dir)
+    predictions = write_cell_predictions(task, fits, key.dir)
+    files = {ROWS_FILE: file_record(key.dir / ROWS_FILE, len(frame)),
+             PREDICTIONS_FILE: file_record(predictions, parquet_rows(predictions))}
+    note = {} if frame.best_layer.any() else {"note": (
+        f"no best layer: every layer's validation {task.metric} is NaN (e.g. constant or "
+        f"too few validation targets); no row has best_layer=True")}
     write_status(key.dir, state="done", cell_id=key.cell_id, started=started,
-                 seconds=round(time.time() - started, 2), n_rows=len(frame),
-                 device=device_name, model_loaded=loaded)
+                 seconds=round(time.time() - started, 2), n_rows=len(frame), files=files,
+                 device=device_name, model_loaded=loaded, **note)
     return frame

@@ -63,7 +63,8 @@ def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
     fixed = []
     for item in cli_overrides:
         key, _, value = item.partition("=")
-        if "," in value and not key.startswith("+experiment"):
+        # A command-line value replaces the preset's sweep of that key, as Hydra's sweeper does.
+        if ("," in value or key in params) and not key.startswith("+experiment"):
             params[key] = value
         else:
             fixed.append(item)

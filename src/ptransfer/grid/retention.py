@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 from ptransfer.embed.claims import is_live, read_claim
 from ptransfer.embed.diskspace import size_text
 from ptransfer.grid.cell import CellKey, cell_key, encoder_identity, is_done
+from ptransfer.grid.task_data import reads_store  # noqa: F401 - the rule, retention's API
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,6 @@ def policy(cfg: DictConfig) -> str:
     if value not in POLICIES:
         raise ValueError(f"store.retain must be one of {list(POLICIES)}, got {value!r}")
     return value
-
-
-def reads_store(cfg: DictConfig) -> bool:
-    """Whether the cell reads an embedding store (one-hot and streaming cells do not)."""
-    if cfg.model.get("family", "onehot") == "onehot":
-        return False
-    from ptransfer.grid.task_data import planned_head  # the rule run_cell and plan apply
-
-    return planned_head(cfg) != "streaming"
 
 
 def store_group(cfg: DictConfig) -> tuple[str, list[Path]]:
@@ -122,7 +114,7 @@ def _being_written(path: Path) -> bool:
     return any(is_live(read_claim(claim)) for claim in claims)
 
 
-def _delete_store(path: Path) -> bool:
+def delete_store(path: Path) -> bool:
     """Delete one store's files (index, shards, manifests, parts); False when a live writer
     holds a claim on one of its shards (it is kept) or there is nothing to delete."""
     from ptransfer.embed.shards import shard_folder
@@ -153,7 +145,7 @@ def retire_if_unread(cfg: DictConfig) -> list[Path]:
                  len(pending), len(readers))
         return []
     try:
-        deleted = [p for p in paths if _delete_store(p)]
+        deleted = [p for p in paths if delete_store(p)]
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last group gone: no empty readers/ left
             folder.parent.rmdir()

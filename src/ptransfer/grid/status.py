@@ -23,7 +23,9 @@ import threading
 import time
 from pathlib import Path
 
-STATUS_FILE = "status.json"
+# One reader of status files for the grid and collect; a torn file reads as None (redone).
+from ptransfer.analysis.cell_files import STATUS_FILE, read_status
+
 HEARTBEAT_S = 60.0
 STALE_S = 10 * HEARTBEAT_S  # several missed beats: a busy machine, not a slow one
 RUNNING, INTERRUPTED = "running", "interrupted"
@@ -54,14 +56,33 @@ def write_status(cell_dir: Path, **status) -> None:
         _write(Path(cell_dir), status)
 
 
-def read_status(cell_dir: Path) -> dict | None:
-    path = Path(cell_dir) / STATUS_FILE
-    if not path.is_file():
-        return None
+def record_failure(cell_dir: Path, status: dict) -> str | None:
+    """Write a ``failed`` status even on a full disk; returns why the full one could not be.
+
+    The failure being recorded is often the disk filling up, and then writing the status
+    (a new temporary file, renamed) fails too. In turn: the full status; the status without
+    its traceback, rewritten in place (truncating the old file frees its blocks); and, when
+    nothing can be written, the ``running`` status is deleted, so the cell reads as never
+    run (and is redone) rather than running, and the heartbeat thread stops.
+    """
+    cell_dir = Path(cell_dir)
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # a torn status file reads as "not done": the cell is redone
+        write_status(cell_dir, **status)
+        return None
+    except OSError as err:
+        reason = f"{type(err).__name__}: {err}"
+    compact = {k: v for k, v in status.items() if k != "traceback"}
+    with _LOCK:
+        try:
+            (cell_dir / STATUS_FILE).write_text(json.dumps(compact, default=str))
+            return reason
+        except OSError:
+            pass
+        try:
+            (cell_dir / STATUS_FILE).unlink(missing_ok=True)
+        except OSError:  # nothing more to do: a dead pid reads interrupted later
+            pass
+    return reason
 
 
 def running_status(cell_id: str, started: float) -> dict:

@@ -23,12 +23,19 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ptransfer.embed.claims import Claim, holder, read_claim
-from ptransfer.grid.cell import cell_key, is_done, run_cell, write_status
+from ptransfer.grid.cell import UNAVAILABLE, cell_key, data_fingerprint, is_done, run_cell
 from ptransfer.grid.cell_model import wants_gpu
 from ptransfer.grid.devices import acquire_device
 from ptransfer.grid.logs import enter_cell, leave_cell
+from ptransfer.grid.prepare import prepare_cell
 from ptransfer.grid.retention import remove_temporaries, retire_if_unread
-from ptransfer.grid.status import INTERRUPTED, RUNNING, effective_state, read_status
+from ptransfer.grid.status import (
+    INTERRUPTED,
+    RUNNING,
+    effective_state,
+    read_status,
+    record_failure,
+)
 from ptransfer.grid.validate_config import CONF_DIR, check_config
 
 log = logging.getLogger(__name__)
@@ -96,7 +103,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         status = _run_claimed(cfg, key, log_path)
     if status["state"] in ("done", "skipped"):
         retire_if_unread(cfg)  # store.retain=until_done: the last reader deletes the store
-    status["rows"] = str(key.dir)
+    status.setdefault("rows", str(key.dir))  # a re-keyed cell (weights fetched) names its own
     leave_cell(token)
     return _record(status)
 
@@ -110,6 +117,9 @@ def _skipped(key) -> dict[str, Any]:
 def _run_claimed(cfg: DictConfig, key, log_path: str | None) -> dict[str, Any]:
     """Run the cell holding its claim (another live process running it: wait for that one,
     then skip the cell if it finished) and a device slot (``grid.devices``)."""
+    if data_fingerprint(cfg).startswith(UNAVAILABLE):  # fails on the missing data at once:
+        with acquire_device(cfg, False, what=key.cell_id) as lease:  # no folder to claim
+            return _run_cell_status(cfg, key, lease, log_path)
     key.dir.mkdir(parents=True, exist_ok=True)
     claim = Claim(key.dir / CELL_CLAIM, what=f"running cell {key.cell_id}")
     waited = False
@@ -131,19 +141,31 @@ def _run_claimed(cfg: DictConfig, key, log_path: str | None) -> dict[str, Any]:
 
 def _run_cell_status(cfg: DictConfig, key, lease, log_path: str | None) -> dict[str, Any]:
     try:
+        key = prepare_cell(cfg, key)  # weights fetched (their content keys the cell)
         frame = run_cell(cfg, lease)
         status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame),
-                  **lease.record(), "ended": time.time()}
-        print_cell_summary(frame)
+                  **lease.record(), "ended": time.time(), "rows": str(key.dir)}
     except Exception as err:  # noqa: BLE001 - a cell's failure must not end the sweep
-        cause = root_cause(err)
-        status = {"state": "failed", "cell_id": key.cell_id,
-                  "error": f"{type(cause).__name__}: {cause}",
-                  "traceback": traceback.format_exc(), "log": log_path, "device": lease.name}
-        remove_temporaries(key.dir)
-        write_status(key.dir, **status)
-        log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
-        FAILED["count"] += 1
+        return _failed(cfg, key, err, log_path, lease.name)
+    print_cell_summary(frame)  # display only: the cell is done whatever happens here
+    return status
+
+
+def _failed(cfg: DictConfig, key, err: Exception, log_path: str | None,
+            device: str) -> dict[str, Any]:
+    cause = root_cause(err)
+    status = {"state": "failed", "cell_id": key.cell_id,
+              "error": f"{type(cause).__name__}: {cause}",
+              "traceback": traceback.format_exc(), "log": log_path, "device": device}
+    remove_temporaries(key.dir)
+    # No data, no cell: a placeholder key would only leave a folder to mistake for one.
+    unrecorded = None if data_fingerprint(cfg).startswith(UNAVAILABLE) else \
+        record_failure(key.dir, status)  # a full disk must not fail this
+    log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
+    if unrecorded:
+        log.error("cell %s: its failed status.json could not be written in full (%s)",
+                  key.cell_id, unrecorded)
+    FAILED["count"] += 1
     return status
 
 
@@ -165,8 +187,11 @@ def _shard_job(cfg: DictConfig) -> dict[str, Any]:
 def _record(status: dict[str, Any]) -> dict[str, Any]:
     out_dir = _job_output_dir()
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2, default=str))
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2, default=str))
+        except OSError as err:  # a full disk: the job's own log line says it all
+            log.error("could not write %s: %s", out_dir / JOB_STATUS, err)
     return status
 
 
@@ -196,10 +221,12 @@ def print_cell_summary(frame) -> None:
     if main.empty:
         return
     table = main.pivot_table(index="layer", columns="eval_set", values="value", aggfunc="first")
-    best = int(main[main.best_layer].layer.iloc[0])
     metric = main.metric.iloc[0]
+    best = main[main.best_layer.astype(bool)].layer
+    choice = (f"best on val: layer {int(best.iloc[0])}" if len(best) else
+              f"no best layer: every layer's validation {metric} is NaN")
     print(f"\n{frame.task.iloc[0]} | {frame.model.iloc[0]} | {frame.ablation.iloc[0]} | "
-          f"seed {frame.seed.iloc[0]} | {metric} per layer (best on val: layer {best})")
+          f"seed {frame.seed.iloc[0]} | {metric} per layer ({choice})")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
@@ -241,5 +268,6 @@ class SweepSummary(Callback):
             print(f"  FAILED shard {status['shard']}: {status['error']}\n    log: {status['log']}")
         for status in groups["failed"]:
             print(f"  FAILED {status['cell_id']}: {status['error']}\n    log: {status['log']}")
-        # the sweep's statuses are the record
-        FAILED["count"] = len(groups["failed"]) + len(shards["failed"])
+        # The sweep's statuses are the record (a job whose status a full disk kept from
+        # being written still counted in this process).
+        FAILED["count"] = max(FAILED["count"], len(groups["failed"]) + len(shards["failed"]))

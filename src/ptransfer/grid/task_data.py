@@ -9,14 +9,16 @@ fingerprints are memoised:
 - on disk in ``results_dir/task_fingerprints.json``: cache key -> {fingerprint, files}.
 
 The cache key is the SHA-256 of the resolved task config, ``subsample`` and the package
-version; ``files`` is ``[path, size, mtime_ns]`` of every file the config can read from
+version; ``files`` is ``[path, size, mtime_ns, ctime_ns]`` of every file the config can read from
 (each string value of the task config naming an existing file, or every file below an
 existing directory such as ``data.root``) plus the ``ptransfer.tasks`` source files (a
 changed loader changes the content too). An entry is used only when every listed file still
-has its size and mtime_ns and no file appeared or vanished; otherwise the task is loaded and
-fingerprinted again. Over-invalidation (an unrelated file under ``data.root`` touched) costs
-one reload, never a wrong key; an edit that keeps a file's size and mtime_ns both unchanged
-is the one change this cannot see.
+has its size, mtime_ns and ctime_ns and no file appeared or vanished; otherwise the task is
+loaded and fingerprinted again. ``ctime_ns``, the inode change time, is set by the kernel on
+every write, rename, ``chmod`` or ``touch`` and cannot be set back (``touch -d`` restores
+the mtime, not the ctime), so an edit that keeps the size and mtime is still seen.
+Over-invalidation (an unrelated file under ``data.root`` touched, a copy or ``chmod``) costs
+one reload, never a wrong key.
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ def planned_head(cfg: DictConfig) -> str:
     return head_for(cfg.head.name, level, kind, cfg.task.name)
 
 
+def reads_store(cfg: DictConfig) -> bool:
+    """Whether the cell reads an embedding store (one-hot and streaming cells do not)."""
+    if cfg.model.get("family", "onehot") == "onehot":
+        return False
+    return planned_head(cfg) != "streaming"
+
+
 def check_declared_shape(cfg: DictConfig, task: Task) -> None:
     """Refuse a task whose loaded shape differs from its declared one (plan would be wrong)."""
     declared = declared_shape(cfg.task)
@@ -107,7 +116,8 @@ def _cache_key(cfg: DictConfig) -> str:
 
 
 def _source_files(cfg: DictConfig) -> list[list]:
-    """[path, size, mtime_ns] of every file the task config can read, and the loaders' code."""
+    """[path, size, mtime_ns, ctime_ns] of every file the task config can read, and the
+    loaders' code."""
     paths: set[Path] = set(_TASKS_SOURCE.glob("*.py"))
     outputs = Path(cfg.results_dir).expanduser().resolve()  # our own writes are not inputs
     for value in OmegaConf.to_container(cfg.task, resolve=True).values():
@@ -126,7 +136,7 @@ def _source_files(cfg: DictConfig) -> list[list]:
             stat = path.stat()
         except OSError:  # vanished while walking: leave it out (the next look sees it gone)
             continue
-        files.append([str(path), stat.st_size, stat.st_mtime_ns])
+        files.append([str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns])
     return files
 
 

@@ -53,14 +53,32 @@ def launcher_config(config: DictConfig, updates: dict | None) -> DictConfig:
     return copied
 
 
-def plan_for(config: DictConfig, loader, params: dict | None, arguments: list[str]) -> SweepPlan:
+def plan_for(config: DictConfig, loader, params: dict | None, arguments: list[str],
+             each=None) -> SweepPlan:
     """The sweep's phase plan, composing through Hydra's config loader."""
     from ptransfer.grid.expand import SweepExpander, group_checker, sweep_lists
 
     expander = SweepExpander(lambda o: loader.load_sweep_config(config, list(o)),
                              sweep_lists(params, arguments), group_checker(loader),
                              repository=getattr(loader, "repository", None))
-    return plan_sweep(expander, TaskCache())
+    return plan_sweep(expander, TaskCache(), each=each)
+
+
+def prepared_plan(config: DictConfig, loader, params: dict | None, arguments: list[str]
+                  ) -> SweepPlan:
+    """The plan after the sweep's weights are on disk and, under ``store.rebuild=true``, its
+    stores deleted (``grid.prepare.SweepPreparation``): planned again after either."""
+    from ptransfer.grid.prepare import SweepPreparation, command_id
+
+    command = command_id(config.hydra.sweep.dir)
+    preparation = SweepPreparation(command)
+    plan = plan_for(config, loader, params, arguments, each=preparation)
+    if preparation.fetch():  # the downloaded weights' content keys cells and stores
+        preparation = SweepPreparation(command)
+        plan = plan_for(config, loader, params, arguments, each=preparation)
+    if preparation.rebuild():
+        plan = plan_for(config, loader, params, arguments)
+    return plan
 
 
 def waves(plan: SweepPlan, config: DictConfig) -> list[list[str]]:
@@ -159,7 +177,7 @@ def run_sweep(config: DictConfig, loader, params: dict | None, arguments: list[s
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
-    plan = plan_for(config, loader, params, arguments)
+    plan = prepared_plan(config, loader, params, arguments)
     _write_readers(plan, config, sweep_dir)
     records = [not_launched(c) for c in plan.cells if not c.to_run]
     returns, index = [], 0

@@ -12,9 +12,11 @@ there is known and typed without editing this module:
 - scalar keys (top level and nested mappings such as ``extract`` and ``grid``): the composed
   value must have the type of the default (int, float, bool; a string default takes any
   scalar, a null default anything);
-- ``subsample``: null or a mapping split -> non-negative integer.
+- ``subsample``: null or a mapping split -> non-negative integer;
+- values (``config_values``): names that become paths are safe, required values are given.
 
-:func:`check_writable` turns an unwritable ``results_dir`` into one line naming it.
+:func:`check_writable` turns an unwritable ``results_dir`` (and ``store_dir``, when a cell
+reads a store) into one line naming it.
 """
 
 from __future__ import annotations
@@ -25,17 +27,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ptransfer.grid.config_values import (  # noqa: F401 - ConfigError: this module's API
+    PRETRAIN_NAME_KEYS,
+    ConfigError,
+    check_values,
+)
+from ptransfer.grid.task_data import reads_store
+
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's configs
 
 
-class ConfigError(ValueError):
-    """A config key with a bad value, or an unknown key. The message names the key."""
-
-
 @functools.lru_cache(maxsize=4)
-def _defaults(conf_dir: str) -> tuple[dict, frozenset[str]]:
-    """(config.yaml's own values, unresolved; every known top-level key)."""
-    raw = OmegaConf.load(Path(conf_dir) / "config.yaml")
+def _defaults(conf_dir: str, name: str = "config") -> tuple[dict, frozenset[str]]:
+    """(``<name>.yaml``'s own values, unresolved; every known top-level key)."""
+    raw = OmegaConf.load(Path(conf_dir) / f"{name}.yaml")
     values = OmegaConf.to_container(raw, resolve=False)
     # The groups of the defaults list (task, model, ...; "override hydra/x" entries are not).
     groups = {next(iter(d)) for d in values.pop("defaults", []) if isinstance(d, dict)}
@@ -104,6 +109,34 @@ def check_config(cfg: DictConfig, conf_dir: str | Path) -> None:
     _check_tree("", {k: v for k, v in defaults.items() if k not in ("subsample", "hydra")},
                 cfg)
     check_subsample(cfg.get("subsample"))
+    check_values(cfg)
+
+
+def _added_keys(cfg: dict, base: dict, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """(key, the known keys beside it) for every key of ``cfg`` that ``base`` lacks."""
+    found = []
+    for name, value in cfg.items():
+        if name not in base:
+            found.append((f"{prefix}{name}", sorted(base)))
+        elif isinstance(value, dict) and isinstance(base[name], dict):
+            found += _added_keys(value, base[name], f"{prefix}{name}.")
+    return found
+
+
+def check_pretrain_config(cfg: DictConfig, base: DictConfig, conf_dir: str | Path) -> None:
+    """``ptransfer pretrain``'s config: no key beyond those of ``base`` (the same command line
+    without its ``+key=value`` additions), at any depth, and the value types of
+    ``conf/pretrain.yaml``. A training run takes hours: a mistyped key must not start one."""
+    added = _added_keys(OmegaConf.to_container(cfg, resolve=False),
+                        OmegaConf.to_container(base, resolve=False))
+    if added:
+        where = added[0][0].rpartition(".")[0]
+        scope = f"keys of {where}" if where else "top-level keys"
+        raise ConfigError(f"unknown config key(s) {[k for k, _ in added]}; known {scope}: "
+                          f"{', '.join(added[0][1])}")
+    defaults, _ = _defaults(str(conf_dir), "pretrain")
+    _check_tree("", {k: v for k, v in defaults.items() if k != "hydra"}, cfg)
+    check_values(cfg, PRETRAIN_NAME_KEYS)
 
 
 def check_writable(directory: str | Path, key: str = "results_dir") -> None:
@@ -139,11 +172,15 @@ def _fixed_overrides(overrides: list[str]) -> list[str]:
     return _split_sweeps(overrides)[0]
 
 
-def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True) -> DictConfig:
-    """Check the command line's config before anything runs; returns the fixed part composed.
+def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True,
+             config_name: str = "config") -> DictConfig:
+    """Check the command line's config before anything runs; returns it composed (each sweep
+    axis at its first choice).
 
-    Composes the non-sweep overrides once, then each choice of each command-line sweep axis
-    on top of them (one compose per choice, not per combination), checks every result, and
+    Composes the non-sweep overrides with the first choice of every command-line sweep axis,
+    then each other choice of each axis in its place (one compose per choice, not per
+    combination; every compose is a whole cell's config, so required keys a sweep gives,
+    e.g. ``task.path=a.csv,b.csv``, are present), checks every result, and
     (``writable``) that results_dir can be written. ``ptransfer run`` and ``plan`` call this
     first, so a typo, ``seed=1,abc`` or a read-only results_dir is one line, not a traceback
     from inside Hydra's start-up or a sweep stopped half-way.
@@ -152,17 +189,29 @@ def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True) 
     from hydra.errors import HydraException
 
     fixed, sweeps = _split_sweeps(overrides)
+    firsts = [axis[0] for axis in sweeps]
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose("config", overrides=fixed)
-            check_config(cfg, conf_dir)
-            for choice in (c for axis in sweeps for c in axis):
-                check_config(compose("config", overrides=[*fixed, choice]), conf_dir)
+            cfg = compose(config_name, overrides=[*fixed, *firsts])
+            composed = [cfg]
+            if config_name == "pretrain":
+                base = compose(config_name, overrides=[o for o in fixed if o[:1] != "+"])
+                check_pretrain_config(cfg, base, conf_dir)
+                composed = []
+            else:
+                check_config(cfg, conf_dir)
+            for i, axis in enumerate(sweeps):
+                for choice in axis[1:]:
+                    chosen = [*firsts[:i], choice, *firsts[i + 1:]]
+                    composed.append(compose("config", overrides=[*fixed, *chosen]))
+                    check_config(composed[-1], conf_dir)
     except HydraException as err:  # a bad override or an unknown option: Hydra's own words
         words = str(err).strip().split("\nConfig search path")[0]  # the path list is noise
         raise ConfigError(words) from None
     if writable:
         check_writable(cfg.results_dir)
+        if any(reads_store(c) for c in composed):  # before any model is built
+            check_writable(cfg.store_dir, "store_dir")
     return cfg
 
 
@@ -180,6 +229,8 @@ def check_before_load(cfg: DictConfig, task) -> None:
     from ptransfer.tasks.validate import check_classes
 
     check_classes(task)
+    if reads_store(cfg):
+        check_writable(cfg.store_dir, "store_dir")
     encoder = hydra.utils.instantiate(cfg.model, _convert_="all")  # configuration only
     sequences = task.all_sequences()
     encoder.check_alphabet(sequences, task.info.get("source_rows"))

@@ -66,6 +66,7 @@ def checked(sequence: str, where: str) -> str:
 def load_task(name: str, data_cfg: dict):
     """Instantiate ``conf/task/<name>.yaml`` (its ``root`` set to ``data.root``)."""
     import hydra
+    from hydra.errors import InstantiationException
 
     conf_dir = Path(data_cfg.get("task_conf_dir") or TASK_CONF_DIR)
     path = conf_dir / f"{name}.yaml"
@@ -78,7 +79,10 @@ def load_task(name: str, data_cfg: dict):
     try:
         return hydra.utils.instantiate(node, _convert_="all")
     except Exception as err:  # instantiate wraps loader errors; name the config at fault
-        raise ValueError(f"data.tasks: task {name!r} ({path}) failed to load: {err}") from err
+        cause = err
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__  # the loader's own words (DataUnavailable: which file)
+        raise ValueError(f"data.tasks: task {name!r} ({path}) failed to load: {cause}") from err
 
 
 def _as_list(value) -> list:

@@ -47,14 +47,19 @@ def read_text_file(path: Path) -> str:
 def csv_rows(text: str, source: str, required: list[str]) -> Iterator[tuple[int, dict]]:
     """(row number, row) for every data row of CSV ``text``, header names stripped.
 
-    Raises TaskDataError when a required column is missing or a row has too many or too
-    few fields.
+    Raises TaskDataError when a column name is repeated, a required column is missing or a
+    row has too many or too few fields.
     """
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None:
         raise TaskDataError(f"{source}: empty file (no header line)")
     header = [name.strip() for name in header]
+    repeated = [name for name in dict.fromkeys(header) if header.count(name) > 1]
+    if repeated:  # dict(zip(...)) below would silently keep the last of them
+        raise TaskDataError(f"{source}: column {repeated[0]!r} appears "
+                            f"{header.count(repeated[0])} times in the header; rename or "
+                            f"drop the extra one(s)")
     require_columns(header, required, source)
     for number, fields in enumerate(reader, start=1):
         if not fields:  # blank line

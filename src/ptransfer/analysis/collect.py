@@ -1,0 +1,206 @@
+"""``ptransfer collect DIR``: merge the complete cells' rows, analyse, publish every table at once.
+
+1. **Check the arguments** (``DIR`` a writable folder, ``--resamples``, ``--seed``) before
+   anything is read or written.
+2. **Merge complete cells only.** Every ``rows.csv`` under ``DIR`` belongs to a cell folder;
+   a cell is merged when its ``status.json`` says ``done`` and its rows and predictions match
+   the row counts, sizes and SHA-256 that status recorded (``cell_files``). Every other cell
+   (failed, running, interrupted, damaged, or written before the record existed) is left out
+   and listed with the reason.
+3. **Analyse** (``summary.analyse``: intervals, comparisons, taxonomy): any error here (two
+   configs under one task name, ...) stops the command before a table is written.
+4. **Publish atomically.** The tables are written into a new run folder
+   ``DIR/.collect/<run id>/`` with a manifest ``collect.json`` (run id, arguments, cells
+   merged and left out, each table's rows and SHA-256). ``DIR/<table>`` (``results.csv``,
+   ``summary.csv``, ...) are symbolic links to ``.collect/current/<table>``, and
+   ``.collect/current`` is a link to the run folder, replaced by one ``rename``. So a reader
+   of ``DIR/results.csv``, ``DIR/summary.csv``, ... sees the previous collect's complete set
+   of tables or this one's, never a mix, whenever the command is killed (``kill -9``
+   included); a killed collect leaves at most an unfinished ``*.tmp`` folder, removed by the
+   next one. Tables of an older ptransfer (plain files) are first moved under ``.collect``
+   without changing what they read.
+
+Needs a filesystem with symbolic links (every Linux filesystem, NFS and Lustre included).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ptransfer import __version__
+from ptransfer.analysis.cell_files import STATUS_FILE, file_problem, read_status, sha256_file
+from ptransfer.analysis.predictions import PREDICTIONS_FILE
+from ptransfer.analysis.rows import RESULTS_FILE, ROWS_FILE, read_results, write_rows
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = ".collect"
+CURRENT = "current"
+MANIFEST = "collect.json"
+MIN_RESAMPLES = 100  # the 2.5 % tail of fewer resamples rests on fewer than 3 of them
+STALE_TMP_S = 3600.0  # an unfinished run folder older than this is a killed collect's
+
+
+@dataclass
+class Collected:
+    """What one ``collect`` merged, left out and wrote."""
+
+    run_id: str
+    merged: pd.DataFrame
+    cells: list[str]
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (cell folder, reason)
+    tables: list[Path] = field(default_factory=list)  # DIR/<name> of every table written
+
+
+def check_arguments(root: Path, n_resamples: int, seed: int) -> None:
+    """Raise ValueError naming the argument that cannot work; nothing is written."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder (collect reads the cells under it)")
+    if n_resamples < MIN_RESAMPLES:
+        raise ValueError(f"--resamples {n_resamples}: needs at least {MIN_RESAMPLES} bootstrap "
+                         "resamples for a 95 % interval (default 1000)")
+    if seed < 0:
+        raise ValueError(f"--seed {seed}: must be a non-negative integer")
+    runs = root / RUNS_DIR
+    try:
+        runs.mkdir(exist_ok=True)
+        probe = runs / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{root}: cannot write the collected tables there "
+                         f"({err.strerror or err})") from None
+
+
+def merge_cells(root: Path) -> tuple[pd.DataFrame, list[str], list[tuple[str, str]]]:
+    """(merged rows of the complete cells, their folders, [(folder, reason)] left out)."""
+    frames, cells, left_out = [], [], []
+    for rows in sorted(p for p in root.rglob(ROWS_FILE) if p.is_file()):
+        if RUNS_DIR in rows.relative_to(root).parts:
+            continue
+        cell = rows.parent
+        problem = file_problem(cell, read_status(cell), (ROWS_FILE, PREDICTIONS_FILE))
+        if problem:
+            left_out.append((str(cell), problem))
+            continue
+        frames.append(read_results(rows))
+        cells.append(str(cell))
+    if not frames:
+        detail = f"; left out: {left_out[0][0]}: {left_out[0][1]}" if left_out else ""
+        raise FileNotFoundError(f"no complete cell (a {ROWS_FILE} with a done {STATUS_FILE}) "
+                                f"under {root}: run `ptransfer run` first{detail}")
+    return pd.concat(frames, ignore_index=True), cells, left_out
+
+
+def collect(root: str | Path, n_resamples: int = 1000, seed: int = 0,
+            margins: dict | None = None) -> Collected:
+    """Merge, analyse and publish (module docstring); returns what was done.
+
+    ``margins``: metric -> smallest effect of interest (``margins.DEFAULT_MARGINS``)."""
+    from ptransfer.analysis.summary import analyse, write_tables
+
+    root = Path(root)
+    check_arguments(root, n_resamples, seed)
+    merged, cells, left_out = merge_cells(root)
+    analysis = analyse(merged, root, n_resamples=n_resamples, seed=seed, margins=margins)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:8]}"
+    runs = root / RUNS_DIR
+    _remove_unfinished(runs)
+    staging = runs / f"{run_id}.tmp"
+    staging.mkdir()
+    write_rows(merged, staging / RESULTS_FILE)
+    written = [staging / RESULTS_FILE, *write_tables(merged, staging, predictions_root=root,
+                                                     analysis=analysis)]
+    tables = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in written}
+    tables[RESULTS_FILE]["rows"] = len(merged)
+    manifest = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "ptransfer_version": __version__, "resamples": n_resamples, "seed": seed,
+                "margins": margins,
+                "cells": cells, "left_out": [{"cell": c, "reason": r} for c, r in left_out],
+                "tables": tables}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _sync(staging)
+    names = [p.name for p in written] + [MANIFEST]
+    publish(root, staging, run_id, names)
+    log.info("collected %d rows of %d cells into %s (run %s)", len(merged), len(cells), root,
+             run_id)
+    return Collected(run_id, merged, cells, left_out, [root / n for n in names])
+
+
+def _sync(folder: Path) -> None:
+    """fsync every file and the folder: a crash after the switch never shows empty tables."""
+    for path in [*folder.iterdir(), folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def publish(root: Path, staging: Path, run_id: str, names: list[str]) -> None:
+    """Make the tables of ``staging`` what ``root/<name>`` reads, all at once."""
+    runs = root / RUNS_DIR
+    final = runs / run_id
+    os.rename(staging, final)
+    _adopt_plain_tables(root, runs, names)
+    for name in names:  # before the switch: a new name dangles until then, an old one reads old
+        _link(root / name, Path(RUNS_DIR) / CURRENT / name)
+    _link(runs / CURRENT, Path(run_id))  # the switch: one rename
+    for link in root.iterdir():  # tables the new run does not have: no dangling names
+        if link.is_symlink() and link.name not in names and \
+                os.readlink(link) == str(Path(RUNS_DIR) / CURRENT / link.name):
+            link.unlink()
+    for old in runs.iterdir():  # earlier runs (one collect per folder at a time)
+        if old.is_dir() and not old.is_symlink() and old.name != run_id \
+                and not old.name.endswith(".tmp"):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _link(path: Path, target: Path) -> None:
+    """Point symlink ``path`` at ``target``, atomically (a new link renamed over the old)."""
+    if path.is_symlink() and os.readlink(path) == str(target):
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+
+
+def _adopt_plain_tables(root: Path, runs: Path, names: list[str]) -> None:
+    """Tables written as plain files (an older ptransfer) become the current run, unchanged
+    for readers: each is hard-linked into a run folder, then replaced by a link to it."""
+    if (runs / CURRENT).is_symlink():
+        return
+    plain = [root / n for n in names if (root / n).is_file() and not (root / n).is_symlink()]
+    if not plain:
+        return
+    adopted = runs / "adopted"
+    adopted.mkdir(exist_ok=True)
+    for path in plain:
+        if not (adopted / path.name).exists():
+            os.link(path, adopted / path.name)
+    _link(runs / CURRENT, Path(adopted.name))
+    for path in plain:
+        _link(path, Path(RUNS_DIR) / CURRENT / path.name)
+
+
+def _remove_unfinished(runs: Path) -> None:
+    """Delete run folders a killed collect left unfinished (``*.tmp``, over an hour old)."""
+    now = time.time()
+    for path in runs.glob("*.tmp"):
+        try:
+            if now - path.stat().st_mtime > STALE_TMP_S:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
+    for link in [*runs.glob(".*.link"), *runs.parent.glob(".*.link")]:
+        link.unlink(missing_ok=True)  # a link made, not yet renamed, by a killed collect
