@@ -54,7 +54,7 @@ def _encoder(family: str, paths: dict):
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf_bf16")
-    return {f: write_pretrained(build_hf(f), root / f) for f in HF_FAMILIES}
+    return {f: write_pretrained(build_hf(f), root / f, f) for f in HF_FAMILIES}
 
 
 @pytest.fixture()
