@@ -160,6 +160,25 @@ def test_kill_in_phase_1_then_rerun_redoes_only_unpublished_shards(tmp_path, tin
     pd.testing.assert_frame_equal(reference, _collected(tmp_path, "res"))
 
 
+def test_force_and_store_rebuild_re_extract_once_in_phase_1(tmp_path, tiny_reference):
+    """``force=true store.rebuild=true`` on a finished sweep: the sweep deletes the stores
+    once before planning, phase 1 extracts every shard again, and the phase-2 cells re-fit
+    on them without deleting them again (no cell loads a model): the same rows."""
+    searchpath, reference = tiny_reference
+    check(ptransfer(*_tiny_sweep(searchpath), cwd=tmp_path))
+    before = set((tmp_path / "res").rglob("job_status.json"))
+    out = check(ptransfer(*_tiny_sweep(searchpath, "force=true", "store.rebuild=true"),
+                          cwd=tmp_path))
+    assert "extraction: 7 shard jobs: 7 published" in out
+    rerun = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("job_status.json")
+             if p not in before]
+    cells = [s for s in rerun if s.get("phase") != "extract"]
+    assert len(cells) == 2 and {s["state"] for s in cells} == {"done"}  # one-hot, tiny_esm2
+    statuses = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("cells/*/status.json")]
+    assert len(statuses) == 2 and not any(s["model_loaded"] for s in statuses)
+    pd.testing.assert_frame_equal(reference, _collected(tmp_path, "res"))
+
+
 def test_each_phase_gets_its_own_launcher_settings():
     from hydra import compose, initialize_config_dir
     from hydra.core.plugins import Plugins

@@ -261,7 +261,7 @@ def _plan_cell(index: int, combo: list[str], cfg: DictConfig, tasks: TaskCache) 
         return CellPlan(index, combo, name, Path(), excluded, False, None, None, None, None,
                         dataset, None, None)
     key = cell_key(cfg, tasks.fingerprint(cfg))
-    done = is_done(key)
+    done = is_done(key) and not cfg.get("force", False)  # force=true: run it again
     cell = CellPlan(index, combo, key.cell_id, key.dir, None, done,
                     effective_state(read_status(key.dir)), None, None, None, dataset, None, None)
     if done:
