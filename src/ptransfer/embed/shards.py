@@ -242,9 +242,10 @@ def write_manifest(folder: Path, manifest: Manifest) -> bool:
 
 def make_manifest(path: Path, keys: list[str], lengths: list[int], level: str,
                   extra: dict | None = None) -> Manifest:
+    lengths = [int(n) for n in lengths]  # numpy ints are not JSON
     n_rows = sum(lengths) if level == "residue" else len(keys)
     return Manifest(path.stem, path.stat().st_size, file_sha256(path), keys,
-                    [int(n) for n in lengths], n_rows, dict(extra or {}))
+                    lengths, n_rows, dict(extra or {}))
 
 
 def claim_or_wait(folder: Path, name: str, poll_s: float = 2.0) -> Claim | None:

@@ -120,8 +120,16 @@ class SweepPreparation:
             self.groups.setdefault(group, (Path(cfg.store_dir), paths))
 
     def fetch(self) -> bool:
-        """Download missing weights; True when anything was downloaded."""
-        return any([fetch_weights(*entry) for entry in self.weights.values()])
+        """Download missing weights; True when anything was downloaded. Weights that cannot
+        be had are left to the jobs that read them: they fail with the loader's error."""
+        fetched = False
+        for model, *args in self.weights.values():
+            try:
+                fetched = fetch_weights(model, *args) or fetched
+            except Exception as err:  # noqa: BLE001 - reported by the cells that need them
+                log.warning("weights of %s (%s) not fetched: %s", model.get("name"), args[0],
+                            err)
+        return fetched
 
     def rebuild(self) -> bool:
         """Delete the stores to rebuild; True when any file was deleted."""
