@@ -9,8 +9,13 @@ so residues see their neighbours (windows matter) and the numbers can be compute
 Every text is computed on its own in float64, so a row never depends on its batch; padding
 positions are NaN, so any use of padding shows up.
 
-Run as a script it extracts a FASTA-free list of sequences into a store (crash tests):
+Run as a script it extracts a FASTA-free list of sequences into a store (crash and
+concurrency tests):
     python tests/extract_fakes.py STORE_PATH N_SEQUENCES DELAY_S FLUSH_BYTES [COMMIT_SECONDS]
+        [--shard-tokens T] [--shard K] [--no-claims] [--no-filelock]
+``--shard K`` writes only the K-th planned shard (as a phase-1 job does); ``--no-claims``
+makes every claim succeed (writers race on the same shards); ``--no-filelock`` replaces
+``filelock.FileLock`` by a no-op before ptransfer is imported.
 """
 
 from __future__ import annotations
@@ -98,18 +103,70 @@ def make_sequences(n: int, seed: int = 0, low: int = 5, high: int = 40) -> list[
 
 
 def main(argv: list[str]) -> None:
-    from ptransfer.embed.extract import extract_to_store
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("path", type=Path)
+    parser.add_argument("n_sequences", type=int)
+    parser.add_argument("delay", type=float)
+    parser.add_argument("flush_bytes", type=int)
+    parser.add_argument("commit_seconds", type=float, nargs="?", default=120.0)
+    parser.add_argument("--shard-tokens", type=int, default=60_000_000)
+    parser.add_argument("--shard", type=int, default=None)
+    parser.add_argument("--no-claims", action="store_true")
+    parser.add_argument("--no-filelock", action="store_true")
+    args = parser.parse_args(argv)
+    if args.no_filelock:
+        _disable_filelock()
+    from ptransfer.embed import claims, extract
+    from ptransfer.embed.batching import Batching
+    from ptransfer.embed.shards import plan_shards
     from ptransfer.embed.store import EmbeddingStore
 
-    path, n_sequences = Path(argv[0]), int(argv[1])
-    delay, flush_bytes = float(argv[2]), int(argv[3])
-    commit_seconds = float(argv[4]) if len(argv) > 4 else 120.0
-    encoder = FakeEncoder(n_layers=3, dim=4, delay=delay)
-    store = EmbeddingStore(path, {"model": "fake"}, encoder.n_layers, encoder.dim, level="residue",
-                           commit_seconds=commit_seconds)
-    embedded = extract_to_store(encoder, make_sequences(n_sequences), store, toks_per_batch=64,
-                                progress=False, flush_bytes=flush_bytes)
+    if args.no_claims:  # every writer believes it holds every claim
+        claims.Claim.try_acquire = lambda self: True
+        claims.Claim.release = lambda self: None
+    encoder = FakeEncoder(n_layers=3, dim=4, delay=args.delay)
+    store = EmbeddingStore(args.path, {"model": "fake"}, encoder.n_layers, encoder.dim,
+                           level="residue", commit_seconds=args.commit_seconds)
+    sequences = make_sequences(args.n_sequences)
+    options = extract.ExtractOptions(64, progress=False, flush_bytes=args.flush_bytes)
+    if args.shard is None:
+        embedded = extract.extract_to_store(encoder, sequences, store, toks_per_batch=64,
+                                            progress=False, flush_bytes=args.flush_bytes,
+                                            shard_tokens=args.shard_tokens)
+    else:  # the shards extract_to_store plans, batches as it runs them
+        batching = Batching(64, encoder.max_len, "window")
+        shard = plan_shards(store.path, sequences, frozenset(), args.shard_tokens,
+                            batching)[args.shard]
+        embedded = extract.extract_shard(encoder, store, shard.name, shard.todo,
+                                         lambda per_seq: per_seq, options)
     print(f"embedded {embedded}", flush=True)
+
+
+def _disable_filelock() -> None:
+    """Replace filelock's locks by no-ops: whatever ptransfer does must not need them."""
+    import contextlib
+
+    import filelock
+
+    class NoLock:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def acquire(self, *args, **kwargs):
+            return contextlib.nullcontext(self)
+
+        def release(self, *args, **kwargs):
+            return None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    filelock.FileLock = filelock.SoftFileLock = filelock.UnixFileLock = NoLock
 
 
 if __name__ == "__main__":

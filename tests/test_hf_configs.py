@@ -79,7 +79,7 @@ def test_plan_sizes_every_new_model(tmp_path):
                  "ankh_large,antiberty", f"results_dir={tmp_path}"]
     cells = plan_cells(CONF_DIR, overrides)
     assert len(cells) == 5 and all(c.gpu_seconds > 0 and c.disk_bytes > 0 for c in cells)
-    by_model = {c.overrides[-1]: c for c in cells}
+    by_model = {next(o for o in c.overrides if o.startswith("model=")): c for c in cells}
     # GPU time scales with parameters; disk with layers x dims (float32 pooled rows).
     assert by_model["model=prot_t5_xl_uniref50"].gpu_seconds > by_model[
         "model=antiberty"].gpu_seconds * 40

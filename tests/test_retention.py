@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 from cli_helpers import check, ptransfer
-from filelock import FileLock
 from test_store_safety import tiny_cfg
 from tiny_models import model_config
 
 from ptransfer.analysis.cell_files import file_record
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE
+from ptransfer.embed.claims import Claim
+from ptransfer.embed.shards import shard_folder
 from ptransfer.grid.cell import cell_key, write_status
 from ptransfer.grid.plan import PlannedCell
 from ptransfer.grid.retention import disk_lines, retire_if_unread, store_group, write_readers
@@ -46,9 +47,10 @@ def test_three_cell_sweep_keeps_the_shared_store_until_its_last_reader(tmp_path,
     assert "3 run, 0 skipped" in out
     lines = out.splitlines()
     extracting = [line for line in lines if "extracting" in line]
-    # Extracted once by the first cell; the next two found every row in the surviving store.
-    assert len(extracting) == 3 and "extracting 0 sequences" not in extracting[0]
-    assert all("extracting 0 sequences" in line for line in extracting[1:])
+    # Phase 1 extracted the store once (one shard: 600 sequences); the three phase-2 cells
+    # found every row there and loaded no model.
+    assert len(extracting) == 1 and "extracting 600 sequences" in extracting[0]
+    assert sum("store complete: tiny_esm2 is not loaded" in line for line in lines) == 3
     kept = [i for i, line in enumerate(lines) if "readers are not done" in line]
     deleted = [i for i, line in enumerate(lines) if "store.retain=until_done: deleted" in line]
     assert ["2 of its 3" in lines[kept[0]], "1 of its 3" in lines[kept[1]]] == [True, True]
@@ -60,10 +62,11 @@ def test_three_cell_sweep_keeps_the_shared_store_until_its_last_reader(tmp_path,
     # A retired store asked for again is simply re-extracted (then retired: its only reader).
     again = check(ptransfer("run", *_cell_args(tiny_conf, "force=true"), cwd=tmp_path))
     assert "extracting 600 sequences" in again and "deleted" in again
-    # The default policy keeps it.
+    # The default policy keeps it: its index file and its one shard.
     check(ptransfer("run", *_cell_args(tiny_conf, "force=true", "store.retain=all"),
                     cwd=tmp_path))
-    assert len(list((tmp_path / "res" / "embeddings").rglob("*.h5"))) == 1
+    stores = list((tmp_path / "res" / "embeddings").rglob("*.h5"))
+    assert len(stores) == 2 and sum(p.parent.name.endswith(".shards") for p in stores) == 1
 
 
 def _mark_done(cfg) -> None:
@@ -100,10 +103,15 @@ def test_a_store_being_written_is_not_deleted(tmp_path):
     cfg = tiny_cfg(tmp_path / "res", "store.retain=until_done")
     store = _make_store(cfg)
     _mark_done(cfg)
-    with FileLock(str(store) + ".lock"):  # another process extracting into it
-        assert retire_if_unread(cfg) == []
+    folder = shard_folder(store)
+    folder.mkdir()
+    writer = Claim(folder / "shard-x.claim")  # another process writing a shard of it
+    assert writer.try_acquire()
+    assert retire_if_unread(cfg) == []
     assert store.exists()
+    writer.release()
     assert retire_if_unread(cfg) == [store.absolute()] and not store.exists()
+    assert not folder.exists()
 
 
 def test_failed_reader_keeps_the_store_and_retain_all_never_deletes(tmp_path):
@@ -132,16 +140,20 @@ def _planned(name: str, identity: str, dataset: str, gb: float) -> PlannedCell:
     return PlannedCell([], name, False, None, gb * 1e9, 0.0, key)
 
 
-def test_plan_peak_follows_the_sweep_order():
+def test_plan_peak_is_the_largest_wave_of_stores():
     # Identity A on gb1 (10 GB) and aav (20 GB), B on gb1 (5) and aav (7): 42 GB in all.
     grouped = [_planned("a1", "A", "gb1", 10), _planned("a2", "A", "aav", 20),
                _planned("b1", "B", "gb1", 5), _planned("b2", "B", "aav", 7)]
-    # A lives for cells 1-2 (peak 30), then B for 3-4 (12): peak 30.
+    # One store group per wave (basic launcher): A (30), then B (12): peak 30.
     assert disk_lines(grouped)[0] == ("store: retain=all keeps ~42.0 GB (the total); "
                                       "retain=until_done peaks at ~30.0 GB")
-    # Interleaved: A (10) + B (5) + A's aav (20) are on disk together at cell 3: 35.
+    # The sweep order no longer interleaves stores: a wave extracts a whole store group
+    # before its readers run (it was 35 GB here when cells extracted as they ran).
     interleaved = [grouped[0], grouped[2], grouped[1], grouped[3]]
-    assert "retain=until_done peaks at ~35.0 GB" in disk_lines(interleaved)[0]
+    assert "retain=until_done peaks at ~30.0 GB" in disk_lines(interleaved)[0]
+    # Two groups per wave (two parallel workers): A and B together.
+    assert "retain=until_done peaks at ~42.0 GB" in disk_lines(grouped, 2)[0]
+    assert "waves of 2" in disk_lines(grouped, 2)[1]
     # A second cell reading A's gb1 rows adds nothing; streaming/one-hot cells hold no store.
     extra = [grouped[0], _planned("a1b", "A", "gb1", 10),
              PlannedCell([], "onehot", False, None, 0.0, 0.0, "onehot")]
@@ -153,4 +165,4 @@ def test_plan_prints_both_policies_for_a_small_sweep(tmp_path, tiny_conf):
     out = check(ptransfer("plan", *args, "model=tiny_esm2,onehot", cwd=tmp_path))
     # synthetic: 600 sequences x 3 layers x 32 dims x 4 bytes (plan's TASK_SIZES, tiny ESM-2).
     assert f"retain=all keeps ~{600 * 3 * 32 * 4 / 1e6:.2f} MB" in out
-    assert "retain=until_done peaks at" in out and "basic launcher" in out
+    assert "retain=until_done peaks at" in out and "waves of 1" in out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 
 import h5py
 import numpy as np
@@ -96,16 +98,16 @@ def test_file_schema_is_readable_with_h5py_alone(tmp_path):
     store = make_store(tmp_path / "r.h5", level="residue", compression="gzip")
     rows = residue_rows(SEQUENCES)
     store.append(SEQUENCES, rows)
-    with h5py.File(tmp_path / "r.h5", "r") as handle:
+    with h5py.File(tmp_path / "r.h5", "r") as handle:  # the index file: one file, as before
         keys = [k.decode() for k in handle["keys"][...]]
-        assert keys == sorted(keys) and handle["keys"].dtype == np.dtype("S64")
+        assert keys == sorted(keys) and handle["keys"].dtype == np.dtype("S64")  # one shard
         lengths, offsets = handle["lengths"][...], handle["offsets"][...]
         assert offsets[0] == 0 and np.array_equal(np.diff(offsets), lengths)
         row = keys.index(sequence_key("KLM"))
         assert lengths[row] == 3
         layer = handle["layer_001"]
         assert layer.shape == (sum(map(len, SEQUENCES)), 4) and layer.dtype == np.float16
-        assert layer.chunks is not None and layer.compression == "gzip"
+        assert layer.is_virtual  # maps onto the shard's dataset: no feature is copied
         np.testing.assert_array_equal(layer[offsets[row]: offsets[row + 1]],
                                       rows[1][1].astype(np.float16))
         attrs = handle.attrs
@@ -116,21 +118,40 @@ def test_file_schema_is_readable_with_h5py_alone(tmp_path):
                      "sequence_models_version"):
             assert attrs[name]
         assert "layer_003" not in handle
+        (shard_name, shard_bytes), = json.loads(attrs["sources"])
+        assert list(handle["source"][...]) == [0] * 5
+    shard = store.shard_dir / f"{shard_name}.h5"
+    assert shard.stat().st_size == shard_bytes
+    with h5py.File(shard, "r") as handle:  # the shard: chunked, compressed, checksummed
+        layer = handle["layer_001"]
+        assert layer.chunks is not None and layer.compression == "gzip" and layer.fletcher32
+        assert [k.decode() for k in handle["keys"][...]] == keys
+    manifest = json.loads((store.shard_dir / f"{shard_name}.json").read_text())
+    assert manifest["keys"] == keys and manifest["n_rows"] == sum(map(len, SEQUENCES))
+    assert manifest["bytes"] == shard_bytes
+    assert manifest["sha256"] == hashlib.sha256(shard.read_bytes()).hexdigest()
 
 
-def test_final_file_independent_of_insertion_order_and_flushes(tmp_path):
+def test_rows_read_the_same_whatever_the_insertion_order_and_shards(tmp_path):
     rows = residue_rows(SEQUENCES)
     first = make_store(tmp_path / "a.h5", level="residue")
     first.append(SEQUENCES, rows)
     second = make_store(tmp_path / "b.h5", level="residue", compression="lzf", flush_bytes=1)
     for i in (3, 1):
         second.append([SEQUENCES[i]], [rows[i]])
-    with second.writer(flush_bytes=1) as writer:  # one shard per row
+    with second.writer(flush_bytes=1) as writer:  # one part per row, merged into one shard
         for i in (4, 0, 2, 1):
             writer.add(SEQUENCES[i], rows[i])
+    assert len(first._shard_files()) == 1 and len(second._shard_files()) == 3
+    assert not list(second.shard_dir.glob("*.parts"))  # the parts became the shard
+    reopened = make_store(tmp_path / "b.h5", level="residue", compression="lzf")
+    for layer in range(3):
+        np.testing.assert_array_equal(first.read_layer(layer, SEQUENCES, dtype=None),
+                                      reopened.read_layer(layer, SEQUENCES, dtype=None))
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
-        for name in ("keys", "lengths", "offsets", "layer_000", "layer_001", "layer_002"):
-            np.testing.assert_array_equal(a[name][...], b[name][...])
+        order_a, order_b = np.argsort(a["keys"][...]), np.argsort(b["keys"][...])
+        np.testing.assert_array_equal(a["keys"][...][order_a], b["keys"][...][order_b])
+        np.testing.assert_array_equal(a["lengths"][...][order_a], b["lengths"][...][order_b])
 
 
 def test_missing_is_unique_and_ordered(tmp_path):
@@ -242,34 +263,86 @@ def test_append_length_mismatch(tmp_path):
         make_store(tmp_path / "p.h5").append(["AC", "KL"], protein_rows(["AC"]))
 
 
-# ------------------------------------------------------------------ repair
-def test_leftover_shards_and_temp_files_are_repaired_on_open(tmp_path):
+# ------------------------------------------------------------------ killed writers
+def test_a_killed_writers_parts_are_not_rows_and_the_next_writer_adopts_them(tmp_path):
     path = tmp_path / "r.h5"
-    store = make_store(path, level="residue")
+    store = make_store(path, level="residue", flush_bytes=1)
     rows = residue_rows(SEQUENCES)
     store.append(SEQUENCES[:2], rows[:2])
-    # a killed writer: one committed shard, one half-written shard, a half-written merge
-    store._write_shard([sequence_key(SEQUENCES[2])], [len(SEQUENCES[2])], [rows[2].astype("f2")])
-    (store.shard_dir / "00007.h5.tmp").write_bytes(b"partial")
-    path.with_name(path.name + ".tmp").write_bytes(b"partial")
+    # A writer of shard "shard-x" committed two parts, then died (KeyboardInterrupt stands
+    # for the kill: the buffer is committed as a part, nothing is published).
+    with pytest.raises(KeyboardInterrupt), store.writer(shard="shard-x") as writer:
+        writer.add(SEQUENCES[2], rows[2])
+        writer.add(SEQUENCES[3], rows[3])
+        raise KeyboardInterrupt
+    parts = store.shard_dir / "shard-x.parts"
+    (dead,) = parts.glob("*/")  # the killed writer's own folder
+    assert len(list(dead.glob("*.h5"))) == 2
+    torn = dead / "00007.h5.tmp"
+    torn.write_bytes(b"partial")  # a part being written when killed, ten minutes ago
+    os.utime(torn, (time.time() - 601, time.time() - 601))
     reopened = make_store(path, level="residue")
-    assert len(reopened) == 3 and reopened.missing(SEQUENCES) == SEQUENCES[3:]
-    assert not store.shard_dir.exists() and not path.with_name(path.name + ".tmp").exists()
-    np.testing.assert_array_equal(reopened.read_sequence(SEQUENCES[2], dtype=None),
-                                  rows[2].astype(np.float16))
+    assert len(reopened) == 2 and reopened.missing(SEQUENCES) == SEQUENCES[2:]
+    assert not (store.shard_dir / "shard-x.h5").exists()  # nothing partial is published
+    with reopened.writer(shard="shard-x") as writer:
+        assert writer.has(SEQUENCES[2]) and writer.has(SEQUENCES[3])  # adopted, not redone
+        assert writer.add(SEQUENCES[2], rows[2]) is False
+        writer.add(SEQUENCES[4], rows[4])
+    assert len(reopened) == 5 and not parts.exists()
+    for i, sequence in enumerate(SEQUENCES):
+        np.testing.assert_array_equal(reopened.read_sequence(sequence, dtype=None),
+                                      rows[i].astype(np.float16))
 
 
-def test_merge_keeps_main_row_when_a_shard_repeats_it(tmp_path):
-    # crash between replacing the main file and deleting the merged shards
+def test_a_shard_published_without_its_manifest_is_read_and_gets_one(tmp_path):
+    path = tmp_path / "p.h5"
+    store = make_store(path)
+    rows = protein_rows(SEQUENCES)
+    store.append(SEQUENCES[:3], rows[:3], shard="shard-a")
+    (store.shard_dir / "shard-a.json").unlink()  # killed between the two publications
+    path.unlink()  # and before the index file was written
+    reopened = make_store(path)
+    assert len(reopened) == 3 and (store.shard_dir / "shard-a.json").exists()
+    np.testing.assert_array_equal(reopened.read_layer(1, SEQUENCES[:3]),
+                                  np.stack([r[1] for r in rows[:3]]))
+
+
+def test_a_sequence_in_two_shards_reads_from_the_first_by_name(tmp_path):
+    # Two writers that embedded the same sequence (no claim): both shards stay valid; the
+    # view always reads the first, so a race never changes the numbers read.
     path = tmp_path / "p.h5"
     store = make_store(path)
     rows = protein_rows(["KLM", "MK"])
-    store.append(["KLM"], rows[:1])
-    store._write_shard([sequence_key("KLM"), sequence_key("MK")], [3, 2],
-                       [rows[1], rows[1]])
+    store.append(["KLM"], rows[:1], shard="shard-b")
+    store.append(["KLM", "MK"], [rows[1], rows[1]], shard="shard-c")  # KLM present: skipped
+    other = make_store(tmp_path / "q.h5")
+    other.append(["KLM", "MK"], [rows[1], rows[1]], shard="shard-c")
+    (store.shard_dir / "shard-a.h5").hardlink_to(other.shard_dir / "shard-c.h5")
     reopened = make_store(path)
-    np.testing.assert_array_equal(reopened.read_sequence("KLM"), rows[0])
+    np.testing.assert_array_equal(reopened.read_sequence("KLM"), rows[1])  # shard-a first
     np.testing.assert_array_equal(reopened.read_sequence("MK"), rows[1])
+    assert len(reopened) == 2
+
+
+def test_a_legacy_single_file_store_reads_and_moves_into_the_shards_on_first_write(tmp_path):
+    path = tmp_path / "p.h5"
+    rows = protein_rows(SEQUENCES)
+    built = make_store(tmp_path / "built.h5")
+    built.append(SEQUENCES[:3], rows[:3])
+    (shard,) = built._shard_files()
+    import shutil
+    shutil.copy(shard, path)  # what ptransfer 0.1 wrote: one main file, same schema
+    legacy = make_store(path)
+    assert len(legacy) == 3
+    np.testing.assert_array_equal(legacy.read_layer(2, SEQUENCES[:3]),
+                                  np.stack([r[2] for r in rows[:3]]))
+    legacy.append(SEQUENCES[3:], rows[3:])
+    assert len(legacy) == 5 and len(legacy._shard_files()) == 2
+    assert any(p.name.startswith("legacy-") for p in legacy._shard_files())
+    with h5py.File(path, "r") as handle:
+        assert handle.attrs["layout"] == "index" and len(handle["keys"]) == 5
+    np.testing.assert_array_equal(make_store(path).read_layer(0, SEQUENCES),
+                                  np.stack([r[0] for r in rows]))
 
 
 @pytest.mark.parametrize("level", ["protein", "residue"])

@@ -102,26 +102,31 @@ def test_enospc_mid_extraction_fails_the_cell_cleanly(tmp_path, monkeypatch):
         original(self, path)
         self._raw = _FillingDisk(self._raw)
 
-    # Commit a shard for every row, and let the disk fill after ~3 shards.
+    # Commit a part for every row (parts are cut where a batch ends: one sequence per batch),
+    # and let the disk fill after ~3 parts.
     monkeypatch.setattr(diskspace.GuardedFile, "__init__", filling)
     _FillingDisk.written, _FillingDisk.budget = 0, 3 * 12_000
-    cfg = tiny_cfg(tmp_path / "res", "store.commit_seconds=1e-9")
+    cfg = tiny_cfg(tmp_path / "res", "store.commit_seconds=1e-9", "extract.toks_per_batch=50")
     status = run_job(cfg)
     assert status["state"] == "failed", status
     assert "No space left on device" in status["error"] and ".h5" in status["error"]
     assert read_status(cell_key(cfg).dir)["state"] == "failed"
     assert files_under(tmp_path, "*.tmp") == []
-    shards = files_under(Path(cfg.store_dir), "*.shards/*.h5")
-    assert shards, "the shards committed before the disk filled are kept"
-    for shard in shards:  # every file left is whole and checks out
-        assert verify_file(shard).state == OK
-    # Still full: the next run's merge of those shards fails as cleanly, deleting its file.
+    parts = files_under(Path(cfg.store_dir), "*.parts/*/*.h5")
+    assert parts, "the parts committed before the disk filled are kept"
+    for part in parts:  # every file left is whole and checks out
+        assert verify_file(part).state == OK
+    assert files_under(Path(cfg.store_dir), "*.shards/*.h5") == []  # nothing published
+    # Still full: the next run resumes the shard from its parts and fails as cleanly.
     again = run_job(tiny_cfg(tmp_path / "res"))
     assert again["state"] == "failed" and "No space left on device" in again["error"]
     assert files_under(tmp_path, "*.tmp") == []
+    assert set(parts) <= set(files_under(Path(cfg.store_dir), "*.parts/*/*.h5"))
     monkeypatch.undo()
     assert run_job(tiny_cfg(tmp_path / "res"))["state"] == "done"
-    assert files_under(Path(cfg.store_dir), "*.shards/*.h5") == []
+    assert files_under(Path(cfg.store_dir), "*.parts/*/*.h5") == []  # merged into the shard
+    (shard,) = files_under(Path(cfg.store_dir), "*.shards/*.h5")
+    assert verify_file(shard).state == OK
 
 
 TMPFS_WRITER = """
@@ -192,7 +197,7 @@ def test_zeroed_block_is_detected_by_a_run_and_by_verify(tmp_path):
             "model=tiny_carp", "ablation=random_init", "results_dir=res",
             "extract.progress=false"]
     check(ptransfer(*args, cwd=tmp_path))
-    (store,) = files_under(tmp_path / "res" / "embeddings", "*.h5")
+    (store,) = files_under(tmp_path / "res" / "embeddings", "*.shards/*.h5")  # the one shard
     assert check(ptransfer("store", "verify", "results_dir=res", cwd=tmp_path))
     _zero_4k_of_layer(store)
     proc = ptransfer(*args, "force=true", cwd=tmp_path)
@@ -229,11 +234,12 @@ def test_format1_store_reads_verify_says_unchecked_and_nan_names_the_store(tmp_p
     folder = tmp_path / "old"
     folder.mkdir()
     old = folder / "old.h5"
-    _format1_copy(built.path, old)
+    _format1_copy(built._shard_files()[0], old)  # one file with the shard's datasets
     store = EmbeddingStore(old, {"model": "fake"}, 3, 4)
     np.testing.assert_array_equal(store.read_layer(2, sequences), built.read_layer(2, sequences))
     verdicts, _ = verify_dir(folder, out=lambda line: None)
     assert [v.state for v in verdicts] == [UNCHECKED]
+    store.close()  # reads keep files open; HDF5 refuses a second, writing open in-process
     with h5py.File(old, "r+") as handle:  # damage no checksum can catch: a NaN
         handle["layer_002"][5, 1] = np.nan
     feats = StoreFeatures(_task(sequences), EmbeddingStore(old, {"model": "fake"}, 3, 4))
@@ -256,14 +262,16 @@ def test_writer_commits_on_elapsed_time(tmp_path, monkeypatch):
         writer.add("AAA", rows)
         clock["now"] += 59.0
         writer.add("CCC", rows)
-        assert store._shard_files() == []  # 59 s: below the interval, 96 bytes: below 64 MiB
+        assert writer.parts.files() == []  # 59 s: below the interval, 96 bytes: below 64 MiB
         clock["now"] += 1.0
         writer.add("DDD", rows)
-        assert len(store._shard_files()) == 1  # 60 s since the writer started: committed
+        assert len(writer.parts.files()) == 1  # 60 s since the writer started: committed
         clock["now"] += 30.0
         writer.add("EEE", rows)
-        assert len(store._shard_files()) == 1  # the clock restarted at the commit
-    assert len(store) == 4 and store._shard_files() == []
+        assert len(writer.parts.files()) == 1  # the clock restarted at the commit
+        assert store._shard_files() == []  # parts are not published until the block ends
+    assert len(store) == 4 and len(store._shard_files()) == 1
+    assert not writer.parts.folder.exists()
 
 
 def test_commit_seconds_must_be_positive(tmp_path):

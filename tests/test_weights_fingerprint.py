@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import shutil
 from pathlib import Path
@@ -251,10 +252,16 @@ def test_force_refits_on_the_store_and_store_rebuild_embeds_again(tmp_path, monk
         assert code == 0, out
         return _extracted(out.out + out.err)
 
+    def started() -> list[float]:
+        return sorted(json.loads(p.read_text())["started"]
+                      for p in Path("res/cells").glob("*/status.json"))
+
     first = extracted()
     assert first and not first[0].startswith("extracting 0 ")
-    assert extracted() == []  # complete: skipped
-    assert extracted("force=true") == ["extracting 0 sequences (0 residues)"]
+    fitted = started()
+    assert extracted() == [] and started() == fitted  # complete: skipped
+    assert extracted("force=true") == []  # re-fitted on the store as it is: nothing embedded
+    assert started() != fitted
     assert extracted("force=true", "store.rebuild=true") == first
 
 

@@ -31,7 +31,9 @@ PLAN_HELP = """usage: ptransfer plan [HYDRA OVERRIDES ...]
 What `ptransfer run -m` with the same overrides would do, without running anything: the
 cells of the sweep (hydra.sweeper.params of an +experiment preset, plus any key=a,b
 overrides), which are outside the design, which are done, running or interrupted, the
-expected embedding disk and a rough GPU-time estimate.
+phase-1 jobs (each store's shards with their estimated GPU time, streaming cells) and the
+phase-2 jobs (cells that only read), the expected embedding disk and a rough GPU-time
+estimate.
 
 example: ptransfer plan +experiment=gb1 data.root=../shared/data"""
 # Hydra flags that take no value: they may stand anywhere on `ptransfer run`'s command line.
@@ -209,20 +211,20 @@ def cmd_pretrain(argv: list[str]) -> int:
 
 
 def cmd_store(argv: list[str]) -> int:
-    """``ptransfer store verify [DIR | results_dir=R | store_dir=S]``: exit 1 if any damaged."""
-    from ptransfer.embed.verify import DAMAGED, verify_dir
+    """``ptransfer store verify [DIR | FILE | results_dir=R | store_dir=S]``: exit 1 if damaged."""
+    from ptransfer.embed.verify import DAMAGED, verify_path
 
     parser = argparse.ArgumentParser(prog="ptransfer store", description="embedding stores")
     sub = parser.add_subparsers(dest="action", required=True)
     verify = sub.add_parser("verify", help="read every block of every store; list damaged ones")
     verify.add_argument("dir", nargs="?", default="results/embeddings",
-                        help="store folder, or results_dir=R / store_dir=S "
-                             "(default results/embeddings)")
+                        help="store folder, one store or shard file, or results_dir=R / "
+                             "store_dir=S (default results/embeddings)")
     args = parser.parse_args(argv)
     key, _, value = args.dir.partition("=")
     root = {"results_dir": Path(value) / "embeddings", "store_dir": Path(value)}.get(
         key, Path(args.dir)) if value else Path(args.dir)
-    verdicts, _ = verify_dir(root)
+    verdicts, _ = verify_path(root)
     return 1 if any(v.state == DAMAGED for v in verdicts) else 0
 
 

@@ -25,7 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+
+
+def rankdata(values) -> np.ndarray:
+    """scipy's average ranks, imported on first use: importing scipy.stats costs ~1 s, and
+    keying or planning cells (which only need the metrics' directions) must not pay it."""
+    from scipy.stats import rankdata as scipy_rankdata
+
+    return scipy_rankdata(values)
 
 METRICS: dict[str, list[str]] = {
     "regression": ["spearman", "pearson", "mse", "ndcg"],

@@ -18,95 +18,31 @@ retries (recursively) down to single sequences.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from ptransfer.embed.batching import (  # noqa: F401 - batching names: extract's API too
+    LENGTH_POLICIES,
+    LENGTH_POLICY_KEY,
+    TOKS_PER_BATCH_KEY,
+    Batching,
+    Piece,
+    plan_batches,
+    split_into_pieces,
+    window_starts,
+)
 from ptransfer.embed.diskspace import expected_store_bytes
+from ptransfer.embed.shards import DEFAULT_SHARD_TOKENS, claim_or_wait, plan_shards
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
 
 log = logging.getLogger(__name__)
 
-LENGTH_POLICIES = ("window", "truncate")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-LENGTH_POLICY_KEY = "extract.length_policy"  # config keys named in error messages
-PRECISION_KEY = "extract.precision"
-TOKS_PER_BATCH_KEY = "extract.toks_per_batch"
-
-
-def plan_batches(
-    lengths: Sequence[int], toks_per_batch: int, extra_toks: int = 2
-) -> list[list[int]]:
-    """Group sequence indices into length-sorted batches under a token budget.
-
-    A batch of B sequences costs ``B x (longest + extra_toks)`` padded tokens (extra: BOS/EOS)
-    and stays within ``toks_per_batch``; a sequence over the budget on its own gets a batch
-    of its own. Longest first, so memory trouble shows up in the first batch.
-    """
-    if toks_per_batch < 1:
-        raise ValueError(f"{TOKS_PER_BATCH_KEY} must be >= 1, got {toks_per_batch}")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    widest = 0
-    for index in order:
-        size = lengths[index] + extra_toks
-        if current and max(widest, size) * (len(current) + 1) > toks_per_batch:
-            batches.append(current)
-            current, widest = [], 0
-        current.append(index)
-        widest = max(widest, size)
-    if current:
-        batches.append(current)
-    return batches
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Residues ``start:end`` of sequence ``seq_index``: what one forward row embeds."""
-
-    seq_index: int
-    start: int
-    end: int
-
-
-def window_starts(length: int, window: int) -> list[int]:
-    """Start of each window of ``window`` residues covering ``length`` residues.
-
-    Stride ``window // 2`` (at least 1); when the stride does not land on the end, a last
-    window ``[length - window, length)`` covers the tail.
-    """
-    if length <= window:
-        return [0]
-    stride = max(1, window // 2)
-    starts = list(range(0, length - window + 1, stride))
-    if starts[-1] + window < length:
-        starts.append(length - window)
-    return starts
-
-
-def split_into_pieces(
-    sequences: Sequence[str], max_len: int | None, length_policy: str
-) -> list[Piece]:
-    """The forward rows needed for ``sequences`` under the length policy."""
-    if length_policy not in LENGTH_POLICIES:
-        raise ValueError(f"{LENGTH_POLICY_KEY} must be one of {LENGTH_POLICIES}, "
-                         f"got {length_policy!r}")
-    pieces = []
-    for index, sequence in enumerate(sequences):
-        if not isinstance(sequence, str) or not sequence:
-            raise ValueError(f"sequence {index} is empty or not a string: {sequence!r}")
-        length = len(sequence)
-        if max_len is None or length <= max_len:
-            pieces.append(Piece(index, 0, length))
-        elif length_policy == "truncate":
-            pieces.append(Piece(index, 0, max_len))
-        else:
-            pieces.extend(Piece(index, s, s + max_len) for s in window_starts(length, max_len))
-    return pieces
+PRECISION_KEY = "extract.precision"  # config key named in error messages
 
 
 def check_length_policy(
@@ -235,24 +171,31 @@ def embed_sequences(
     length_policy: str = "window",
     precision: str = "fp32",
     progress: bool = True,
+    skip: Callable[[list[int]], bool] | None = None,
 ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
     """Embed ``sequences`` batch by batch, all layers from one forward per batch.
 
     Yields ``(indices, features)``: indices into ``sequences`` and, for each, a float32
     CPU tensor n_layers x L_i x D (L_i = len(sequence), or max_len when truncated).
     Sequences split into windows are yielded once their last window is embedded.
+    ``skip(indices)``: a batch whose sequences it accepts is not run (a resumed shard's
+    batches already saved); the batches themselves are the same either way.
     """
     autocast_dtype = _check_precision(encoder, precision)
     max_len = getattr(encoder, "max_len", None)
     pieces = split_into_pieces(sequences, max_len, length_policy)
     averager = _WindowAverager(pieces, sequences)
-    plan = plan_batches([p.end - p.start for p in pieces], toks_per_batch)
+    plan = plan_batches([p.end - p.start for p in pieces], toks_per_batch,
+                        groups=[p.seq_index for p in pieces])
     total = sum(len(s) for s in sequences)
     # No bar when there is nothing to embed (a complete store): an empty bar is noise.
     with tqdm(total=total, unit="res", unit_scale=True, desc=f"embed {encoder.name}",
               disable=not progress or total == 0) as bar:
         for batch in plan:
             batch_pieces = [pieces[i] for i in batch]
+            if skip is not None and skip(sorted({p.seq_index for p in batch_pieces})):
+                bar.update(sum(p.end - p.start for p in batch_pieces))
+                continue
             texts = [sequences[p.seq_index][p.start: p.end] for p in batch_pieces]
             outputs = _forward_splitting_on_oom(encoder, texts, autocast_dtype)
             done_indices, done_features = [], []
@@ -285,6 +228,15 @@ def flatten_pool(per_seq: torch.Tensor, pad_to: int) -> torch.Tensor:
     return padded.reshape(n_layers, pad_to * dim)
 
 
+@dataclass(frozen=True)
+class ExtractOptions:
+    toks_per_batch: int = 4096
+    length_policy: str = "window"
+    precision: str = "fp32"
+    progress: bool = True
+    flush_bytes: int | None = None
+
+
 def extract_to_store(
     encoder: Encoder,
     sequences: Sequence[str],
@@ -295,26 +247,65 @@ def extract_to_store(
     progress: bool = True,
     pad_to: int | None = None,
     flush_bytes: int | None = None,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
 ) -> int:
     """Embed the sequences the store lacks (each unique sequence once) and add them.
 
-    Rows are pooled for a protein-level store (``encoder.pooling``: ``mean``, or ``flatten``
-    zero-padded to ``pad_to``, default the longest of ``sequences``) and per-residue for a
-    residue-level store. Returns the number of sequences embedded.
+    The sequences are planned as shards of at most ``shard_tokens`` tokens, cut where a
+    batch ends (``embed.shards.plan_shards``); each shard with work left is claimed (or
+    waited for, while another process writes it), embedded and published, and the store's
+    index file is written at the end. Rows are pooled for a protein-level store
+    (``encoder.pooling``: ``mean``, or ``flatten`` zero-padded to ``pad_to``, default the
+    longest of ``sequences``) and per-residue for a residue-level store. Returns the number
+    of sequences embedded here.
     """
-    pool = _pooling_for(encoder, sequences, store, pad_to)
+    pool = pooling_for(encoder, sequences, store, pad_to)
     check_length_policy(encoder, sequences, length_policy, store.level)
-    with store.writer(flush_bytes) as writer:
-        todo = store.missing(sequences)  # after taking the lock: another writer may have added
-        _log_expected_size(encoder, todo, store)
-        for indices, features in embed_sequences(encoder, todo, toks_per_batch, length_policy,
-                                                 precision, progress):
-            for index, per_seq in zip(indices, features):
-                writer.add(todo[index], pool(per_seq))
-    return len(todo)
+    store.refresh()
+    batching = Batching(toks_per_batch, getattr(encoder, "max_len", None), length_policy)
+    shards = plan_shards(store.path, sequences, store.published_keys(), shard_tokens, batching)
+    options = ExtractOptions(toks_per_batch, length_policy, precision, progress, flush_bytes)
+    embedded = sum(extract_shard(encoder, store, shard.name, shard.todo, pool, options)
+                   for shard in shards)
+    if shards or not store.path.exists():
+        store.finalize()
+    return embedded
 
 
-def _pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingStore,
+def extract_shard(encoder: Encoder, store: EmbeddingStore, name: str, todo: Sequence[str],
+                  pool, options: ExtractOptions, index: bool = False) -> int:
+    """Write shard ``name`` of ``store``: the sequences of ``todo`` (in their planned order).
+
+    The shard is claimed first; while another live process writes it, this waits for its
+    publication and embeds nothing. A killed writer's committed parts are adopted: a batch
+    whose sequences are all saved is not run again, the others are run as planned (so each
+    row is computed in the same batch as without the kill). Parts are committed only where
+    a batch ends. Returns the number of sequences embedded here.
+    """
+    store.shard_dir.mkdir(parents=True, exist_ok=True)
+    claim = claim_or_wait(store.shard_dir, name)
+    if claim is None:
+        store.refresh()
+        return 0
+    todo = list(dict.fromkeys(todo))
+    added = 0
+    try:
+        with store.writer(options.flush_bytes, shard=name, index=index) as writer:
+            left = [s for s in todo if not writer.has(s)]
+            _log_expected_size(encoder, left, store, name)
+            for indices, features in embed_sequences(
+                    encoder, todo, options.toks_per_batch, options.length_policy,
+                    options.precision, options.progress and bool(left),
+                    skip=lambda batch: all(writer.has(todo[i]) for i in batch)):
+                for index_, per_seq in zip(indices, features):
+                    added += writer.add(todo[index_], pool(per_seq), commit=False)
+                writer.commit_if_due()  # a batch has ended: the only place parts are cut
+    finally:
+        claim.release()
+    return added
+
+
+def pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingStore,
                  pad_to: int | None):
     """The row function of this store, after checking the store's shape fits the encoder."""
     if store.n_layers != encoder.n_layers:
@@ -335,10 +326,11 @@ def _pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingSto
     return pool
 
 
-def _log_expected_size(encoder: Encoder, todo: list[str], store: EmbeddingStore) -> None:
+def _log_expected_size(encoder: Encoder, todo: list[str], store: EmbeddingStore,
+                       shard: str) -> None:
     residues = sum(len(s) for s in todo)
     rows = residues if store.level == "residue" else len(todo)
     n_bytes = expected_store_bytes(rows, store.n_layers, store.dim, store.dtype)
     log.info("extracting %d sequences (%d residues) with %s: %d layers x %d dims, %s rows, "
-             "about %.2f GB in %s", len(todo), residues, encoder.name, store.n_layers,
-             store.dim, store.level, n_bytes / 1e9, store.path)
+             "about %.2f GB in %s (shard %s)", len(todo), residues, encoder.name,
+             store.n_layers, store.dim, store.level, n_bytes / 1e9, store.path, shard)

@@ -21,7 +21,13 @@ import torch
 
 from ptransfer.embed.diskspace import check_free_space, expected_store_bytes, needed_for_extraction
 from ptransfer.embed.extract import embed_sequences, extract_to_store, flatten_pool, mean_pool
-from ptransfer.embed.store import DEFAULT_COMMIT_SECONDS, EmbeddingStore, StoreError, store_path
+from ptransfer.embed.shards import DEFAULT_SHARD_TOKENS
+from ptransfer.embed.store import (  # noqa: F401 - store_location: features' API
+    DEFAULT_COMMIT_SECONDS,
+    EmbeddingStore,
+    StoreError,
+    store_location,
+)
 from ptransfer.embed.store_files import short
 from ptransfer.encoders.base import Encoder
 from ptransfer.encoders.onehot import padded_length
@@ -141,22 +147,6 @@ def _pool(encoder: Encoder, task: Task, feats: torch.Tensor, pad_to: int | None)
     return mean_pool(feats).numpy()
 
 
-def store_location(store_dir: str | Path, identity: dict, level: str, extract_cfg):
-    """``(path, identity, dtype)`` of the store a cell of this level reads.
-
-    A non-default pooled dtype (``extract.pooled_dtype=float16``) is part of the identity,
-    so float16 and float32 stores of one encoder are separate files; the default leaves
-    the identity (and so every existing store's path) unchanged.
-    """
-    if level == "residue":
-        dtype = extract_cfg.residue_dtype
-    else:
-        dtype = extract_cfg.get("pooled_dtype", "float32") or "float32"
-        if dtype != "float32":
-            identity = {**identity, "pooled_dtype": dtype}
-    return store_path(store_dir, identity, level), identity, dtype
-
-
 def store_features(
     encoder: Encoder, task: Task, identity: dict, store_dir: str | Path, extract_cfg,
     store_cfg=None,
@@ -164,11 +154,31 @@ def store_features(
     """Extract what the store lacks (each unique sequence once), then read from it.
 
     ``store_cfg``: the config's ``store`` node (``commit_seconds``); None: the defaults.
+    A complete store is only read: ``encoder`` may then be unloaded (configuration only).
     """
-    level = task.level
+    store = open_store(encoder, task.level, identity, store_dir, extract_cfg, store_cfg)
+    sequences = task.all_sequences()
+    if store.missing(sequences):
+        check_store_space(store, sequences)
+        extract_to_store(
+            encoder,
+            sequences,
+            store,
+            toks_per_batch=extract_cfg.toks_per_batch,
+            length_policy=extract_cfg.length_policy,
+            precision=extract_cfg.precision,
+            progress=extract_cfg.progress,
+            shard_tokens=extract_cfg.get("shard_tokens", DEFAULT_SHARD_TOKENS),
+        )
+    return StoreFeatures(task, store)
+
+
+def open_store(encoder: Encoder, level: str, identity: dict, store_dir: str | Path,
+               extract_cfg, store_cfg=None) -> EmbeddingStore:
+    """The store a cell of ``level`` with this encoder identity reads (created if absent)."""
     path, identity, dtype = store_location(store_dir, identity, level, extract_cfg)
     commit = (store_cfg or {}).get("commit_seconds", DEFAULT_COMMIT_SECONDS)
-    store = EmbeddingStore(
+    return EmbeddingStore(
         path,
         identity=identity,
         n_layers=encoder.n_layers,
@@ -178,17 +188,6 @@ def store_features(
         compression=extract_cfg.compression,
         commit_seconds=commit,
     )
-    check_store_space(store, task.all_sequences())
-    extract_to_store(
-        encoder,
-        task.all_sequences(),
-        store,
-        toks_per_batch=extract_cfg.toks_per_batch,
-        length_policy=extract_cfg.length_policy,
-        precision=extract_cfg.precision,
-        progress=extract_cfg.progress,
-    )
-    return StoreFeatures(task, store)
 
 
 def check_store_space(store: EmbeddingStore, sequences: list[str]) -> None:
@@ -198,9 +197,9 @@ def check_store_space(store: EmbeddingStore, sequences: list[str]) -> None:
         return
     rows = len(todo) if store.level == "protein" else sum(len(s) for s in todo)
     new = expected_store_bytes(rows, store.n_layers, store.dim, store.dtype)
-    files = [store.path, *store._shard_files()]
-    existing = float(sum(p.stat().st_size for p in files if p.exists()))
-    check_free_space(store.path.parent, needed_for_extraction(new, existing),
+    # Nothing already on disk is rewritten: new rows are written as parts, then merged
+    # into their shard (twice the new bytes at the peak).
+    check_free_space(store.path.parent, needed_for_extraction(new, 0.0),
                      f"the {store.level}-level embedding store {store.path} ({len(todo)} new "
                      f"sequences x {store.n_layers} layers x {store.dim} dims in {store.dtype}, "
-                     "then merged with the rows already there)")
+                     "written as parts, then merged into shards)")

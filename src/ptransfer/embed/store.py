@@ -1,10 +1,16 @@
-"""The HDF5 embedding store: one file per encoder identity, rows keyed by sequence hash.
+"""The HDF5 embedding store: one per encoder identity, rows keyed by sequence hash, in shards.
 
 A row holds the per-layer features of one sequence. Rows are keyed by ``sequence_key``
 (SHA-256 of the sequence), so tasks that share sequences (GB1's splits share all 8,733)
-embed them once. The file is plain HDF5; h5py alone can read it:
+embed them once. Every file is plain HDF5; h5py alone reads it. The store at ``<name>.h5``:
 
-    keys        N            |S64   hex SHA-256 of each sequence, rows SORTED by key
+    <name>.h5              index file: every row's key, length (offsets), its source shard,
+                           and each layer as a virtual dataset over the shards (readable as
+                           one file; see ``embed.store_index``)
+    <name>.h5.shards/      <shard>.h5     immutable shard files, each with the schema below
+                           <shard>.json   its manifest: keys, lengths, rows, size, SHA-256
+
+    keys        N            |S64   hex SHA-256 of each sequence (sorted within a shard)
     lengths     N            int64  residues of each sequence
     offsets     N + 1        int64  residue level only: row i is rows offsets[i]:offsets[i+1]
                                     of every layer dataset
@@ -13,21 +19,19 @@ embed them once. The file is plain HDF5; h5py alone can read it:
                 sum L x D    residue level (per-residue features; float16 by default)
     root attributes: identity (JSON), level, dtype, n_layers, dim, format_version,
                      ptransfer / torch / fair-esm / sequence-models versions,
-                     generation (changes at every rewrite), complete=True
+                     generation, complete=True
 
-Crash safety: the main file is only ever replaced atomically (``os.replace``). New rows are
-written to shard files ``<name>.h5.shards/NNNNN.h5`` (each written under a temp name, closed,
-then renamed); leaving ``writer()`` merges main + shards into a temp file with rows sorted
-by key and replaces the main file. A killed run leaves the last complete main file plus
-complete shards; the next open merges them (repair) and deletes stray temp files, so every
-row ever read is whole, and sequences not yet embedded are reported by ``missing``.
-Writers of one store are serialised by a ``filelock.FileLock`` on ``<path>.lock``.
+No lock: each shard has one writer, which publishes it by an atomic rename (``embed.shards``);
+readers only ever see published shards, so every row read is whole, and sequences not yet
+embedded are reported by ``missing``. A killed writer leaves its committed parts, which the
+next writer of that shard adopts (``embed.store_writer``). Stores written before shards (one
+main file at ``<name>.h5``) still read; their first new shard moves the old file into the
+shard folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -36,30 +40,32 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
-from filelock import FileLock, Timeout
 
+from ptransfer.embed.shards import shard_folder
 from ptransfer.embed.store_files import (
     FORMAT_VERSION,
-    MergeSource,
     StoreError,
     check_store_file,
     layer_name,
-    merge_sources,
     open_store_file,
     package_versions,
     read_protein_rows,
     read_residue_rows,
     reading,
     sequence_key,
-    write_rows_file,
 )
 from ptransfer.embed.store_files import short as _short
-from ptransfer.embed.store_writer import StoreWriter
+from ptransfer.embed.store_index import StoreView, check_source, finalize, load_view
+from ptransfer.embed.store_writer import (
+    PartsFolder,
+    StoreWriter,
+    close_after_error,
+    publish_parts,
+)
 
 __all__ = ["EmbeddingStore", "StoreError", "StoreWriter", "layer_name", "sequence_key",
-           "store_path"]
+           "store_location", "store_path"]
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +73,13 @@ LEVELS = ("protein", "residue")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "gzip", "lzf")
 DEFAULT_DTYPE = {"protein": "float32", "residue": "float16"}
-DEFAULT_FLUSH_BYTES = 64 << 20  # a shard per ~64 MiB of new features bounds lost work and RAM
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+DEFAULT_FLUSH_BYTES = 64 << 20  # a part per ~64 MiB of new features bounds lost work and RAM
 DEFAULT_COMMIT_SECONDS = 120.0  # ... and per ~2 minutes, so a small store's work survives a kill
+MAX_OPEN_FILES = 128  # shard files a store keeps open between reads
 
 
 def store_path(root: str | Path, identity: dict, level: str) -> Path:
-    """``root/<model>/<16-hex hash of identity + level>.h5``: one file per encoder identity."""
+    """``root/<model>/<16-hex hash of identity + level>.h5``: one store per encoder identity."""
     if "model" not in identity:
         raise ValueError(f"store identity needs a 'model' entry, got keys {sorted(identity)}")
     canonical = json.dumps({"identity": identity, "level": level}, sort_keys=True)
@@ -81,20 +87,37 @@ def store_path(root: str | Path, identity: dict, level: str) -> Path:
     return Path(root) / str(identity["model"]) / f"{digest}.h5"
 
 
+def store_location(store_dir: str | Path, identity: dict, level: str, extract_cfg):
+    """``(path, identity, dtype)`` of the store a cell of this level reads.
+
+    A non-default pooled dtype (``extract.pooled_dtype=float16``) is part of the identity,
+    so float16 and float32 stores of one encoder are separate files; the default leaves
+    the identity (and so every existing store's path) unchanged.
+    """
+    if level == "residue":
+        dtype = extract_cfg.residue_dtype
+    else:
+        dtype = extract_cfg.get("pooled_dtype", "float32") or "float32"
+        if dtype != "float32":
+            identity = {**identity, "pooled_dtype": dtype}
+    return store_path(store_dir, identity, level), identity, dtype
+
+
 class EmbeddingStore:
-    """Per-layer features of sequences for one encoder identity, in one HDF5 file.
+    """Per-layer features of sequences for one encoder identity, in shard files.
 
     Args:
-        path: the HDF5 file (see ``store_path``); its folder is created.
+        path: the store's index file (see ``store_path``); its folder is created.
         identity: JSON-serialisable description of everything that changes the numbers
-            (``EncoderIdentity.as_dict()``); an existing file must carry the same.
+            (``EncoderIdentity.as_dict()``); existing files must carry the same.
         n_layers, dim: layer outputs and feature dimension D of every row.
         level: ``protein`` (a row is n_layers x D) or ``residue`` (n_layers x L x D).
         dtype: on-disk dtype; default float32 for protein, float16 for residue level.
         compression: None, ``gzip`` or ``lzf`` for the layer datasets.
-        flush_bytes: buffered feature bytes after which a writer commits a shard.
-        commit_seconds: seconds after which a writer commits its buffer as a shard even
+        flush_bytes: buffered feature bytes after which a writer commits a part.
+        commit_seconds: seconds after which a writer commits its buffer as a part even
             below ``flush_bytes`` (checked as rows arrive).
+        read_only: write nothing, not even a missing manifest or folder (``ptransfer plan``).
     """
 
     def __init__(
@@ -108,6 +131,7 @@ class EmbeddingStore:
         compression: str | None = None,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
         commit_seconds: float = DEFAULT_COMMIT_SECONDS,
+        read_only: bool = False,
     ) -> None:
         if level not in LEVELS:
             raise ValueError(f"store level must be one of {LEVELS}, got {level!r}")
@@ -130,79 +154,60 @@ class EmbeddingStore:
         if not float(commit_seconds) > 0:
             raise ValueError(f"store.commit_seconds must be > 0, got {commit_seconds}")
         self.commit_seconds = float(commit_seconds)
-        self.shard_dir = self.path.with_name(self.path.name + ".shards")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.path) + ".lock")
-        self._index: dict[str, int] = {}
-        self._lengths = np.zeros(0, dtype=np.int64)
-        self._offsets = np.zeros(1, dtype=np.int64)
-        self._generation: str | None = None
-        try:
-            # Repair only when nobody is writing: a live writer's temp files are not stray.
-            with self._lock.acquire(timeout=0):
-                self._repair()
-        except Timeout:
-            log.info("%s is being written by another process; reading its last complete state",
-                     self.path)
-        self._load_index()
+        self.shard_dir = shard_folder(self.path)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._view = StoreView()
+        self._handles: dict[int, object] = {}
+        self._located: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.refresh()
 
     # ----------------------------------------------------------------- attributes & index
     def attributes(self) -> dict:
-        """Root attributes of a new file (it gets the store's name only once closed)."""
+        """Root attributes of a new file (shard, part or index)."""
         return {
             "identity": self.identity_json, "level": self.level, "dtype": self.dtype,
             "n_layers": self.n_layers, "dim": self.dim, "format_version": FORMAT_VERSION,
             "generation": uuid.uuid4().hex, "complete": True, **package_versions(),
         }
 
-    def _check_file(self, handle: h5py.File, path: Path) -> None:
-        expected = {"level": self.level, "dtype": self.dtype, "n_layers": self.n_layers,
-                    "dim": self.dim}
-        check_store_file(handle, path, expected, self.identity)
+    def expected_attributes(self) -> dict:
+        return {"level": self.level, "dtype": self.dtype, "n_layers": self.n_layers,
+                "dim": self.dim}
 
-    def _load_index(self, handle: h5py.File | None = None) -> None:
-        if handle is None:
-            if not self.path.exists():
-                self._index, self._generation = {}, None
-                self._lengths = np.zeros(0, dtype=np.int64)
-                self._offsets = np.zeros(1, dtype=np.int64)
-                return
-            with open_store_file(self.path) as opened:
-                self._load_index(opened)
-            return
-        self._check_file(handle, self.path)
-        source = MergeSource(handle, self.level, self.n_layers)
-        self._index = {key.decode("ascii"): row for row, key in enumerate(source.keys)}
-        self._lengths, self._offsets = source.lengths, source.offsets
-        self._generation = str(handle.attrs["generation"])
+    def check_file(self, handle, path: Path) -> None:
+        """Raise StoreError unless ``handle`` is a complete file of this store."""
+        check_store_file(handle, path, self.expected_attributes(), self.identity)
 
-    def _open_current(self) -> h5py.File:
-        """Open the main file, reloading the index first if another writer replaced it."""
-        if not self.path.exists():
-            raise StoreError(f"{self.path}: the store file is missing")
-        handle = open_store_file(self.path)
-        if str(handle.attrs.get("generation")) != self._generation:
-            try:
-                self._load_index(handle)
-            except BaseException:
-                handle.close()
-                raise
-        return handle
+    def _writable(self) -> bool:
+        return not self.read_only and os.access(self.path.parent, os.W_OK)
 
     def refresh(self) -> None:
-        """Re-read the row index from disk (other processes may have added rows)."""
-        self._load_index()
+        """Re-read the row index from disk (other processes may have published shards)."""
+        self.close()
+        self._view = load_view(self, writable=self._writable())
+
+    def finalize(self) -> bool:
+        """Write the index file over the current shards when it is out of date."""
+        try:
+            return finalize(self)
+        finally:
+            self.refresh()
 
     # ----------------------------------------------------------------- queries
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._view.index)
 
     def __contains__(self, sequence: object) -> bool:
-        return isinstance(sequence, str) and sequence_key(sequence) in self._index
+        return isinstance(sequence, str) and sequence_key(sequence) in self._view.index
+
+    def has_key(self, key: str) -> bool:
+        return key in self._view.index
 
     def keys(self) -> list[str]:
-        """Row keys (hex SHA-256), in file order (sorted)."""
-        return list(self._index)
+        """Row keys (hex SHA-256), sorted."""
+        return sorted(self._view.index)
 
     def missing(self, sequences: Iterable[str]) -> list[str]:
         """Sequences without a row: unique (by key), in first-seen order."""
@@ -210,24 +215,73 @@ class EmbeddingStore:
         absent = []
         for sequence in sequences:
             key = sequence_key(sequence)
-            if key not in self._index and key not in seen:
+            if key not in self._view.index and key not in seen:
                 seen.add(key)
                 absent.append(sequence)
         return absent
 
-    def _rows_of(self, sequences: Sequence[str]) -> np.ndarray:
-        rows = np.empty(len(sequences), dtype=np.int64)
+    def _locate(self, sequences: Sequence[str], retry: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(source, row) of each sequence; a KeyError names an absent one.
+
+        A sequence not in the view read at open is looked up again after a refresh (another
+        process may have published its shard since).
+        """
+        memo = tuple(sequences)  # a split read layer after layer: keys hashed once
+        if memo in self._located:
+            return self._located[memo]
+        where = np.empty((len(sequences), 2), dtype=np.int64)
         for i, sequence in enumerate(sequences):
-            row = self._index.get(sequence_key(sequence))
-            if row is None:
+            found = self._view.index.get(sequence_key(sequence))
+            if found is None and retry:
+                self.refresh()
+                return self._locate(sequences, retry=False)
+            if found is None:
                 raise KeyError(f"sequence {_short(sequence)!r} (length {len(sequence)}) is not "
                                f"in the embedding store {self.path}")
-            rows[i] = row
-        return rows
+            where[i] = found
+        if len(self._located) >= 8:
+            self._located = {}
+        self._located[memo] = (where[:, 0], where[:, 1])
+        return self._located[memo]
 
     def _check_layer(self, layer: int) -> None:
         if not 0 <= int(layer) < self.n_layers:
             raise IndexError(f"layer {layer} out of range 0..{self.n_layers - 1} in {self.path}")
+
+    @contextlib.contextmanager
+    def _open_source(self, number: int):
+        """A source's open file (kept open for the next read of this view: reading a store
+        layer by layer opens each shard once, not once per layer)."""
+        source = self._view.sources[number]
+        handle = self._handles.pop(number, None)
+        if handle is None:
+            if not source.path.exists():
+                raise StoreError(f"{source.path}: shard of {self.path} is gone (retired by "
+                                 "store.retain=until_done, or deleted); re-run to rebuild it")
+            handle = open_store_file(source.path)
+            try:
+                check_source(self, source, handle)
+            except BaseException:
+                handle.close()
+                raise
+        self._handles[number] = handle  # most recently used last
+        while len(self._handles) > MAX_OPEN_FILES:
+            self._handles.pop(next(iter(self._handles))).close()
+        with reading(source.path):
+            yield source, handle
+
+    def close(self) -> None:
+        """Close the files reads keep open (also done by ``refresh`` and on deletion)."""
+        for handle in self._handles.values():
+            with contextlib.suppress(Exception):
+                handle.close()
+        self._handles = {}
+        self._located = {}
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def read_layer(
         self, layer: int, sequences: Sequence[str], dtype: type | None = np.float32
@@ -238,143 +292,82 @@ class EmbeddingStore:
         ``dtype=None`` keeps the on-disk dtype.
         """
         self._check_layer(layer)
-        with self._open_current() as handle:
-            rows = self._rows_of(sequences)
-            dataset = handle[layer_name(layer)]
-            with reading(self.path):
+        sources, rows = self._locate(sequences)
+        if self.level == "protein":
+            out = np.empty((len(sequences), self.dim), dtype=self.dtype)  # N x D
+        else:
+            lengths = np.array([self._view.sources[s].lengths[r] for s, r in zip(sources, rows)],
+                               dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            out = np.empty((int(starts[-1]), self.dim), dtype=self.dtype)  # sum L x D
+        for number in np.unique(sources):
+            items = np.flatnonzero(sources == number)
+            with self._open_source(int(number)) as (source, handle):
+                dataset = handle[layer_name(layer)]
                 if self.level == "protein":
-                    out = read_protein_rows(dataset, rows)
-                else:
-                    out = read_residue_rows(dataset, self._offsets, rows)
+                    out[items] = read_protein_rows(dataset, rows[items])
+                    continue
+                block = read_residue_rows(dataset, source.offsets, rows[items])
+            sizes = lengths[items]  # each item's residues go to out[starts[i]: starts[i + 1]]
+            shift = starts[items] - np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            out[np.arange(int(sizes.sum())) + np.repeat(shift, sizes)] = block
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def read_sequence(self, sequence: str, dtype: type | None = np.float32) -> np.ndarray:
         """All layers of one sequence: protein n_layers x D, residue n_layers x L x D."""
-        with self._open_current() as handle:
-            row = int(self._rows_of([sequence])[0])
-            start, end = int(self._offsets[row]), int(self._offsets[row + 1])
-            with reading(self.path):
-                layers = [handle[layer_name(i)][start:end] for i in range(self.n_layers)]
+        sources, rows = self._locate([sequence])
+        with self._open_source(int(sources[0])) as (source, handle):
+            row = int(rows[0])
+            start, end = int(source.offsets[row]), int(source.offsets[row + 1])
+            layers = [handle[layer_name(i)][start:end] for i in range(self.n_layers)]
         out = np.stack(layers)
         out = out[:, 0] if self.level == "protein" else out
         return out if dtype is None else out.astype(dtype, copy=False)
 
     # ----------------------------------------------------------------- writing
     @contextlib.contextmanager
-    def writer(self, flush_bytes: int | None = None) -> Iterator[StoreWriter]:
-        """Exclusive writer: ``with store.writer() as w: w.add(seq, feats)``.
+    def writer(self, flush_bytes: int | None = None, shard: str | None = None,
+               publish: bool = True, index: bool = True) -> Iterator[StoreWriter]:
+        """One shard's writer: ``with store.writer() as w: w.add(seq, feats)``.
 
-        Holds the file lock for the whole block (a second process waits), starts from the
-        latest state on disk, and on exit commits the buffer and merges into the main file.
+        ``shard``: the shard's name (a planned shard, ``embed.shards``); default a new one.
+        Rows already in the store, or in the shard's committed parts (a killed writer's), are
+        skipped. On a normal exit the shard is published (``publish``) and the index file
+        written (``index``); after an error the buffer is kept as a part, nothing published.
         """
+        self.refresh()
+        name = shard or f"shard-{uuid.uuid4().hex[:16]}"
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        parts = PartsFolder(self, name)
+        writer = StoreWriter(self, parts, self.flush_bytes if flush_bytes is None
+                             else flush_bytes, self.commit_seconds)
         try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            log.info("%s: another process is writing it; waiting for %s.lock", self.path,
-                     self.path)
-            self._lock.acquire()
-        try:
-            self._repair()
-            self._load_index()
-            writer = StoreWriter(self, self.flush_bytes if flush_bytes is None else flush_bytes,
-                                 self.commit_seconds)
-            try:
-                yield writer
-            except BaseException as err:
-                self._close_after_error(writer, err)
-                raise
-            writer.commit()
-            if self._shard_files() or not self.path.exists():
-                self._merge()
-            self._load_index()
-        finally:
-            self._lock.release()
+            yield writer
+        except BaseException as err:
+            close_after_error(writer, err)
+            raise
+        writer.commit()
+        if publish:
+            publish_parts(self, name, parts, {"rows_added": writer.n_added})
+        if index:
+            self.finalize()
+        else:
+            self.refresh()
 
-    def _close_after_error(self, writer: StoreWriter, err: BaseException) -> None:
-        """Keep what can be kept after the writer's block raised; never mask ``err``.
-
-        After a disk error nothing more is written (no retry on a full disk): committed
-        shards stay for the next open to merge, the failed file is already deleted.
-        Otherwise (interrupt, encoder error) the buffer is committed and merged, as on a
-        normal exit, so work done survives; a failure doing so is logged, not raised.
-        """
-        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
-            log.error("%s: write failed (%s); %d buffered rows dropped, committed shards kept",
-                      self.path, err, len(writer._rows))
-            self._remove_temporaries()
-            return
-        try:
-            writer.commit()
-            if self._shard_files():
-                self._merge()
-        except Exception as second:  # noqa: BLE001 - the first error is the one to report
-            log.error("%s: could not save buffered rows after %r: %s", self.path, err, second)
-            self._remove_temporaries()
-
-    def append(self, sequences: Sequence[str], features: Sequence) -> None:
-        """Add rows in one writer; ``features[i]`` as for ``StoreWriter.add``."""
+    def append(self, sequences: Sequence[str], features: Sequence, shard: str | None = None
+               ) -> None:
+        """Add rows as one shard; ``features[i]`` as for ``StoreWriter.add``."""
         if len(sequences) != len(features):
             raise ValueError(f"append: {len(sequences)} sequences but {len(features)} features")
-        with self.writer() as writer:
+        with self.writer(shard=shard) as writer:
             for sequence, feats in zip(sequences, features):
                 writer.add(sequence, feats)
 
     def _shard_files(self) -> list[Path]:
+        """The published shard files, sorted by name."""
         if not self.shard_dir.is_dir():
             return []
         return sorted(p for p in self.shard_dir.glob("*.h5") if p.is_file())
 
-    def _remove_temporaries(self) -> None:
-        """Under the lock: delete the main file's and the shards' temp files."""
-        stray = [self.path.with_name(self.path.name + ".tmp")]
-        if self.shard_dir.is_dir():
-            stray += list(self.shard_dir.glob("*.tmp"))
-        for path in stray:
-            if path.exists():
-                log.warning("deleting %s, left by an interrupted writer", path)
-                path.unlink()
-
-    def _repair(self) -> None:
-        """Under the lock: delete temp files of killed writers, merge committed shards."""
-        self._remove_temporaries()
-        shards = self._shard_files()
-        if shards:
-            log.warning("%s: merging %d shard(s) left by an interrupted writer", self.path,
-                        len(shards))
-            self._merge()
-
-    def _write_shard(self, keys: list[str], lengths: list[int], rows: list[np.ndarray]) -> Path:
-        self.shard_dir.mkdir(exist_ok=True)
-        numbers = [int(p.stem) for p in self._shard_files() if p.stem.isdigit()]
-        final = self.shard_dir / f"{max(numbers, default=-1) + 1:05d}.h5"
-        tmp = final.with_name(final.name + ".tmp")
-        order = np.argsort(np.asarray(keys))  # shards sorted too: merge reads long runs
-
-        def layer_block(layer: int) -> Iterator[np.ndarray]:
-            yield np.concatenate([rows[i][layer].reshape(-1, self.dim) for i in order])
-
-        write_rows_file(tmp, np.asarray(keys, dtype="S64")[order],
-                        np.asarray(lengths, dtype=np.int64)[order], layer_block, self)
-        os.replace(tmp, final)
-        return final
-
-    def _merge(self) -> None:
-        """Rewrite main + shards as one key-sorted file, atomically; then drop the shards."""
-        shards = self._shard_files()
-        paths = ([self.path] if self.path.exists() else []) + shards
-        handles = [open_store_file(p) for p in paths]
-        try:
-            for handle, path in zip(handles, paths):
-                self._check_file(handle, path)
-            sources = [MergeSource(h, self.level, self.n_layers) for h in handles]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            n_rows = merge_sources(tmp, sources, self)
-        finally:
-            for handle in handles:
-                handle.close()
-        os.replace(tmp, self.path)
-        for shard in shards:
-            shard.unlink()
-        with contextlib.suppress(OSError):
-            self.shard_dir.rmdir()
-        log.info("%s: %d rows after merging %d shard(s)", self.path, n_rows, len(shards))
+    def published_keys(self) -> frozenset[str]:
+        return frozenset(self._view.index)

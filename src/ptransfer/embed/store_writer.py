@@ -1,15 +1,40 @@
-"""Buffering rows for the embedding store and committing them as shards (by size and time)."""
+"""Writing one shard: rows are buffered, committed as part files (by size and time), and the
+parts become the published shard when the writer's block ends.
+
+While a shard is being written its rows go to ``<store>.h5.shards/<shard>.parts/<writer>/``:
+each commit is a complete, key-sorted file written under a temporary name and renamed, so a kill
+loses at most the buffer (at most ``store.commit_seconds`` of work, or 64 MiB of rows). Parts
+are not rows of the store: readers never see them, and nothing partial is ever published.
+The next writer of the same shard (a re-run) adopts the parts it finds and embeds only the
+rest; at the end the parts are merged into one file (a single part is simply renamed),
+published with its manifest (``embed.store_index.publish_shard``), and deleted.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from ptransfer.embed.store_files import sequence_key
+from ptransfer.embed.claims import STALE_S
+from ptransfer.embed.shards import PARTS_SUFFIX, shard_folder
+from ptransfer.embed.store_files import (
+    MergeSource,
+    StoreError,
+    layer_name,
+    merge_sources,
+    open_store_file,
+    sequence_key,
+    write_rows_file,
+)
 from ptransfer.embed.store_files import short as _short
 
 log = logging.getLogger(__name__)
@@ -24,16 +49,135 @@ class WritableStore(Protocol):
     dtype: str
     dim: int
     n_layers: int
-    _index: dict[str, int]
+    compression: str | None
 
-    def _write_shard(self, keys: list[str], lengths: list[int], rows: list) -> Path: ...
+    def has_key(self, key: str) -> bool: ...
+
+    def attributes(self) -> dict: ...
+
+    def check_file(self, handle, path: Path) -> None: ...
+
+
+class PartsVanished(RuntimeError):
+    """An adopted part was deleted while merging: another writer published the shard."""
+
+
+class PartsFolder:
+    """The committed parts of one shard being written.
+
+    Each writer commits into a private subfolder ``<shard>.parts/<token>/`` and adopts, when
+    it starts, the parts it finds in the others (a killed writer's work). Only its own files
+    and the parts it merged are ever deleted by it, so writers of one shard never remove
+    each other's work in progress (they may run at once when a claim was broken).
+    """
+
+    def __init__(self, store: WritableStore, shard: str) -> None:
+        self.store = store
+        self.shard = shard
+        self.folder = shard_folder(store.path) / f"{shard}{PARTS_SUFFIX}"
+        self.own = self.folder / uuid.uuid4().hex[:12]
+        self.adopted: list[Path] = []
+        self.keys: set[str] = set()
+        for path in sorted(self.folder.glob("*/*.h5")) if self.folder.is_dir() else []:
+            try:  # a killed (or concurrent) writer's committed work
+                with open_store_file(path) as handle:
+                    store.check_file(handle, path)
+                    keys = [k.decode("ascii") for k in handle["keys"][...]]
+            except FileNotFoundError:
+                continue  # merged and deleted by its writer meanwhile
+            except StoreError:
+                if path.exists():
+                    raise
+                continue
+            self.adopted.append(path)
+            self.keys.update(keys)
+        if self.keys:
+            log.info("%s: resuming shard %s from %d committed rows", store.path, shard,
+                     len(self.keys))
+
+    def files(self) -> list[Path]:
+        """This writer's own committed parts."""
+        if not self.own.is_dir():
+            return []
+        return sorted(p for p in self.own.glob("*.h5") if p.is_file())
+
+    def write(self, keys: list[str], lengths: list[int], rows: list[np.ndarray]) -> Path:
+        """One complete, key-sorted part file (temporary name, then renamed)."""
+        self.own.mkdir(parents=True, exist_ok=True)
+        final = self.own / f"{time.time_ns():020d}.h5"
+        tmp = final.with_name(final.name + ".tmp")
+        order = np.argsort(np.asarray(keys))
+        dim = self.store.dim
+
+        def layer_block(layer: int):
+            yield np.concatenate([rows[i][layer].reshape(-1, dim) for i in order])
+
+        write_rows_file(tmp, np.asarray(keys, dtype="S64")[order],
+                        np.asarray(lengths, dtype=np.int64)[order], layer_block, self.store)
+        os.replace(tmp, final)
+        self.keys.update(keys)
+        return final
+
+    def merged_file(self) -> tuple[Path, list[str], list[int], list[Path]] | None:
+        """A complete file holding every part's rows (None when there are none), with its
+        keys and lengths in file order and the parts it holds. One part is used as it is;
+        several are merged. Raises PartsVanished when an adopted part is gone."""
+        parts = self.adopted + self.files()
+        if not parts:
+            return None
+        try:
+            handles = [open_store_file(p) for p in parts]
+        except StoreError as err:
+            if any(not p.exists() for p in parts):
+                raise PartsVanished(str(err)) from err
+            raise
+        try:
+            for handle, path in zip(handles, parts):
+                self.store.check_file(handle, path)
+            sources = [MergeSource(h, self.store.level, self.store.n_layers) for h in handles]
+            if len(parts) == 1:
+                target = parts[0]
+            else:
+                self.own.mkdir(parents=True, exist_ok=True)
+                target = self.own / f"merged-{uuid.uuid4().hex[:8]}.h5.tmp"
+                merge_sources(target, sources, self.store)
+        finally:
+            for handle in handles:
+                handle.close()
+        with open_store_file(target) as handle:
+            keys = [k.decode("ascii") for k in handle["keys"][...]]
+            lengths = [int(n) for n in handle["lengths"][...]]
+        return target, keys, lengths, parts
+
+    def remove(self, merged: list[Path]) -> None:
+        """Delete the merged parts and this writer's folder; then what dead writers left
+        (files untouched for ``STALE_S``: a live writer commits far more often) and empty
+        folders. The shard is published by now, so no part of it is needed any more."""
+        for path in merged:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.own, ignore_errors=True)
+        stale_before = time.time() - STALE_S
+        for path in self.folder.glob("*/*") if self.folder.is_dir() else []:
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < stale_before:
+                    path.unlink()
+        for folder in [*self.folder.glob("*/"), self.folder] if self.folder.is_dir() else []:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a concurrent writer may still add parts
+
+    def remove_temporaries(self) -> None:
+        if self.own.is_dir():
+            for tmp in self.own.glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 class StoreWriter:
-    """Buffers rows and commits them as shards; made by ``EmbeddingStore.writer()``."""
+    """Buffers rows and commits them as parts; made by ``EmbeddingStore.writer()``."""
 
-    def __init__(self, store: WritableStore, flush_bytes: int, commit_seconds: float) -> None:
+    def __init__(self, store: WritableStore, parts: PartsFolder, flush_bytes: int,
+                 commit_seconds: float) -> None:
         self.store = store
+        self.parts = parts
         self.flush_bytes = int(flush_bytes)
         self.commit_seconds = float(commit_seconds)
         self._last_commit = time.monotonic()
@@ -44,27 +188,38 @@ class StoreWriter:
         self._pending: set[str] = set()
         self._bytes = 0
 
-    def add(self, sequence: str, features) -> bool:
+    def has(self, sequence: str) -> bool:
+        """Whether the store, this shard's committed parts or the buffer hold the sequence."""
+        key = sequence_key(sequence)
+        return self.store.has_key(key) or key in self.parts.keys or key in self._pending
+
+    def add(self, sequence: str, features, commit: bool = True) -> bool:
         """Buffer one row; returns False (and stores nothing) when the sequence is present.
 
         ``features``: torch tensor or array, protein level n_layers x D, residue level
         n_layers x len(sequence) x D; converted to the store dtype, must stay finite.
+        ``commit=False``: never commit here (the caller calls ``commit_if_due`` where a
+        batch ends).
         """
-        key = sequence_key(sequence)
-        if key in self.store._index or key in self._pending:
+        if self.has(sequence):
             return False
         row = self._validated(sequence, features)
+        key = sequence_key(sequence)
         self._keys.append(key)
         self._lengths.append(len(sequence))
         self._rows.append(row)
         self._pending.add(key)
         self._bytes += row.nbytes
         self.n_added += 1
-        # By size (bounds RAM) or by time (bounds the work a kill loses on a small store).
+        if commit:
+            self.commit_if_due()
+        return True
+
+    def commit_if_due(self) -> None:
+        """Commit by size (bounds RAM) or by time (bounds the work a kill loses)."""
         if (self._bytes >= self.flush_bytes
                 or time.monotonic() - self._last_commit >= self.commit_seconds):
             self.commit()
-        return True
 
     def _validated(self, sequence: str, features) -> np.ndarray:
         store = self.store
@@ -86,10 +241,63 @@ class StoreWriter:
         return row
 
     def commit(self) -> None:
-        """Write the buffered rows as one complete shard (no-op when empty)."""
+        """Write the buffered rows as one complete part (no-op when empty)."""
         self._last_commit = time.monotonic()
         if not self._rows:
             return
-        shard = self.store._write_shard(self._keys, self._lengths, self._rows)
-        log.debug("committed %d rows to %s", len(self._rows), shard)
+        part = self.parts.write(self._keys, self._lengths, self._rows)
+        log.debug("committed %d rows to %s", len(self._rows), part)
         self._keys, self._lengths, self._rows, self._bytes = [], [], [], 0
+        self._pending = set()
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+
+
+def publish_parts(store, name: str, parts: PartsFolder, extra: dict) -> bool:
+    """Merge a shard's parts into one file and publish it (with its manifest); False when
+    there was nothing to publish or another writer published the shard first."""
+    from ptransfer.embed.store_index import publish_shard
+
+    final = store.shard_dir / f"{name}.h5"
+    try:
+        merged = parts.merged_file()
+    except PartsVanished:
+        if not final.exists():
+            raise
+        merged = None  # another writer published the shard with those parts
+    if merged is None:
+        parts.remove([])
+        return False
+    target, keys, lengths, used = merged
+    won = publish_shard(store, target, name, keys, lengths, extra)
+    if not won:
+        log.info("%s: shard %s was published by another writer; this copy is dropped",
+                 store.path, name)
+    parts.remove(used)
+    return won
+
+
+def close_after_error(writer: StoreWriter, err: BaseException) -> None:
+    """Keep what can be kept after a writer's block raised; never mask ``err``.
+
+    After a disk error nothing more is written (no retry on a full disk): committed
+    parts stay for the next writer of the shard, temporaries are deleted. Otherwise
+    (interrupt, encoder error) the buffer is committed as a part, so work done survives;
+    a failure doing so is logged, not raised. Nothing is published either way.
+    """
+    path = writer.store.path
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        log.error("%s: write failed (%s); %d buffered rows dropped, committed parts kept",
+                  path, err, len(writer._rows))
+        writer.parts.remove_temporaries()
+        return
+    try:
+        writer.commit()
+    except Exception as second:  # noqa: BLE001 - the first error is the one to report
+        log.error("%s: could not save buffered rows after %r: %s", path, err, second)
+        writer.parts.remove_temporaries()
+
+
+__all__ = ["PartsFolder", "PartsVanished", "StoreWriter", "close_after_error", "layer_name",
+           "publish_parts"]

@@ -268,11 +268,13 @@ def rows_from_fits(cfg, key: CellKey, task, encoder, ref, head, fits,
     return make_frame(rows)
 
 
-def run_cell(cfg: DictConfig) -> pd.DataFrame:
+def run_cell(cfg: DictConfig, lease=None) -> pd.DataFrame:
     """Run one cell and write its files; raises on failure (the grid records it).
 
-    The task is loaded first: its content fingerprint is part of the key.
+    The task is loaded first: its content fingerprint is part of the key. ``lease``: the
+    device the sweep gave this job (``grid.devices``); None: ``extract.device`` as given.
     """
+    from ptransfer.grid.cell_model import cell_encoder
     from ptransfer.grid.cell_predictions import write_cell_predictions
     from ptransfer.grid.memory import check_memory
     from ptransfer.grid.validate_config import check_before_load
@@ -285,15 +287,17 @@ def run_cell(cfg: DictConfig) -> pd.DataFrame:
     started = time.time()
     log.info("task %s, data fingerprint %s", task.summary(), fingerprint[:FINGERPRINT_CHARS])
     check_before_load(cfg, task)  # what needs no model weights: nothing on disk yet
-    write_status(key.dir, **running_status(key.cell_id, started))
+    device = lease.torch_device if lease is not None else pick_device(cfg.extract.device)
+    device_name = lease.name if lease is not None else device
+    write_status(key.dir, **running_status(key.cell_id, started), device=device_name)
     start_heartbeat(key.dir)
     (key.dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    device = pick_device(cfg.extract.device)
-    encoder, ref = load_encoder(cfg, device)
     head = resolve_head(cfg.head, task)
-    log.info("encoder %s (%d layers x %d), checkpoint %s, ablation %s, seed %s, head %s",
-             encoder.name, encoder.n_layers, encoder.dim, ref.name, cfg.ablation.name,
-             cfg.seed, head)
+    encoder, ref, loaded = cell_encoder(cfg, task, head, device, encoder_identity(cfg),
+                                        load_encoder)  # weights only if it runs
+    log.info("encoder %s (%d layers x %d), checkpoint %s, ablation %s, seed %s, head %s, "
+             "device %s", encoder.name, encoder.n_layers, encoder.dim, ref.name,
+             cfg.ablation.name, cfg.seed, head, lease.describe() if lease else device)
     check_memory(task, encoder, head)  # one-hot width and memory; refuses what cannot fit
     fits = layer_fits(cfg, task, encoder, head, device)
     frame = rows_from_fits(cfg, key, task, encoder, ref, head, fits, fingerprint)
@@ -306,5 +310,5 @@ def run_cell(cfg: DictConfig) -> pd.DataFrame:
         f"too few validation targets); no row has best_layer=True")}
     write_status(key.dir, state="done", cell_id=key.cell_id, started=started,
                  seconds=round(time.time() - started, 2), n_rows=len(frame), files=files,
-                 **note)
+                 device=device_name, model_loaded=loaded, **note)
     return frame

@@ -9,8 +9,6 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ptransfer.encoders.checkpoint_files import checkpoint_status
-
 
 def _used_checkpoints(combos: list[list[str]]) -> dict[tuple[str, ...], set[str]]:
     """Model overrides of each combination -> the checkpoint names swept with them."""
@@ -37,6 +35,10 @@ def checkpoint_lines(conf_dir: Path, overrides: list[str],
             cfg = compose("config", overrides=[*fixed, *model])
             node = cfg.model.get("checkpoints")
             known = OmegaConf.to_container(node, resolve=True) if node else {}
+            if not set(known) - {"final"}:
+                continue  # no intermediate checkpoints: nothing to list (and no torch import)
+            from ptransfer.encoders.checkpoint_files import checkpoint_status
+
             rows = [r for r in checkpoint_status(known) if not names or r.name in names]
             if not rows:
                 continue

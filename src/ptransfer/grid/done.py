@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+TWO_PHASE_SWEEPER = "hydra_plugins.ptransfer_sweeper.two_phase_sweeper.TwoPhaseSweeper"
 RECORDS = ".done_sweeps"  # under results_dir
 
 
@@ -54,7 +55,8 @@ def done_sweep_counts(conf_dir: Path, argv: list[str]) -> tuple[int, int] | None
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],
                        return_hydra_config=True)
-        if base.hydra.sweeper.get("_target_") != BASIC_SWEEPER or base.force:
+        if base.hydra.sweeper.get("_target_") not in (BASIC_SWEEPER, TWO_PHASE_SWEEPER) \
+                or base.force:
             return None
         record = _record_path(base, conf_dir, overrides)
         remembered = _remembered(record)

@@ -23,10 +23,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ptransfer.encoders.base import Encoder
-from ptransfer.encoders.onehot import padded_length
-from ptransfer.tasks.base import Task
+# The encoders (torch) are imported where an estimate is made: `ptransfer plan` imports this
+# module for every sweep, and most of its cells have no one-hot features to estimate.
+if TYPE_CHECKING:
+    from ptransfer.encoders.base import Encoder
+    from ptransfer.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ def _gb(n_bytes: float) -> str:
 def onehot_memory(task: Task, encoder: Encoder, head: str) -> MemoryEstimate | None:
     """Estimate for an encoder whose features the cell keeps in memory (flatten pooling:
     one-hot); None for encoders read layer by layer from the embedding store."""
+    from ptransfer.encoders.onehot import padded_length
+
     if encoder.pooling != "flatten":
         return None
     lengths = [len(s) for s in task.all_sequences()]

@@ -1,9 +1,12 @@
-"""``ptransfer plan``: what a sweep would do, without running anything.
+"""``ptransfer plan``: what a sweep would do, without running anything, in seconds.
 
 Expands ``hydra.sweeper.params`` (plus any ``key=a,b`` overrides) into cells exactly as the
-basic sweeper does, applies the design rules (``grid``), checks which cells are already
-complete, and estimates embedding disk and GPU time from model sizes and task sizes.
-The estimates are rough by design; the numbers they use are stated in the output.
+sweeper does (``grid.expand``: one compose per choice, not per combination), applies the
+design rules (``grid``), checks which cells are already complete, and lists the two phases
+of ``ptransfer run -m`` (``grid.phases``): phase-1 jobs (each store's shards with the GPU time
+each is estimated to take, and streaming cells) and phase-2 jobs (cells that only read).
+Disk and GPU estimates use each task as a cell loads it (``subsample`` included); tasks whose
+data is absent use planning sizes. The numbers the estimates use are stated in the output.
 """
 
 from __future__ import annotations
@@ -14,23 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ptransfer.embed.diskspace import expected_store_bytes
-from ptransfer.grid.task_data import declared_shape, planned_head
+from ptransfer.embed.diskspace import size_text
+from ptransfer.grid.phases import (
+    EFFECTIVE_TFLOPS,
+    PLANNING_SIZES,
+    SweepPlan,
+    TaskCache,
+    cell_extraction,
+    gpu_seconds,
+    plan_sweep,
+)
 
-# Approximate task sizes (unique sequences, mean embedded length) from the FLIP and NetSurfP
-# releases; GB1 is embedded as its 56-residue domain (see conf/task/gb1_*.yaml).
-TASK_SIZES = {
-    "gb1": (8_733, 56),
-    "aav": (82_583, 735),
-    "meltome": (27_951, 544),
-    "scl": (12_993, 520),
-    "ss3": (11_815, 255),
-    "synthetic": (600, 40),
-}
-EFFECTIVE_TFLOPS = 100.0  # bf16 on one A100/H100 at ~30-40 % utilisation: a rough planning rate
+TASK_SIZES = PLANNING_SIZES  # the planning sizes (unique sequences, mean embedded length)
+__all__ = ["EFFECTIVE_TFLOPS", "TASK_SIZES", "PlannedCell", "expand_sweep", "plan_cells",
+           "plan_totals", "print_plan"]
 
 
 @dataclass
@@ -44,6 +48,13 @@ class PlannedCell:
     store_key: str  # cells of one dataset and encoder identity share an embedding store ("": none)
     state: str | None = None  # status.json's state; a dead "running" cell reads "interrupted"
     memory: str | None = None  # one-hot: feature width and memory estimate (grid/memory.py)
+
+
+class PlannedCells(list):
+    """``PlannedCell`` in sweep order, with the phase plan (``sweep``) they came from."""
+
+    sweep: SweepPlan | None = None
+    wave_stores: int = 1
 
 
 def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
@@ -67,60 +78,44 @@ def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
     return [fixed + list(combo) for combo in itertools.product(*axes)] or [fixed]
 
 
-def estimate(cfg: DictConfig, head: str) -> tuple[float, float]:
-    """(embedding bytes on disk, GPU seconds) of one cell."""
-    n_seq, mean_len = TASK_SIZES.get(cfg.task.get("dataset", ""), TASK_SIZES.get(cfg.task.name, (0, 0)))
-    family = cfg.model.get("family", "onehot")
-    if family == "onehot":
-        return 0.0, 0.0
-    n_layers = int(cfg.model.n_blocks) + 1
-    dim = int(cfg.model.dim)
-    if declared_shape(cfg.task)[0] == "residue":
-        disk = 0.0 if head == "streaming" else expected_store_bytes(
-            n_seq * mean_len, n_layers, dim, cfg.extract.residue_dtype)
-    else:
-        disk = expected_store_bytes(n_seq, n_layers, dim,
-                                    cfg.extract.get("pooled_dtype", "float32"))
-    flops = 2.0 * float(cfg.model.n_params) * n_seq * (mean_len + 2)
-    return disk, flops / (EFFECTIVE_TFLOPS * 1e12)
-
-
-def store_key(cfg: DictConfig, head: str, cell_id: str) -> str:
+def store_key(cell) -> str:
     """Which extraction a cell pays for: cells of one dataset and encoder identity share
     one; a streaming cell pays its own forward passes (its cell id); one-hot computes its
     features in memory and extracts nothing ("")."""
-    from ptransfer.grid.cell import encoder_identity
-
-    if cfg.model.get("family", "onehot") == "onehot":
+    if cell.phase == 1:
+        return cell.cell_id
+    if cell.store is None:
         return ""
-    if head == "streaming":
-        return cell_id
-    return json.dumps([cfg.task.get("dataset", cfg.task.name), encoder_identity(cfg)],
-                      sort_keys=True)
+    return json.dumps([cell.dataset, cell.identity], sort_keys=True)
 
 
-def plan_cells(conf_dir: Path, overrides: list[str]) -> list[PlannedCell]:
-    from ptransfer.grid.cell import cell_key, is_done
+def plan_cells(conf_dir: Path, overrides: list[str]) -> PlannedCells:
+    from ptransfer.grid.expand import SweepExpander, group_checker, sweep_lists
     from ptransfer.grid.memory import plan_memory
-    from ptransfer.grid.status import effective_state, read_status
-    from ptransfer.grid.sweep import excluded_reason
-    from ptransfer.grid.validate_config import check_config
+    from ptransfer.grid.phases import wave_size
+    from ptransfer.grid.validate_config import _fixed_overrides, check_config
+
+    def each(cell, cfg) -> None:
+        if cell.to_run and cfg.model.get("family") == "onehot":
+            cell.memory = plan_memory(cfg)
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        base = compose("config", overrides=[o for o in overrides if "," not in o],
-                       return_hydra_config=True)
-        cells = []
-        for combo in expand_sweep(base, overrides):
-            cfg = compose("config", overrides=combo)
-            check_config(cfg, conf_dir)
-            head = planned_head(cfg)  # the rule run_cell applies, from the config alone
-            disk, gpu = estimate(cfg, head)
-            key = cell_key(cfg)
-            store = store_key(cfg, head, key.cell_id)
-            cells.append(PlannedCell(combo, key.cell_id, is_done(key), excluded_reason(cfg),
-                                     disk, gpu, store, effective_state(read_status(key.dir))))
-            if cells[-1].excluded is None and not cells[-1].done:
-                cells[-1].memory = plan_memory(cfg)
+        base = compose("config", overrides=_fixed_overrides(overrides), return_hydra_config=True)
+        params = base.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params, resolve=False) if params else {}
+        loader = GlobalHydra.instance().config_loader()
+        expander = SweepExpander(lambda o: compose("config", overrides=o),
+                                 sweep_lists(params, overrides), group_checker(loader),
+                                 check=lambda c: check_config(c, conf_dir),
+                                 repository=getattr(loader, "repository", None))
+        sweep = plan_sweep(expander, TaskCache(), each=each)
+        cells = PlannedCells()
+        for cell in sweep.cells:
+            disk, gpu = cell_extraction(cell, sweep.stores) if cell.to_run else (0.0, 0.0)
+            cells.append(PlannedCell(cell.overrides, cell.cell_id, cell.done, cell.excluded,
+                                     disk, gpu, store_key(cell), cell.state, cell.memory))
+        cells.sweep = sweep
+        cells.wave_stores = wave_size(base)
     return cells
 
 
@@ -145,17 +140,18 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
     totals = plan_totals(cells)
     real = [c for c in cells if c.excluded is None]
     todo = totals["todo"]
-    stores = range(totals["extractions"])
     disk = totals["disk_bytes"]
     gpu_h = totals["gpu_seconds"] / 3600
     print(f"sweep: {len(cells)} combinations, {len(real)} cells in the design "
           f"({len(cells) - len(real)} outside it)")
     print(f"done:  {len(real) - len(todo)} complete, {len(todo)} to run")
     print_unfinished(todo)
-    print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {len(stores)} extractions "
-          f"(cells of one dataset and encoder share one; streaming cells store nothing; "
-          f"one-hot needs none)")
-    for line in disk_lines(todo):  # total vs peak under store.retain=all | until_done
+    for line in phase_lines(getattr(cells, "sweep", None)):
+        print(line)
+    print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {totals['extractions']} "
+          f"extractions (cells of one dataset and encoder share one; streaming cells store "
+          f"nothing; one-hot needs none)")
+    for line in disk_lines(todo, getattr(cells, "wave_stores", 1)):  # retain=all | until_done
         print(line)
     print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
           f"TFLOP/s (2 x params x tokens; probes not included)")
@@ -168,6 +164,47 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
         print(f"  ... and {len(todo) - 20} more")
     for line in checkpoint_lines(conf_dir, overrides, expand_sweep):
         print(line)
+
+
+def phase_lines(sweep: SweepPlan | None, max_stores: int = 60) -> list[str]:
+    """The two phases of ``ptransfer run -m``: phase-1 jobs per store (each shard's tokens
+    and estimated GPU time) and streaming cells; phase-2 cells."""
+    if sweep is None:
+        return []
+    streaming = sweep.phase1_cells()
+    stores = [s for s in sweep.stores.values() if s.shards or s.estimated]
+    n_shards = sum(len(s.shards) + len(s.estimated_shards()) for s in stores)
+    lines = [f"phase 1 (extraction, GPU): {n_shards + len(streaming)} jobs: {n_shards} shard(s) "
+             f"of {len(stores)} store(s), {len(streaming)} streaming cell(s) (they embed as "
+             "they fit)"]
+    for store in stores[:max_stores]:
+        shards = [(s.tokens, "") for s in store.shards]
+        shards += [(t, "~") for t in store.estimated_shards()]  # data absent: planning sizes
+        each = ", ".join(f"{mark}{tokens / 1e6:.2f}M tok {_hours(store.n_params, tokens)}"
+                         for tokens, mark in shards[:6])
+        more = f", ... ({len(shards) - 6} more)" if len(shards) > 6 else ""
+        lines.append(f"  store {store.identity.get('model')} {store.level} "
+                     f"{_identity_words(store.identity)} {store.path.name}: {len(shards)} "
+                     f"shard(s): {each}{more}; ~{size_text(store.new_bytes())} new")
+    if len(stores) > max_stores:
+        lines.append(f"  ... and {len(stores) - max_stores} more stores")
+    phase2 = sweep.phase2_cells()
+    onehot = sum(1 for c in phase2 if c.store is None)
+    lines.append(f"phase 2 (probes, read published stores, load no model): {len(phase2)} "
+                 f"jobs ({len(phase2) - onehot} store readers, {onehot} one-hot)")
+    return lines
+
+
+def _hours(n_params: int, tokens: float) -> str:
+    seconds = gpu_seconds(n_params, tokens)
+    return f"~{seconds / 60:.1f} GPU-min" if seconds < 3600 else f"~{seconds / 3600:.2f} GPU-h"
+
+
+def _identity_words(identity: dict) -> str:
+    words = [str(identity.get("checkpoint")), str(identity.get("ablation"))]
+    if identity.get("seed") is not None:
+        words.append(f"s{identity['seed']}")
+    return " ".join(words)
 
 
 def print_unfinished(todo: list[PlannedCell]) -> None:

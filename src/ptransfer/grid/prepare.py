@@ -7,7 +7,8 @@
 - **``store.rebuild=true``.** ``force=true`` re-fits the probes and rewrites the rows and
   predictions but reads the embedding store as it is (only missing sequences are embedded).
   ``store.rebuild=true`` deletes the cell's stores first, with the deletion store retention
-  uses (``grid.retention.delete_store``: under the store's lock, its shards included), so
+  uses (``grid.retention.delete_store``: its index and shards, unless a live writer holds
+  a claim), so
   every sequence is embedded again. A store is rebuilt once per command: the cells of one
   sweep that share it read the rebuilt store (a marker in ``<store_dir>/rebuilt/`` names the
   sweep that rebuilt it).
@@ -52,19 +53,27 @@ def _command_id() -> str:
         hydra = HydraConfig.get()
     except ValueError:  # not under Hydra (a test calling run_job): this process
         return f"pid {os.getpid()}"
-    return str(Path(hydra.sweep.dir if hydra.mode.name == "MULTIRUN" else hydra.run.dir)
-               .absolute())
+    return command_id(hydra.sweep.dir if hydra.mode.name == "MULTIRUN" else hydra.run.dir)
 
 
-def rebuild_stores(cfg: DictConfig) -> list[Path]:
+def command_id(output_dir: str | Path) -> str:
+    """A command's id for the rebuilt markers: its output folder, absolute."""
+    return str(Path(output_dir).absolute())
+
+
+def rebuild_stores(cfg: DictConfig, command: str | None = None) -> list[Path]:
     """Delete the cell's stores unless this command rebuilt them already; returns the
     deleted files."""
     if not reads_store(cfg):
         log.info("store.rebuild=true: this cell reads no embedding store")
         return []
     group, paths = store_group(cfg)
-    marker = Path(cfg.store_dir).absolute() / REBUILT_DIR / f"{group}.json"
-    command = _command_id()
+    return rebuild_group(Path(cfg.store_dir), group, paths, command or _command_id())
+
+
+def rebuild_group(store_dir: Path, group: str, paths: list[Path], command: str) -> list[Path]:
+    """Delete one store group's files, once per ``command`` (a marker names it)."""
+    marker = store_dir.absolute() / REBUILT_DIR / f"{group}.json"
     try:
         if json.loads(marker.read_text()).get("by") == command:
             return []  # an earlier cell of this sweep rebuilt it: read it
@@ -80,3 +89,49 @@ def rebuild_stores(cfg: DictConfig) -> list[Path]:
     for path in (p for p in paths if p.exists()):
         log.warning("store.rebuild=true: %s is being written by another process: kept", path)
     return deleted
+
+
+class SweepPreparation:
+    """What a two-phase multirun does once, before planning its phases for good.
+
+    Called as ``grid.phases.plan_sweep``'s ``each`` hook, it notes the weights the cells to
+    run read and, under ``store.rebuild=true``, their store groups. ``fetch`` downloads the
+    weights not on disk yet (the sweep is then planned again: their content keys cells and
+    stores); ``rebuild`` deletes the stores once for the sweep (the phase-2 cells find the
+    sweep's marker and read what phase 1 re-extracted).
+    """
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.weights: dict[str, tuple] = {}
+        self.groups: dict[str, tuple[Path, list[Path]]] = {}
+
+    def __call__(self, cell, cfg: DictConfig) -> None:
+        from omegaconf import OmegaConf
+
+        if not cell.to_run:
+            return
+        model = OmegaConf.to_container(cfg.model, resolve=True)
+        args = (str(cfg.checkpoint), cfg.ablation.name, cfg.ablation.get("scope", "full"))
+        self.weights.setdefault(json.dumps([model, *args], sort_keys=True, default=str),
+                                (model, *args))
+        if (cfg.get("store") or {}).get("rebuild", False) and reads_store(cfg):
+            group, paths = store_group(cfg)
+            self.groups.setdefault(group, (Path(cfg.store_dir), paths))
+
+    def fetch(self) -> bool:
+        """Download missing weights; True when anything was downloaded. Weights that cannot
+        be had are left to the jobs that read them: they fail with the loader's error."""
+        fetched = False
+        for model, *args in self.weights.values():
+            try:
+                fetched = fetch_weights(model, *args) or fetched
+            except Exception as err:  # noqa: BLE001 - reported by the cells that need them
+                log.warning("weights of %s (%s) not fetched: %s", model.get("name"), args[0],
+                            err)
+        return fetched
+
+    def rebuild(self) -> bool:
+        """Delete the stores to rebuild; True when any file was deleted."""
+        return any([rebuild_group(store_dir, group, paths, self.command)
+                    for group, (store_dir, paths) in self.groups.items()])

@@ -1,4 +1,5 @@
-"""The Hydra callback of store retention: the sweep's readers manifests (``grid.retention``).
+"""The Hydra callback of store retention: the sweep's readers manifests (``grid.retention``),
+for sweeps run by another sweeper than the two-phase one (which writes them itself).
 
 Its own module because it expands the sweep (``plan``) and applies the design rules
 (``sweep``), both of which sit above ``retention`` in the import graph.
@@ -29,6 +30,8 @@ class StoreReaders(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if policy(config) != "until_done":
             return
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("TwoPhaseSweeper"):
+            return  # the two-phase sweeper writes them from its own plan (grid.two_phase)
         loader = GlobalHydra.instance().config_loader()
         cells = []
         for combo in expand_sweep(config, list(config.hydra.overrides.task)):

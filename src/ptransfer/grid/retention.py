@@ -1,20 +1,22 @@
 """Store retention: ``store.retain=until_done`` deletes a store once all its readers are done.
 
 A sweep of the paper's size embeds far more than a scratch disk holds (``ptransfer plan``
-prints the total), but a store is only needed while the cells that read it run. So:
+prints the total), but a store is only needed while the cells that read it run. The
+two-phase sweeper therefore extracts stores in waves (``grid.two_phase``: a wave's stores,
+then their readers, then the next wave), and:
 
-1. **Readers manifest.** At the start of a multirun (``grid.readers.StoreReaders``, a Hydra callback in
-   the launching process for every launcher: basic, joblib, Slurm), the sweep is expanded
-   exactly as ``ptransfer plan`` does it (``expand_sweep`` + Hydra's own per-job config
-   loader) and, per store, the result folders of the cells that read it are written to
-   ``<store_dir>/readers/<store group>/<sweep>.json``.
+1. **Readers manifest.** At the start of a multirun (the two-phase sweeper,
+   ``grid.two_phase``, in the launching process for every launcher: basic, joblib, Slurm;
+   ``grid.readers.StoreReaders`` under another sweeper), the sweep is planned exactly as
+   ``ptransfer plan`` does it and, per store, the result folders of the cells that read it
+   are written to ``<store_dir>/readers/<store group>/<sweep>.json``.
 2. **Done marks.** A finished cell is marked by its own ``status.json`` (state ``done``);
    nothing else is needed, so killed or failed cells simply keep their stores.
 3. **Last reader deletes.** After each cell (done, or skipped as already done), the cell
    reads every manifest of its store group; when every listed cell, and itself, is done it
-   takes each store's file lock (skipping a store someone is writing) and deletes the store,
-   its shards and the manifests. Two readers finishing at once both see "all done"; the
-   lock makes the deletion happen once.
+   deletes each store (index file and shard folder) and the manifests, unless a live
+   process holds a claim on one of its shards (someone is writing it: kept). Two readers
+   finishing at once both delete; deleting what is already gone is a no-op.
 
 A store group is the store files of one encoder identity (the protein- and residue-level
 files): both are deleted together when every reader of either is done. A single run (no
@@ -32,9 +34,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 
+from ptransfer.embed.claims import is_live, read_claim
 from ptransfer.embed.diskspace import size_text
 from ptransfer.grid.cell import CellKey, cell_key, encoder_identity, is_done
 from ptransfer.grid.task_data import reads_store  # noqa: F401 - the rule, retention's API
@@ -57,8 +59,7 @@ def store_group(cfg: DictConfig) -> tuple[str, list[Path]]:
     """(group id, store files) of the cell's encoder identity, every level."""
     identity = encoder_identity(cfg)
     # Imported here: the sweep imports this module, and a skipped cell must not pay for torch.
-    from ptransfer.embed.features import store_location
-    from ptransfer.embed.store import LEVELS
+    from ptransfer.embed.store import LEVELS, store_location
 
     paths = [store_location(cfg.store_dir, identity, level, cfg.extract)[0].absolute()
              for level in LEVELS]
@@ -73,20 +74,25 @@ def _readers_dir(cfg: DictConfig, group: str) -> Path:
 def write_readers(sweep_dir: str, cells: list[DictConfig]) -> dict[str, list[str]]:
     """Write one readers manifest per store group of ``cells``; returns group -> cell dirs."""
     groups: dict[str, list[str]] = {}
-    folders: dict[str, Path] = {}
     for cfg in cells:
         if not reads_store(cfg):
             continue
         group, _ = store_group(cfg)
         groups.setdefault(group, []).append(str(cell_key(cfg).dir.absolute()))
-        folders[group] = _readers_dir(cfg, group)
+    if cells:
+        write_reader_groups(sweep_dir, Path(cells[0].store_dir), groups)
+    return groups
+
+
+def write_reader_groups(sweep_dir: str, store_dir: Path, groups: dict[str, list[str]]) -> None:
+    """``<store_dir>/readers/<group>/<sweep>.json`` for each group: its readers' folders."""
     name = hashlib.sha256(str(Path(sweep_dir).absolute()).encode()).hexdigest()[:12] + ".json"
     for group, readers in groups.items():
-        folders[group].mkdir(parents=True, exist_ok=True)
-        tmp = folders[group] / (name + ".tmp")
+        folder = Path(store_dir).absolute() / READERS_DIR / group
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (name + ".tmp")
         tmp.write_text(json.dumps({"sweep_dir": str(sweep_dir), "readers": readers}, indent=1))
-        tmp.replace(folders[group] / name)
-    return groups
+        tmp.replace(folder / name)
 
 
 def _readers(folder: Path) -> set[str]:
@@ -99,22 +105,31 @@ def _readers(folder: Path) -> set[str]:
     return readers
 
 
+def _being_written(path: Path) -> bool:
+    """Whether a live process holds a claim on one of the store's shards (writing it)."""
+    from ptransfer.embed.shards import CLAIM_SUFFIX, shard_folder  # h5py: only when retiring
+
+    folder = shard_folder(path)
+    claims = folder.glob(f"*{CLAIM_SUFFIX}") if folder.is_dir() else []
+    return any(is_live(read_claim(claim)) for claim in claims)
+
+
 def delete_store(path: Path) -> bool:
-    """Delete one store's files under its lock; False when a writer holds the lock."""
-    shards = path.with_name(path.name + ".shards")
+    """Delete one store's files (index, shards, manifests, parts); False when a live writer
+    holds a claim on one of its shards (it is kept) or there is nothing to delete."""
+    from ptransfer.embed.shards import shard_folder
+
+    shards = shard_folder(path)
     if not path.exists() and not shards.exists():
-        return False  # nothing to delete (and no lock file to leave behind)
-    lock = FileLock(str(path) + ".lock")
-    try:
-        with lock.acquire(timeout=0):
-            existed = path.exists()
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-            shutil.rmtree(shards, ignore_errors=True)
-            return existed
-    except Timeout:
+        return False
+    if _being_written(path):
         log.info("store %s is being written by another process: kept", path)
         return False
+    existed = path.exists() or shards.exists()
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".lock").unlink(missing_ok=True)  # left by ptransfer 0.1
+    shutil.rmtree(shards, ignore_errors=True)
+    return existed
 
 
 def retire_if_unread(cfg: DictConfig) -> list[Path]:
@@ -151,31 +166,28 @@ def remove_temporaries(cell_dir: Path) -> None:
             log.warning("could not delete %s: %s", tmp, err)
 
 
-def disk_lines(cells: list) -> list[str]:
+def disk_lines(cells: list, wave_stores: int = 1) -> list[str]:
     """``plan``'s lines: total and peak store disk of the cells to run, per retention policy.
 
-    ``cells``: ``PlannedCell`` in sweep order (``disk_bytes`` per dataset and store). Under
-    ``until_done`` a store lives from its first reader to its last one, in that order.
+    ``cells``: ``PlannedCell`` in sweep order (``disk_bytes`` per dataset and store). A
+    multirun under ``until_done`` extracts the store groups in waves of ``wave_stores``
+    (in the order of their first reader), runs their readers, deletes them, then starts the
+    next wave: the peak is the largest wave.
     """
-    group_of = {c.cell_id: _plan_group(c) for c in cells}
-    last = {group_of[c.cell_id]: i for i, c in enumerate(cells) if group_of[c.cell_id]}
-    live: dict[str, dict[str, float]] = {}
-    total: dict[str, float] = {}
-    peak = 0.0
-    for i, cell in enumerate(cells):
-        group = group_of[cell.cell_id]
-        if not group:
-            continue
-        live.setdefault(group, {})[cell.store_key] = cell.disk_bytes
-        total[cell.store_key] = cell.disk_bytes
-        peak = max(peak, sum(sum(parts.values()) for parts in live.values()))
-        if last[group] == i:
-            del live[group]
-    everything = sum(total.values())
+    sizes: dict[str, dict[str, float]] = {}
+    for cell in cells:
+        group = _plan_group(cell)
+        if group:
+            sizes.setdefault(group, {})[cell.store_key] = cell.disk_bytes
+    groups = [sum(parts.values()) for parts in sizes.values()]  # first-reader order
+    everything = sum(groups)
+    size = max(1, int(wave_stores))
+    peak = max((sum(groups[i: i + size]) for i in range(0, len(groups), size)), default=0.0)
     return [f"store: retain=all keeps ~{size_text(everything)} (the total); "
             f"retain=until_done peaks at ~{size_text(peak)}",
-            "       (peak: cells in sweep order, one at a time, as the basic launcher runs "
-            "them; a launcher running P cells at once can hold up to P-1 more stores)"]
+            f"       (peak: a multirun extracts the stores in waves of {size} (store.wave_stores,"
+            " default the phase-1 launcher's parallelism; 1 with the basic launcher) and "
+            "deletes each wave's stores once their readers are done)"]
 
 
 def _plan_group(cell) -> str | None:

@@ -22,7 +22,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ptransfer.embed.claims import Claim, holder, read_claim
 from ptransfer.grid.cell import UNAVAILABLE, cell_key, data_fingerprint, is_done, run_cell
+from ptransfer.grid.cell_model import wants_gpu
+from ptransfer.grid.devices import acquire_device
 from ptransfer.grid.logs import enter_cell, leave_cell
 from ptransfer.grid.prepare import prepare_cell
 from ptransfer.grid.retention import remove_temporaries, retire_if_unread
@@ -38,6 +41,9 @@ from ptransfer.grid.validate_config import CONF_DIR, check_config
 log = logging.getLogger(__name__)
 
 JOB_STATUS = "job_status.json"
+NOT_LAUNCHED = "not_launched.json"  # the two-phase sweeper's cells it had no job to launch for
+CELL_CLAIM = ".claim"  # in a cell's folder while a process runs it (embed.claims)
+CLAIM_POLL_S = 2.0
 FAILED = {"count": 0}  # failures seen by this process (single runs, basic launcher)
 
 
@@ -79,52 +85,113 @@ def _job_output_dir() -> Path | None:
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """One Hydra job = one cell. Returns and records {state, cell_id, ...}."""
+    """One Hydra job = one cell, or one shard of a multirun's phase 1 (``extract.shard``).
+    Returns and records {state, cell_id, ...} in the job's ``job_status.json``."""
     check_config(cfg, CONF_DIR)  # names a mistyped key before the cell id needs it
+    if cfg.extract.get("shard"):
+        return _record(_shard_job(cfg))
     key = cell_key(cfg)
     token = enter_cell(key.cell_id)  # log lines of this job name the cell (grid/logs.py)
-    out_dir = _job_output_dir()
-    log_path = str(out_dir) if out_dir else None
+    log_path = str(_job_output_dir() or "") or None
     reason = excluded_reason(cfg) if _in_multirun() else None
     if reason:
         log.info("combination %s is outside the design: %s", key.cell_id, reason)
         status = {"state": "excluded", "cell_id": key.cell_id, "reason": reason}
     elif is_done(key) and not cfg.force:
-        log.info("cell %s is complete (config hash %s): skipped, no work done",
-                 key.cell_id, key.config_hash)
-        status = {"state": "skipped", "cell_id": key.cell_id}
+        status = _skipped(key)
     else:
-        log_unfinished(key)
-        try:
-            key = prepare_cell(cfg, key)  # weights fetched (their content keys the cell)
-            frame = run_cell(cfg)
-            status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame)}
-        except Exception as err:  # noqa: BLE001 - a cell's failure must not end the sweep
-            cause = root_cause(err)
-            status = {"state": "failed", "cell_id": key.cell_id,
-                      "error": f"{type(cause).__name__}: {cause}",
-                      "traceback": traceback.format_exc(), "log": log_path}
-            remove_temporaries(key.dir)
-            # No data, no cell: a placeholder key would only leave a folder to mistake for one.
-            unrecorded = None if data_fingerprint(cfg).startswith(UNAVAILABLE) else \
-                record_failure(key.dir, status)  # a full disk must not fail this
-            log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
-            if unrecorded:
-                log.error("cell %s: its failed status.json could not be written in full "
-                          "(%s)", key.cell_id, unrecorded)
-            FAILED["count"] += 1
-        else:  # display only: the cell is done whatever happens here
-            print_cell_summary(frame)
+        status = _run_claimed(cfg, key, log_path)
     if status["state"] in ("done", "skipped"):
         retire_if_unread(cfg)  # store.retain=until_done: the last reader deletes the store
-    status["rows"] = str(key.dir)
+    status.setdefault("rows", str(key.dir))  # a re-keyed cell (weights fetched) names its own
+    leave_cell(token)
+    return _record(status)
+
+
+def _skipped(key) -> dict[str, Any]:
+    log.info("cell %s is complete (config hash %s): skipped, no work done",
+             key.cell_id, key.config_hash)
+    return {"state": "skipped", "cell_id": key.cell_id}
+
+
+def _run_claimed(cfg: DictConfig, key, log_path: str | None) -> dict[str, Any]:
+    """Run the cell holding its claim (another live process running it: wait for that one,
+    then skip the cell if it finished) and a device slot (``grid.devices``)."""
+    if data_fingerprint(cfg).startswith(UNAVAILABLE):  # fails on the missing data at once:
+        with acquire_device(cfg, False, what=key.cell_id) as lease:  # no folder to claim
+            return _run_cell_status(cfg, key, lease, log_path)
+    key.dir.mkdir(parents=True, exist_ok=True)
+    claim = Claim(key.dir / CELL_CLAIM, what=f"running cell {key.cell_id}")
+    waited = False
+    while not claim.try_acquire():
+        if not waited:
+            log.info("cell %s is being run by %s: waiting for it", key.cell_id,
+                     holder(read_claim(claim.path)))
+            waited = True
+        time.sleep(CLAIM_POLL_S)
+    try:
+        if waited and is_done(key) and not cfg.force:
+            return _skipped(key)
+        log_unfinished(key)
+        with acquire_device(cfg, wants_gpu(cfg), what=key.cell_id) as lease:
+            return _run_cell_status(cfg, key, lease, log_path)
+    finally:
+        claim.release()
+
+
+def _run_cell_status(cfg: DictConfig, key, lease, log_path: str | None) -> dict[str, Any]:
+    try:
+        key = prepare_cell(cfg, key)  # weights fetched (their content keys the cell)
+        frame = run_cell(cfg, lease)
+        status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame),
+                  **lease.record(), "ended": time.time(), "rows": str(key.dir)}
+    except Exception as err:  # noqa: BLE001 - a cell's failure must not end the sweep
+        return _failed(cfg, key, err, log_path, lease.name)
+    print_cell_summary(frame)  # display only: the cell is done whatever happens here
+    return status
+
+
+def _failed(cfg: DictConfig, key, err: Exception, log_path: str | None,
+            device: str) -> dict[str, Any]:
+    cause = root_cause(err)
+    status = {"state": "failed", "cell_id": key.cell_id,
+              "error": f"{type(cause).__name__}: {cause}",
+              "traceback": traceback.format_exc(), "log": log_path, "device": device}
+    remove_temporaries(key.dir)
+    # No data, no cell: a placeholder key would only leave a folder to mistake for one.
+    unrecorded = None if data_fingerprint(cfg).startswith(UNAVAILABLE) else \
+        record_failure(key.dir, status)  # a full disk must not fail this
+    log.error("cell %s FAILED: %s (log: %s)", key.cell_id, status["error"], log_path)
+    if unrecorded:
+        log.error("cell %s: its failed status.json could not be written in full (%s)",
+                  key.cell_id, unrecorded)
+    FAILED["count"] += 1
+    return status
+
+
+def _shard_job(cfg: DictConfig) -> dict[str, Any]:
+    from ptransfer.grid.shard_job import PHASE, run_shard_job
+
+    log_path = str(_job_output_dir() or "") or None
+    try:
+        return {**run_shard_job(cfg), "log": log_path}
+    except Exception as err:  # noqa: BLE001 - one shard's failure must not end the sweep
+        cause = root_cause(err)
+        log.error("shard job %s FAILED: %s (log: %s)", cfg.extract.shard, cause, log_path)
+        FAILED["count"] += 1
+        return {"phase": PHASE, "state": "failed", "shard": str(cfg.extract.shard),
+                "error": f"{type(cause).__name__}: {cause}",
+                "traceback": traceback.format_exc(), "log": log_path}
+
+
+def _record(status: dict[str, Any]) -> dict[str, Any]:
+    out_dir = _job_output_dir()
     if out_dir is not None:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2))
-        except OSError as err:  # a full disk: the cell's own log line above says it all
+            (out_dir / JOB_STATUS).write_text(json.dumps(status, indent=2, default=str))
+        except OSError as err:  # a full disk: the job's own log line says it all
             log.error("could not write %s: %s", out_dir / JOB_STATUS, err)
-    leave_cell(token)
     return status
 
 
@@ -163,20 +230,33 @@ def print_cell_summary(frame) -> None:
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
-def summarise_sweep(sweep_dir: Path) -> dict[str, list[dict]]:
-    """Group the job statuses found under a multirun folder by state."""
+def summarise_sweep(sweep_dir: Path, phase: str | None = None) -> dict[str, list[dict]]:
+    """Group the job statuses found under a multirun folder by state: the cells' (``phase``
+    None: jobs of cells, and cells the sweeper did not need to launch), or the phase-1
+    shard jobs' (``phase="extract"``)."""
     groups: dict[str, list[dict]] = {"done": [], "skipped": [], "failed": [], "excluded": []}
-    for path in sorted(sweep_dir.rglob(JOB_STATUS)):
-        status = json.loads(path.read_text())
-        groups.setdefault(status["state"], []).append(status)
+    statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob(JOB_STATUS))]
+    record = sweep_dir / NOT_LAUNCHED
+    if record.is_file():
+        statuses += json.loads(record.read_text())
+    for status in statuses:
+        if status.get("phase") == phase:
+            groups.setdefault(status["state"], []).append(status)
     return groups
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: how many cells ran, were skipped, failed (with errors)."""
+    """At the end of a multirun: how many shards were extracted, how many cells ran, were
+    skipped, failed (with errors)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        groups = summarise_sweep(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        shards = summarise_sweep(sweep_dir, phase="extract")
+        if any(shards.values()):
+            print(f"\nextraction: {sum(len(v) for v in shards.values())} shard jobs: "
+                  f"{len(shards['done'])} published, {len(shards['skipped'])} skipped "
+                  f"(already published), {len(shards['failed'])} failed")
+        groups = summarise_sweep(sweep_dir)
         total = sum(len(v) for k, v in groups.items() if k != "excluded")
         print(f"\nsweep: {total} cells: {len(groups['done'])} run, "
               f"{len(groups['skipped'])} skipped (already complete), "
@@ -184,8 +264,10 @@ class SweepSummary(Callback):
               f"({len(groups['excluded'])} swept combinations outside the design)")
         if not groups["done"] and groups["skipped"] and not groups["failed"]:
             print("nothing to do: every cell of this sweep was already complete")
+        for status in shards["failed"]:
+            print(f"  FAILED shard {status['shard']}: {status['error']}\n    log: {status['log']}")
         for status in groups["failed"]:
             print(f"  FAILED {status['cell_id']}: {status['error']}\n    log: {status['log']}")
         # The sweep's statuses are the record (a job whose status a full disk kept from
         # being written still counted in this process).
-        FAILED["count"] = max(FAILED["count"], len(groups["failed"]))
+        FAILED["count"] = max(FAILED["count"], len(groups["failed"]) + len(shards["failed"]))

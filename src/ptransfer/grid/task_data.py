@@ -33,7 +33,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import ptransfer
-from ptransfer.heads.fit_layers import head_for
+from ptransfer.heads.rules import head_for
 from ptransfer.tasks.base import Task
 
 log = logging.getLogger(__name__)

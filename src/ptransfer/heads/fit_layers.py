@@ -19,41 +19,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import metrics
+from ptransfer.heads.rules import AUTO_HEADS, HEADS_ALLOWED, head_for  # noqa: F401 - API
 from ptransfer.tasks.base import IGNORE, Task
 
 log = logging.getLogger(__name__)
 
 RESIDUE_METRICS = ["accuracy", "macro_f1"]  # per residue: no ROC-AUC (streaming has no probabilities)
-
-
-# head=auto: the probe family is a function of the task alone (level, kind), never of the
-# encoder, so every encoder of a task (one-hot included) is compared under the same probe.
-# Per residue the streaming ridge classifier: it needs no feature cache and fits any encoder.
-AUTO_HEADS = {
-    ("protein", "regression"): "ridge",
-    ("protein", "classification"): "logistic",
-    ("residue", "classification"): "streaming",
-}
-HEADS_ALLOWED = {
-    ("protein", "regression"): {"ridge"},
-    ("protein", "classification"): {"logistic", "linear"},
-    ("residue", "classification"): {"linear", "streaming"},
-}
-
-
-def head_for(name: str, level: str, kind: str, task_name: str) -> str:
-    """The probe of a task of this level and kind: ``name`` unless it is ``auto``."""
-    if name == "auto":
-        if (level, kind) not in AUTO_HEADS:
-            raise ValueError(f"head=auto: no probe for task {task_name!r} ({level} {kind})")
-        return AUTO_HEADS[(level, kind)]
-    allowed = HEADS_ALLOWED.get((level, kind), set())
-    if name not in allowed:
-        raise ValueError(
-            f"head={name} does not fit task {task_name!r} ({level} {kind}); "
-            f"choose one of {sorted(allowed)} or head=auto"
-        )
-    return name
 
 
 def resolve_head(head_cfg, task: Task) -> str:

@@ -1,0 +1,1 @@
+"""ptransfer's Hydra sweeper plugin (Hydra finds plugins only under ``hydra_plugins``)."""

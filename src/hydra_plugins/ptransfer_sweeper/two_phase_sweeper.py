@@ -1,0 +1,76 @@
+"""The two-phase sweeper: ``ptransfer run -m`` as phase 1 (extraction) then phase 2 (probes).
+
+Thin on purpose: Hydra imports every plugin at start-up, so this module imports nothing of
+ptransfer until a sweep runs; the work is ``ptransfer.grid.two_phase.run_sweep``. Settings
+(``conf/hydra/sweeper/two_phase.yaml``): ``params`` (the sweep, as the basic sweeper's),
+``extract_launcher`` and ``probe_launcher`` (settings of ``hydra.launcher`` changed for the
+phase-1 and the phase-2 batches).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+
+class TwoPhaseSweeper(Sweeper):
+    """Launches a multirun as two batches per wave: shard extraction, then probes."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None,
+                 extract_launcher: dict | None = None, probe_launcher: dict | None = None):
+        super().__init__()
+        self.max_batch_size = max_batch_size  # accepted for compatibility; batches are phases
+        self.params = _plain(params)
+        self.updates = {"extract": _plain(extract_launcher, resolve=True),
+                        "probe": _plain(probe_launcher, resolve=True)}
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self.config: DictConfig | None = None
+        self.launchers: dict[str, Launcher] = {}
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+
+    def launcher(self, phase: str) -> Launcher:
+        """The launcher of a phase: ``hydra.launcher`` with that phase's updates."""
+        if phase not in self.launchers:
+            from hydra.core.plugins import Plugins
+
+            from ptransfer.grid.two_phase import launcher_config
+
+            config = launcher_config(self.config, self.updates[phase])
+            self.launchers[phase] = Plugins.instance().instantiate_launcher(
+                hydra_context=self.hydra_context, task_function=self.task_function,
+                config=config)
+        return self.launchers[phase]
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from ptransfer.grid.two_phase import run_sweep
+
+        assert self.config is not None and self.hydra_context is not None
+
+        def launch(phase: str, jobs: list[list[str]], first: int):
+            results = self.launcher(phase).launch(jobs, initial_job_idx=first)
+            for result in results:
+                _ = result.return_value  # a job that raised: raise here, as Hydra's sweeper
+            return results
+
+        return run_sweep(self.config, self.hydra_context.config_loader, self.params,
+                         list(arguments), launch)
+
+
+def _plain(node, resolve: bool = False) -> dict:
+    """A plain dict; launcher settings resolved (``partition: ${hydra.launcher.partition}``),
+    sweep params not (Hydra parses them as override strings)."""
+    if node is None:
+        return {}
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=resolve)
+    return dict(node)

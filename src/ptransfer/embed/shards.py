@@ -1,0 +1,303 @@
+"""Shards of an embedding store: how sequences are cut into shards, and how one is published.
+
+A store ``<name>.h5`` keeps its rows in immutable shard files ``<name>.h5.shards/<shard>.h5``.
+Each shard has exactly one writer at a time that matters: it writes a temporary file, then
+**publishes** it by ``os.link`` to its final name (atomic, and it fails when the name exists,
+so the first publication wins and a published shard is never rewritten), then writes the
+shard's **manifest** ``<shard>.json`` the same way: sequence keys, lengths, rows, size and
+SHA-256 of the file. No lock is involved: a second writer of the same shard (a broken claim,
+a second sweep) finds the name taken and discards its own copy. Readers see a shard once its
+``.h5`` exists under its final name; a shard published without its manifest (a writer killed
+between the two renames) is complete and gets its manifest from the next reader.
+
+Shards are planned by tokens (``plan_shards``): the unique sequences a store is asked for,
+longest first (so a batch's padding stays low), cut into consecutive slices of at most
+``extract.shard_tokens`` tokens (residues + BOS/EOS), only where a batch of the whole
+extraction ends (so each shard runs exactly the batches one writer would). The cut depends
+only on the sequences asked for, and a shard's name on the keys of its slice, so a re-run, or
+a second sweep started at once, plans the same shards under the same names: finished shards
+are skipped and only unpublished ones are redone. A shard's *todo* is its slice minus the
+rows already published (by any shard of the store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptransfer.embed.batching import Batching, batch_units
+from ptransfer.embed.claims import Claim, holder, read_claim
+from ptransfer.embed.store_files import StoreError, sequence_key
+
+log = logging.getLogger(__name__)
+
+SHARDS_SUFFIX = ".shards"
+MANIFEST_SUFFIX = ".json"
+TODO_SUFFIX = ".todo.json"
+CLAIM_SUFFIX = ".claim"
+PARTS_SUFFIX = ".parts"
+EXTRA_TOKENS = 2  # BOS/EOS per sequence, as the extractor's token budget counts them
+DEFAULT_SHARD_TOKENS = 60_000_000
+MANIFEST_FORMAT = 1
+
+
+def shard_folder(store_path: Path) -> Path:
+    """``<store>.h5.shards``: where a store's shards, manifests and claims live."""
+    store_path = Path(store_path)
+    return store_path.with_name(store_path.name + SHARDS_SUFFIX)
+
+
+def sequence_tokens(sequence: str) -> int:
+    return len(sequence) + EXTRA_TOKENS
+
+
+@dataclass(frozen=True)
+class PlannedShard:
+    """One slice of a store's sequences: its name, and the sequences still to embed."""
+
+    name: str
+    todo: list[str]  # the slice minus rows already published, longest first
+    n_slice: int  # sequences in the whole slice
+
+    @property
+    def tokens(self) -> int:
+        return sum(sequence_tokens(s) for s in self.todo)
+
+
+def keyed(sequences: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
+    """``{key: sequence}`` of unique sequences (a mapping of that form is taken as it is)."""
+    if isinstance(sequences, Mapping):
+        return dict(sequences)
+    return {sequence_key(s): s for s in sequences}
+
+
+def canonical_order(sequences: Iterable[str] | Mapping[str, str]) -> list[str]:
+    """Unique sequences, longest first, ties by key: the order a store's shards are cut in."""
+    unique = keyed(sequences)
+    return [unique[k] for k in _canonical_keys(unique)]
+
+
+def _canonical_keys(unique: dict[str, str]) -> list[str]:
+    return sorted(unique, key=lambda k: (-len(unique[k]), k))
+
+
+_SLICES: dict[tuple, list[list[str]]] = {}  # stores asked for the same sequences: cut once
+
+
+def slice_keys(unique: dict[str, str], shard_tokens: int,
+               batching: Batching | None = None) -> list[list[str]]:
+    """The keys of each slice (see ``slice_by_tokens``), memoised per set of sequences."""
+    if int(shard_tokens) < 1:
+        raise ValueError(f"extract.shard_tokens must be >= 1, got {shard_tokens}")
+    memo = (frozenset(unique), int(shard_tokens), batching)
+    if memo not in _SLICES:
+        if len(_SLICES) > 64:
+            _SLICES.clear()
+        order = _canonical_keys(unique)
+        units = (batch_units([unique[k] for k in order], batching) if batching is not None
+                 else [[i] for i in range(len(order))])
+        slices: list[list[str]] = []
+        current: list[str] = []
+        used = 0
+        for unit in units:
+            members = [order[i] for i in unit]
+            cost = sum(sequence_tokens(unique[k]) for k in members)
+            if current and used + cost > shard_tokens:
+                slices.append(current)
+                current, used = [], 0
+            current.extend(members)
+            used += cost
+        if current:
+            slices.append(current)
+        _SLICES[memo] = slices
+    return _SLICES[memo]
+
+
+def slice_by_tokens(sequences: Iterable[str] | Mapping[str, str], shard_tokens: int,
+                    batching: Batching | None = None) -> list[list[str]]:
+    """Unique ``sequences`` in canonical order, cut into consecutive slices of at most
+    ``shard_tokens`` tokens; a sequence (or a batch) over the budget gets a slice of its own.
+
+    With ``batching`` (the extraction's), cuts fall only where a batch of the whole
+    extraction ends (``embed.batching.batch_units``), so the batches of each shard are the
+    batches a single writer runs: the features do not depend on the number of shards.
+    """
+    unique = keyed(sequences)
+    return [[unique[k] for k in piece] for piece in slice_keys(unique, shard_tokens, batching)]
+
+
+def shard_name(store_path: Path, sequences: Sequence[str] = (),
+               keys: Sequence[str] | None = None) -> str:
+    """``shard-<16 hex>``: a digest of the store file name and the slice's sorted keys."""
+    digest = hashlib.sha256(Path(store_path).name.encode())
+    for key in sorted(keys if keys is not None else (sequence_key(s) for s in sequences)):
+        digest.update(key.encode("ascii"))
+    return f"shard-{digest.hexdigest()[:16]}"
+
+
+def plan_shards(store_path: Path, sequences: Iterable[str] | Mapping[str, str],
+                published: set[str] | frozenset, shard_tokens: int,
+                batching: Batching | None = None) -> list[PlannedShard]:
+    """The shards with work left for ``sequences`` (``published``: keys the store has)."""
+    unique = keyed(sequences)
+    planned = []
+    for piece in slice_keys(unique, shard_tokens, batching):
+        todo = [unique[k] for k in piece if k not in published]
+        if todo:
+            planned.append(PlannedShard(shard_name(store_path, keys=piece), todo, len(piece)))
+    return planned
+
+
+# ---------------------------------------------------------------- publication
+def publish(tmp: Path, final: Path) -> bool:
+    """Give the complete file ``tmp`` the name ``final`` unless that name exists.
+
+    ``os.link`` is atomic and refuses an existing name (also over NFS); where hard links are
+    not supported, ``os.rename`` after an existence check (a rename over a just-published
+    twin replaces it with an equal file). Returns True when ``tmp`` became ``final``; the
+    temporary name is gone either way.
+    """
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        return False
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                             errno.EMLINK):
+            raise
+        if final.exists():
+            tmp.unlink(missing_ok=True)
+            return False
+        os.rename(tmp, final)
+        return True
+    tmp.unlink(missing_ok=True)
+    return True
+
+
+def file_sha256(path: Path, block: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """What a published shard holds; written once, next to it, as ``<shard>.json``."""
+
+    shard: str
+    n_bytes: int
+    sha256: str
+    keys: list[str]  # hex SHA-256 of each row's sequence, in file order
+    lengths: list[int]
+    n_rows: int  # feature rows: sequences (protein level) or residues (residue level)
+    extra: dict
+
+    def to_json(self) -> str:
+        return json.dumps({"format": MANIFEST_FORMAT, "shard": self.shard, "file":
+                           self.shard + ".h5", "bytes": self.n_bytes, "sha256": self.sha256,
+                           "n_sequences": len(self.keys), "n_rows": self.n_rows,
+                           "keys": self.keys, "lengths": self.lengths, **self.extra})
+
+
+def manifest_path(folder: Path, shard: str) -> Path:
+    return folder / f"{shard}{MANIFEST_SUFFIX}"
+
+
+def read_manifest(path: Path) -> Manifest:
+    """A manifest file, checked for its fields; a StoreError names the file otherwise."""
+    try:
+        data = json.loads(Path(path).read_text())
+        keys, lengths = list(data["keys"]), [int(n) for n in data["lengths"]]
+        manifest = Manifest(str(data["shard"]), int(data["bytes"]), str(data["sha256"]), keys,
+                            lengths, int(data["n_rows"]), {})
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise StoreError(f"{path}: unreadable shard manifest ({err}); delete it (the shard's "
+                         "next reader writes it again)") from err
+    if len(keys) != len(lengths):
+        raise StoreError(f"{path}: {len(keys)} keys but {len(lengths)} lengths; delete it")
+    return manifest
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> bool:
+    """Publish ``<shard>.json`` (first publication wins, as for the shard itself)."""
+    final = manifest_path(folder, manifest.shard)
+    tmp = folder / f"{manifest.shard}.{uuid.uuid4().hex}.json.tmp"
+    tmp.write_text(manifest.to_json())
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    return publish(tmp, final)
+
+
+def make_manifest(path: Path, keys: list[str], lengths: list[int], level: str,
+                  extra: dict | None = None) -> Manifest:
+    lengths = [int(n) for n in lengths]  # numpy ints are not JSON
+    n_rows = sum(lengths) if level == "residue" else len(keys)
+    return Manifest(path.stem, path.stat().st_size, file_sha256(path), keys,
+                    lengths, n_rows, dict(extra or {}))
+
+
+def claim_or_wait(folder: Path, name: str, poll_s: float = 2.0) -> Claim | None:
+    """Claim shard ``name`` for writing; while a live writer holds it, wait for it.
+
+    Returns the held claim, or None once the shard is published (by that writer, or before
+    this call). Claims only save duplicated work (``embed.claims``): a writer that runs
+    without one still publishes correctly.
+    """
+    published = folder / f"{name}.h5"
+    claim = Claim(folder / f"{name}{CLAIM_SUFFIX}", what=f"writing shard {name}")
+    waited = False
+    while True:
+        if published.exists():
+            return None
+        if claim.try_acquire():
+            if published.exists():  # published between the check and the claim
+                claim.release()
+                return None
+            return claim
+        if not waited:
+            log.info("shard %s is being written by %s: waiting for it to publish",
+                     name, holder(read_claim(claim.path)))
+            waited = True
+        time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------- phase-1 inputs
+def write_todo(store_path: Path, shard: PlannedShard, store_spec: dict) -> Path:
+    """``<shard>.todo.json``: the sequences a phase-1 job embeds and the store it writes."""
+    folder = shard_folder(store_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{shard.name}{TODO_SUFFIX}"
+    tmp = folder / f"{shard.name}.{uuid.uuid4().hex}.todo.tmp"
+    tmp.write_text(json.dumps({"store": str(Path(store_path).absolute()), "shard": shard.name,
+                               **store_spec, "sequences": shard.todo}))
+    os.replace(tmp, final)  # two sweeps planning at once write equivalent files
+    return final
+
+
+def read_todo(path: str | Path) -> dict:
+    """A phase-1 job's input; a clear error names the file when it is gone or torn."""
+    try:
+        data = json.loads(Path(path).read_text())
+        data["store"], data["shard"], data["sequences"]  # noqa: B018 - required fields
+    except (OSError, ValueError, KeyError) as err:
+        raise StoreError(f"{path}: shard job input missing or unreadable ({err}); re-run the "
+                         "sweep to plan its shards again") from err
+    return data
+
+
+def remove_quietly(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -1,0 +1,72 @@
+"""A phase-1 job of a multirun: embed one shard of one store, publish it, nothing else.
+
+The two-phase sweeper (``hydra_plugins.ptransfer``) plans each store's shards and writes
+each one's input next to the store (``<shard>.todo.json``: the store, its identity and
+shape, the sequences still missing); the job's config is a reading cell's config with
+``extract.shard=<that file>``, so the encoder is composed exactly as the cell composes it.
+The job checks that its config keys the same store, takes a GPU slot (``grid.devices``),
+claims the shard, loads the model, embeds, publishes (``embed.extract.extract_shard``) and
+records ``job_status.json`` (state, shard, store, rows, device, seconds). A shard already
+published is skipped without loading anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ptransfer.embed.shards import read_todo, shard_folder
+from ptransfer.embed.store_files import StoreError
+from ptransfer.grid.devices import acquire_device
+
+log = logging.getLogger(__name__)
+
+PHASE = "extract"
+
+
+def _store_for(cfg: DictConfig, todo: dict):
+    """The store of a shard job, after checking the job's config keys the same one."""
+    from ptransfer.embed.store import EmbeddingStore, store_location
+    from ptransfer.grid.cell import encoder_identity
+
+    path = Path(todo["store"])
+    expected, identity, dtype = store_location(cfg.store_dir, encoder_identity(cfg),
+                                               todo["level"], cfg.extract)
+    if expected.absolute() != path.absolute() or identity != todo["identity"]:
+        raise StoreError(f"{cfg.extract.shard}: the job's config keys the store {expected}, "
+                         f"not {path}; re-run the sweep to plan its shards again")
+    return EmbeddingStore(path, identity, int(todo["n_layers"]), int(todo["dim"]),
+                          level=todo["level"], dtype=dtype, compression=todo.get("compression"),
+                          commit_seconds=float(todo.get("commit_seconds", 120.0)))
+
+
+def run_shard_job(cfg: DictConfig) -> dict:
+    """Embed and publish the shard named by ``extract.shard``; returns the job's status."""
+    from ptransfer.embed.extract import ExtractOptions, extract_shard, pooling_for
+    from ptransfer.grid.cell import load_encoder
+
+    started = time.time()
+    todo = read_todo(cfg.extract.shard)
+    name = str(todo["shard"])
+    status = {"phase": PHASE, "shard": name, "store": str(todo["store"]),
+              "n_sequences": len(todo["sequences"]), "started": started}
+    if (shard_folder(Path(todo["store"])) / f"{name}.h5").exists():
+        log.info("shard %s of %s is already published: nothing to do", name, todo["store"])
+        return {**status, "state": "skipped", "device": None, "embedded": 0}
+    store = _store_for(cfg, todo)
+    with acquire_device(cfg, wants_gpu=True, what=f"shard {name}") as lease:
+        log.info("shard %s: %d sequences for %s on device %s", name, len(todo["sequences"]),
+                 store.path, lease.describe())
+        encoder, _ = load_encoder(cfg, lease.torch_device)
+        pool = pooling_for(encoder, todo["sequences"], store, None)
+        options = ExtractOptions(int(cfg.extract.toks_per_batch), str(cfg.extract.length_policy),
+                                 str(cfg.extract.precision), bool(cfg.extract.progress))
+        embedded = extract_shard(encoder, store, name, todo["sequences"], pool, options)
+        if not (store.shard_dir / f"{name}.h5").exists():
+            raise StoreError(f"shard {name} of {store.path} was not published")
+        ended = time.time()  # before the device is released: [device_from, ended] held it
+        return {**status, "state": "done", **lease.record(), "embedded": embedded,
+                "ended": ended, "seconds": round(ended - started, 2)}
