@@ -199,3 +199,26 @@ def test_time_based_commit_survives_a_kill_and_is_not_re_embedded(tmp_path, env)
     survived = rows_in_parts(path, reference)
     assert finish(start(path, env, 0.0, flush_bytes=1 << 30)) == N_SEQUENCES - survived
     assert_same_rows(open_store(path), reference)
+
+
+def test_a_parts_folder_removed_by_another_writer_while_listed_is_not_an_error(tmp_path,
+                                                                               monkeypatch):
+    """Two writers of one shard clean up its parts folder at once: a sub-folder the other
+    writer deletes while this one lists it (the glob raises) must not fail the publication."""
+    from types import SimpleNamespace
+
+    from ptransfer.embed import store_writer
+
+    store = SimpleNamespace(path=tmp_path / "s.h5")
+    parts = store_writer.PartsFolder(store, "shard-x")
+    (parts.folder / "other-writer").mkdir(parents=True)
+    real_glob = Path.glob
+
+    def vanishing(self, pattern):
+        if self == parts.folder:
+            raise FileNotFoundError(2, "No such file or directory", str(self / "other-writer"))
+        return real_glob(self, pattern)
+
+    monkeypatch.setattr(Path, "glob", vanishing)
+    parts.remove([])  # raised FileNotFoundError before
+    assert store_writer.PartsFolder(store, "shard-x").adopted == []

@@ -78,7 +78,7 @@ class PartsFolder:
         self.own = self.folder / uuid.uuid4().hex[:12]
         self.adopted: list[Path] = []
         self.keys: set[str] = set()
-        for path in sorted(self.folder.glob("*/*.h5")) if self.folder.is_dir() else []:
+        for path in sorted(_listed(self.folder, "*/*.h5")):
             try:  # a killed (or concurrent) writer's committed work
                 with open_store_file(path) as handle:
                     store.check_file(handle, path)
@@ -157,11 +157,11 @@ class PartsFolder:
             path.unlink(missing_ok=True)
         shutil.rmtree(self.own, ignore_errors=True)
         stale_before = time.time() - STALE_S
-        for path in self.folder.glob("*/*") if self.folder.is_dir() else []:
+        for path in _listed(self.folder, "*/*"):
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < stale_before:
                     path.unlink()
-        for folder in [*self.folder.glob("*/"), self.folder] if self.folder.is_dir() else []:
+        for folder in [*_listed(self.folder, "*/"), self.folder]:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: a concurrent writer may still add parts
 
@@ -169,6 +169,15 @@ class PartsFolder:
         if self.own.is_dir():
             for tmp in self.own.glob("*.tmp"):
                 tmp.unlink(missing_ok=True)
+
+
+def _listed(folder: Path, pattern: str) -> list[Path]:
+    """``folder.glob(pattern)``, or nothing when a concurrent writer removes a folder while
+    it is listed (clean-up is best effort: the next writer of the shard does it)."""
+    try:
+        return list(folder.glob(pattern))
+    except OSError:
+        return []
 
 
 class StoreWriter:
