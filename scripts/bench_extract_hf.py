@@ -3,7 +3,7 @@
 
 Sequences (``--dataset``): ``gb1``, FLIP GB1's 8,733 unique variants as the GB1 tasks embed
 them (the 56-residue domain, ``conf/task/gb1_*.yaml``: all of one length); or ``cb513``, the
-CB513 proteins of at most 510 residues (266 of 511, 20 to 510 residues: AntiBERTy has 512
+CB513 proteins of at most 510 residues (399 distinct chains, 85,201 residues: AntiBERTy has 512
 positions, and the plain loop cannot window), in the file's order; ``--limit`` keeps the
 first N. All 9 layers, mean-pooled per protein.
 
