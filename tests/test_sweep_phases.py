@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,7 +166,8 @@ def test_force_and_store_rebuild_re_extract_once_in_phase_1(tmp_path, tiny_refer
     once before planning, phase 1 extracts every shard again, and the phase-2 cells re-fit
     on them without deleting them again (no cell loads a model): the same rows."""
     searchpath, reference = tiny_reference
-    check(ptransfer(*_tiny_sweep(searchpath), cwd=tmp_path))
+    finished = Path(searchpath.split("file://")[1].rstrip("]")).parent / "res"
+    shutil.copytree(finished, tmp_path / "res", symlinks=True)  # the finished sweep, moved
     before = set((tmp_path / "res").rglob("job_status.json"))
     out = check(ptransfer(*_tiny_sweep(searchpath, "force=true", "store.rebuild=true"),
                           cwd=tmp_path))
