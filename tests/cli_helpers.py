@@ -29,3 +29,12 @@ def check(proc) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-4000:]}"
     return out
+
+
+def main_output(capsys, *argv: str) -> tuple[int, str]:
+    """``ptransfer.cli.main(argv)`` in this process: (exit code, stdout + stderr)."""
+    from ptransfer.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out + out.err

@@ -56,3 +56,10 @@ def tiny_esm1_path(tmp_path_factory):
 def tiny_carp_path(tmp_path_factory):
     """A perturbed 2-block CARP in sequence-models' checkpoint format."""
     return write_tiny("carp", tmp_path_factory.mktemp("tiny_carp"))
+
+
+@pytest.fixture()
+def work(tmp_path, monkeypatch):
+    """A fresh working directory for a command: the test's ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -13,28 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import SHARED_DATA
+from cli_helpers import SHARED_DATA, main_output
 
 from ptransfer import __version__
-from ptransfer.cli import COMMANDS, SUMMARY, main
+from ptransfer.cli import COMMANDS, SUMMARY
 from ptransfer.data import DATASETS
-
-
-@pytest.fixture()
-def work(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def _main(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 @pytest.mark.parametrize("argv", [[], ["--help"], ["-h"]])
 def test_help_lists_every_command_with_a_line_and_an_example(work, capsys, argv):
-    code, out = _main(capsys, *argv)
+    code, out = main_output(capsys, *argv)
     assert code == 0
     assert "parse, dispatch" not in out  # not the module docstring
     for name in COMMANDS:
@@ -48,11 +36,11 @@ def test_help_lists_every_command_with_a_line_and_an_example(work, capsys, argv)
 
 
 def test_version(work, capsys):
-    assert _main(capsys, "--version") == (0, f"ptransfer {__version__}\n")
+    assert main_output(capsys, "--version") == (0, f"ptransfer {__version__}\n")
 
 
 def test_plan_help_is_help_not_a_traceback(work, capsys):
-    code, out = _main(capsys, "plan", "--help")
+    code, out = main_output(capsys, "plan", "--help")
     assert code == 0 and out.startswith("usage: ptransfer plan")
     assert "Traceback" not in out and not (work / "results").exists()
 
@@ -68,7 +56,7 @@ def test_data_root_forms(work, capsys, form):
     root = work / "myroot"
     (root / "flip_gb1").mkdir(parents=True)
     (root / "flip_gb1" / "splits.zip").write_bytes(b"not the real file")
-    code, out = _main(capsys, *[str(root) if a == "ROOT" else a.replace("ROOT", str(root))
+    code, out = main_output(capsys, *[str(root) if a == "ROOT" else a.replace("ROOT", str(root))
                                 for a in form])
     assert code == 0, out
     assert out.splitlines()[0] == f"data root {root}"  # the listing says where it looked
@@ -79,7 +67,7 @@ def test_data_root_forms(work, capsys, form):
 
 
 def test_data_root_option_without_a_value_is_an_error(work, capsys):
-    code, out = _main(capsys, "data", "list", "--root")
+    code, out = main_output(capsys, "data", "list", "--root")
     assert code == 1 and "--root needs a directory" in out
 
 
@@ -97,7 +85,7 @@ def test_data_root_option_without_a_value_is_an_error(work, capsys):
 ])
 @pytest.mark.parametrize("command", ["run", "plan"])
 def test_bad_config_names_the_key_and_runs_nothing(work, capsys, command, override, words):
-    code, out = _main(capsys, command, "+experiment=smoke", "results_dir=res", override)
+    code, out = main_output(capsys, command, "+experiment=smoke", "results_dir=res", override)
     assert code == 1, out
     assert f"ptransfer {command}: error: " in out and words in out
     assert "Traceback" not in out and "Config search path" not in out
@@ -117,7 +105,7 @@ def test_read_only_results_dir_is_one_line(work, capsys):
         locked.mkdir()
         locked.chmod(0o555)
         target = locked / "res"
-    code, out = _main(capsys, "run", "+experiment=smoke", f"results_dir={target}")
+    code, out = main_output(capsys, "run", "+experiment=smoke", f"results_dir={target}")
     assert code == 1
     lines = [line for line in out.splitlines() if line.strip()]
     assert lines == [f"ptransfer run: error: results_dir={target}: cannot write there "
@@ -139,12 +127,12 @@ def test_multirun_flag_anywhere_and_csv_tasks_collect_side_by_side(work, capsys)
     rng = np.random.default_rng(0)
     first, second = _csv(work / "alpha.csv", rng), _csv(work / "beta.csv", rng)
     # -m after the overrides, as Hydra itself accepts it
-    code, out = _main(capsys, "run", "results_dir=res", "task=csv", "model=onehot",
+    code, out = main_output(capsys, "run", "results_dir=res", "task=csv", "model=onehot",
                       f"task.path={first},{second}", "extract.progress=false", "-m")
     assert code == 0, out
     assert "sweep: 2 cells: 2 run" in out
     assert list((work / "res" / "hydra").glob("multirun_*"))
-    code, out = _main(capsys, "collect", "res")
+    code, out = main_output(capsys, "collect", "res")
     assert code == 0, out
     merged = pd.read_csv(work / "res" / "results.csv")
     assert sorted(merged.task.unique()) == ["alpha", "beta"]  # each file's stem
@@ -159,12 +147,12 @@ def test_collect_flags_two_datasets_under_one_task_name(work, capsys):
     one, two = work / "one", work / "two"
     one.mkdir(), two.mkdir()
     for folder in (one, two):
-        code, out = _main(capsys, "run", "results_dir=res", "task=csv", "model=onehot",
+        code, out = main_output(capsys, "run", "results_dir=res", "task=csv", "model=onehot",
                           f"task.path={_csv(folder / 'data.csv', rng)}", "task.name=same",
                           "extract.progress=false")
         assert code == 0, out
     assert len(list((work / "res" / "cells").iterdir())) == 2
-    code, out = _main(capsys, "collect", "res")
+    code, out = main_output(capsys, "collect", "res")
     assert code == 0, out
     intervals = pd.read_csv(work / "res" / "intervals.csv")
     assert intervals["data_fingerprint"].nunique() == 2  # two baselines, never pooled
@@ -193,5 +181,5 @@ needs_data = pytest.mark.skipif(not (SHARED_DATA / "flip_gb1" / "splits.zip").is
 
 @needs_data
 def test_data_list_on_the_shared_copy(work, capsys):
-    code, out = _main(capsys, "data", "list", f"data.root={SHARED_DATA}")
+    code, out = main_output(capsys, "data", "list", f"data.root={SHARED_DATA}")
     assert code == 0 and "gb1      present" in out

@@ -80,12 +80,6 @@ def _state(root: Path) -> dict:
     return state
 
 
-@pytest.fixture()
-def work(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 # -- item 6 --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv,message", [

@@ -9,20 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from ptransfer.cli import main
-
-
-@pytest.fixture()
-def work(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def _main(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out + out.err
+from cli_helpers import main_output
 
 
 def _one_error_line(out: str) -> str:
@@ -37,7 +24,7 @@ def _one_error_line(out: str) -> str:
                                           ("+schedule.max_step=3", "schedule.max_step"),
                                           ("+data.fastaa=x.fa", "data.fastaa")])
 def test_pretrain_rejects_an_unknown_key_listing_the_known_ones(work, capsys, override, key):
-    code, out = _main(capsys, "pretrain", override, "results_dir=res")
+    code, out = main_output(capsys, "pretrain", override, "results_dir=res")
     line = _one_error_line(out)
     assert code == 1 and line.startswith("ptransfer pretrain: error: unknown config key(s)")
     assert f"'{key}'" in line
@@ -48,7 +35,7 @@ def test_pretrain_rejects_an_unknown_key_listing_the_known_ones(work, capsys, ov
 
 
 def test_pretrain_checks_value_types(work, capsys):
-    code, out = _main(capsys, "pretrain", "seed=abc", "results_dir=res")
+    code, out = main_output(capsys, "pretrain", "seed=abc", "results_dir=res")
     assert code == 1 and "config key 'seed': expected an integer" in _one_error_line(out)
 
 
@@ -71,7 +58,7 @@ def _small_csv(path):
 ])
 def test_names_that_become_paths_must_be_safe(work, capsys, override, key):
     data = _small_csv(work / "t.csv")
-    code, out = _main(capsys, "run", "task=csv", f"task.path={data}", "model=onehot",
+    code, out = main_output(capsys, "run", "task=csv", f"task.path={data}", "model=onehot",
                       "results_dir=res/inner", override)
     line = _one_error_line(out)
     assert code == 1 and f"config key {key!r}" in line and "letters, digits" in line
@@ -80,7 +67,7 @@ def test_names_that_become_paths_must_be_safe(work, capsys, override, key):
 
 def test_a_csv_stem_that_is_not_a_safe_name_says_to_set_task_name(work, capsys):
     data = _small_csv(work / "my data.csv")
-    code, out = _main(capsys, "run", "task=csv", f"task.path={data}", "model=onehot",
+    code, out = main_output(capsys, "run", "task=csv", f"task.path={data}", "model=onehot",
                       "results_dir=res")
     line = _one_error_line(out)
     assert code == 1 and "'task.name'" in line and "'my data'" in line
@@ -88,7 +75,7 @@ def test_a_csv_stem_that_is_not_a_safe_name_says_to_set_task_name(work, capsys):
 
 
 def test_pretrain_arch_name_must_be_safe(work, capsys):
-    code, out = _main(capsys, "pretrain", "arch.name=../x", "results_dir=res")
+    code, out = main_output(capsys, "pretrain", "arch.name=../x", "results_dir=res")
     assert code == 1 and "config key 'arch.name'" in _one_error_line(out)
 
 
@@ -98,13 +85,13 @@ def test_a_sweep_with_two_tasks_under_one_name_is_refused_before_it_runs(work, c
     one, two = work / "one", work / "two"
     one.mkdir(), two.mkdir()
     first, second = _small_csv(one / "x.csv"), _small_csv(two / "x.csv")
-    code, out = _main(capsys, "run", "-m", "task=csv", f"task.path={first},{second}",
+    code, out = main_output(capsys, "run", "-m", "task=csv", f"task.path={first},{second}",
                       "model=onehot", "results_dir=res", "extract.progress=false")
     line = _one_error_line(out)
     assert code == 1 and "task.name 'x' names 2 different tasks" in line
     assert str(first) in line and str(second) in line and "own name" in line
     assert not (work / "res" / "cells").exists()  # nothing ran
-    code, out = _main(capsys, "run", "-m", "task=csv", f"task.path={first}",
+    code, out = main_output(capsys, "run", "-m", "task=csv", f"task.path={first}",
                       "task.overlap=keep,drop", "model=onehot", "results_dir=res")
     line = _one_error_line(out)
     assert code == 1 and "task.name 'x' names 2 different tasks" in line
@@ -141,7 +128,7 @@ def _blocked(work: Path) -> Path:
 @pytest.mark.parametrize("where", [_unwritable, _blocked])
 def test_an_unwritable_store_dir_is_found_before_any_model_is_built(work, capsys, where):
     target = where(work)
-    code, out = _main(capsys, "run", "task=synthetic", "model=esm2_t6_8M_UR50D",
+    code, out = main_output(capsys, "run", "task=synthetic", "model=esm2_t6_8M_UR50D",
                       "ablation=random_init", "results_dir=res", f"store_dir={target}")
     line = _one_error_line(out)
     assert code == 1 and f"store_dir={target}: cannot write there" in line
@@ -151,20 +138,20 @@ def test_an_unwritable_store_dir_is_found_before_any_model_is_built(work, capsys
 @pytest.mark.parametrize("where", [_unwritable, _blocked])
 def test_collect_and_report_into_an_unwritable_place_are_one_line(work, capsys, where):
     data = _small_csv(work / "t.csv")
-    assert _main(capsys, "run", "task=csv", f"task.path={data}", "model=onehot",
+    assert main_output(capsys, "run", "task=csv", f"task.path={data}", "model=onehot",
                  "results_dir=res", "extract.progress=false")[0] == 0
-    assert _main(capsys, "collect", "res", "--resamples", "100")[0] == 0
+    assert main_output(capsys, "collect", "res", "--resamples", "100")[0] == 0
     target = where(work)
-    code, out = _main(capsys, "report", "res/results.csv", "--out", str(target))
+    code, out = main_output(capsys, "report", "res/results.csv", "--out", str(target))
     assert code == 1 and str(target) in _one_error_line(out)
     (work / "res" / ".collect").rename(work / "moved")  # collect needs DIR/.collect
     (work / "res" / ".collect").write_text("in the way")
-    code, out = _main(capsys, "collect", "res", "--resamples", "100")
+    code, out = main_output(capsys, "collect", "res", "--resamples", "100")
     assert code == 1 and "cannot write the collected tables" in _one_error_line(out)
 
 
 def test_csv_task_without_a_path_names_task_path(work, capsys):
-    code, out = _main(capsys, "run", "task=csv", "model=onehot", "results_dir=res")
+    code, out = main_output(capsys, "run", "task=csv", "model=onehot", "results_dir=res")
     line = _one_error_line(out)
     assert code == 1 and "config key 'task.path' is required" in line
     assert "InterpolationResolutionError" not in line
@@ -172,7 +159,7 @@ def test_csv_task_without_a_path_names_task_path(work, capsys):
 
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_a_non_positive_max_len_names_the_key(work, capsys, value):
-    code, out = _main(capsys, "run", "task=synthetic", "model=onehot", f"model.max_len={value}",
+    code, out = main_output(capsys, "run", "task=synthetic", "model=onehot", f"model.max_len={value}",
                       "results_dir=res")
     assert code == 1 and "config key 'model.max_len'" in _one_error_line(out)
 
@@ -211,7 +198,7 @@ def test_a_checkpoint_whose_config_disagrees_with_its_tensors_is_one_line(tmp_pa
 
 
 def test_pretrain_with_missing_data_is_one_line(work, capsys):
-    code, out = _main(capsys, "pretrain", "data.root=nowhere", "results_dir=res")
+    code, out = main_output(capsys, "pretrain", "data.root=nowhere", "results_dir=res")
     line = _one_error_line(out)
     assert code == 1 and line.startswith("ptransfer pretrain: error: data.tasks: task 'ss3'")
     assert "missing data file nowhere/flip_secondary_structure/splits.zip" in line

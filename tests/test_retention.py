@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from cli_helpers import check, ptransfer
 from test_store_safety import tiny_cfg
-from tiny_models import model_config
+from tiny_models import tiny_esm2_searchpath
 
 from ptransfer.analysis.cell_files import file_record
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
@@ -30,10 +29,7 @@ SUBSAMPLES = ("null", "{train:200}", "{train:300}")
 
 @pytest.fixture()
 def tiny_conf(tmp_path):
-    conf = tmp_path / "extra_conf" / "model"
-    conf.mkdir(parents=True)
-    (conf / "tiny_esm2.yaml").write_text(yaml.safe_dump(model_config("esm2", name="tiny_esm2")))
-    return f"hydra.searchpath=[file://{conf.parent}]"
+    return tiny_esm2_searchpath(tmp_path)
 
 
 def _cell_args(tiny_conf: str, *extra: str) -> list[str]:

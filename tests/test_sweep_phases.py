@@ -25,9 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from cli_helpers import REPO, SHARED_DATA, check, ptransfer
-from tiny_models import model_config
+from tiny_models import tiny_esm2_searchpath
 
 from ptransfer.embed.verify import OK, verify_file
 
@@ -36,10 +35,7 @@ FAKE_GPUS = {"PTRANSFER_FAKE_GPUS": "4"}
 
 @pytest.fixture()
 def tiny_conf(tmp_path):
-    conf = tmp_path / "extra_conf" / "model"
-    conf.mkdir(parents=True)
-    (conf / "tiny_esm2.yaml").write_text(yaml.safe_dump(model_config("esm2", name="tiny_esm2")))
-    return f"hydra.searchpath=[file://{conf.parent}]"
+    return tiny_esm2_searchpath(tmp_path)
 
 
 def _statuses(results: Path) -> list[dict]:
@@ -106,10 +102,7 @@ def test_submitit_local_jobs_wait_for_a_free_simulated_gpu(tmp_path, tiny_conf):
 def tiny_reference(tmp_path_factory):
     """The tiny sweep run once, uninterrupted: (its extra config dir, its collected rows)."""
     work = tmp_path_factory.mktemp("reference")
-    conf = work / "extra_conf" / "model"
-    conf.mkdir(parents=True)
-    (conf / "tiny_esm2.yaml").write_text(yaml.safe_dump(model_config("esm2", name="tiny_esm2")))
-    searchpath = f"hydra.searchpath=[file://{conf.parent}]"
+    searchpath = tiny_esm2_searchpath(work)
     check(ptransfer(*_tiny_sweep(searchpath), cwd=work))
     return searchpath, _collected(work, "res")
 

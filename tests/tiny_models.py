@@ -180,3 +180,13 @@ def model_config(family: str, **overrides) -> dict:
     }
     config.update(overrides)
     return config
+
+
+def tiny_esm2_searchpath(root: Path) -> str:
+    """A Hydra search path override adding ``model=tiny_esm2`` (written under ``root``)."""
+    import yaml
+
+    conf = root / "extra_conf" / "model"
+    conf.mkdir(parents=True)
+    (conf / "tiny_esm2.yaml").write_text(yaml.safe_dump(model_config("esm2", name="tiny_esm2")))
+    return f"hydra.searchpath=[file://{conf.parent}]"

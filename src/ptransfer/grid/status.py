@@ -25,6 +25,7 @@ from pathlib import Path
 
 # One reader of status files for the grid and collect; a torn file reads as None (redone).
 from ptransfer.analysis.cell_files import STATUS_FILE, read_status
+from ptransfer.embed.claims import proc_start, process_alive
 
 HEARTBEAT_S = 60.0
 STALE_S = 10 * HEARTBEAT_S  # several missed beats: a busy machine, not a slow one
@@ -32,15 +33,6 @@ RUNNING, INTERRUPTED = "running", "interrupted"
 # One lock for every status write of this process: the heartbeat thread reads, checks and
 # rewrites under it, so it can never overwrite the final done/failed status with "running".
 _LOCK = threading.Lock()
-
-
-def _proc_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux), or None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), after "pid (comm)"
 
 
 def _write(cell_dir: Path, status: dict) -> None:
@@ -89,18 +81,8 @@ def running_status(cell_id: str, started: float) -> dict:
     """The ``running`` status of a cell run by this process."""
     pid = os.getpid()
     return {"state": RUNNING, "cell_id": cell_id, "started": started, "pid": pid,
-            "host": socket.gethostname(), "proc_start": _proc_start(pid),
+            "host": socket.gethostname(), "proc_start": proc_start(pid),
             "heartbeat": time.time()}
-
-
-def _alive(pid: int, proc_start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    return proc_start is None or _proc_start(pid) in (None, proc_start)
 
 
 def effective_state(status: dict | None, now: float | None = None) -> str | None:
@@ -113,7 +95,7 @@ def effective_state(status: dict | None, now: float | None = None) -> str | None
         return INTERRUPTED
     pid = status.get("pid")
     if pid is not None and status.get("host") == socket.gethostname():
-        if not _alive(int(pid), status.get("proc_start")):
+        if not process_alive(int(pid), status.get("proc_start")):
             return INTERRUPTED
     return RUNNING
 
