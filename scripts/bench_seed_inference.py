@@ -57,30 +57,12 @@ def df_table(draws: int = 200_000, n_items: int = 1000) -> pd.DataFrame:
 
 def project_simulation(runs: int) -> dict:
     """The simulations of tests/test_inference.py, with more runs."""
-    from test_inference import _simulate, arm_truth, g
+    from test_inference import one_seed_rates, three_seed_rates
 
-    from ptransfer.analysis.comparisons import compare, intervals_table
-
-    rng = np.random.default_rng(2024)
-    q0, sd_q, n = 1.0, 0.25, 1000
-    truth = arm_truth(q0, sd_q)
-    hits = rejections = 0
-    for _ in range(runs):
-        arms, reps = _simulate(rng, n, 100, {"a": list(q0 + sd_q * rng.normal(size=3)),
-                                             "b": list(q0 + sd_q * rng.normal(size=3))})
-        row = intervals_table([arms["a"]], reps).set_index("layer_choice").loc["best"]
-        hits += row["ci_low"] <= truth <= row["ci_high"]
-        rejections += compare(arms["a"], [0] * 3, arms["b"], [0] * 3, reps)["p_value"] < 0.05
-    rng = np.random.default_rng(7)
-    arm_hits = delta_hits = 0
-    for _ in range(runs):
-        arms, reps = _simulate(rng, 300, 1000, {"a": [1.0], "b": [0.7]})
-        row = intervals_table([arms["a"]], reps).set_index("layer_choice").loc["best"]
-        arm_hits += row["ci_low"] <= g(1.0) <= row["ci_high"]
-        out = compare(arms["a"], [0], arms["b"], [0], reps)
-        delta_hits += out["ci_low"] <= g(1.0) - g(0.7) <= out["ci_high"]
-    return {"S=3 arm coverage": hits / runs, "S=3 type-I error": rejections / runs,
-            "S=1 arm coverage": arm_hits / runs, "S=1 delta coverage": delta_hits / runs}
+    coverage, rejection = three_seed_rates(runs)
+    arm_coverage, delta_coverage = one_seed_rates(runs)
+    return {"S=3 arm coverage": coverage, "S=3 type-I error": rejection,
+            "S=1 arm coverage": arm_coverage, "S=1 delta coverage": delta_coverage}
 
 
 def gb1_check(results: Path) -> pd.DataFrame:

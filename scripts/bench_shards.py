@@ -26,6 +26,15 @@ import numpy as np
 from ptransfer.embed.store import EmbeddingStore
 
 
+def read_with_h5py(path: Path, keys: list[str], n_layers: int) -> None:
+    """Every layer's rows of ``keys``, in that order, with h5py alone (a user's read)."""
+    with h5py.File(path, "r") as handle:
+        where = {k: i for i, k in enumerate(handle["keys"][...].astype(str))}
+        wanted = np.array([where[k] for k in keys])
+        for layer in range(n_layers):
+            handle[f"layer_{layer:03d}"][...][wanted]
+
+
 def best_of(fn, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
@@ -82,12 +91,7 @@ def main() -> None:
                     s.read_layer(layer, task_order)
 
             def through_index(p=path):
-                with h5py.File(p, "r") as handle:
-                    keys = handle["keys"][...].astype(str)
-                    where = {k: i for i, k in enumerate(keys)}
-                    wanted = np.array([where[s] for s in store_keys(task_order)])
-                    for layer in range(args.layers):
-                        handle[f"layer_{layer:03d}"][...][wanted]
+                read_with_h5py(p, store_keys(task_order), args.layers)
 
             results.append({"shards": n_shards, "open_s": opened, "finalize_s": finalize,
                             "read_store_s": best_of(through_store),
@@ -97,12 +101,7 @@ def main() -> None:
                 merged_copy(path, merged)
 
                 def through_merged(p=merged):
-                    with h5py.File(p, "r") as handle:
-                        keys = handle["keys"][...].astype(str)
-                        where = {k: i for i, k in enumerate(keys)}
-                        wanted = np.array([where[s] for s in store_keys(task_order)])
-                        for layer in range(args.layers):
-                            handle[f"layer_{layer:03d}"][...][wanted]
+                    read_with_h5py(p, store_keys(task_order), args.layers)
 
                 merged_s = best_of(through_merged)
             shutil.rmtree(path.with_name(path.name + ".shards"))
