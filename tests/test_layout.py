@@ -1,8 +1,8 @@
 """The tree reads as the pipeline: one package per stage, imports flowing one way, small modules.
 
-Stages, bottom up: tasks and encoders -> embed -> heads -> grid -> analysis (results and
-conclusions; the grid writes rows through its schema) and pretrain beside them; ``cli`` sits on
-top. ``metrics``, ``data`` and the package root are shared foundations.
+Stages, bottom up: tasks and encoders -> embed -> heads (and tune, fine-tuning, beside it) ->
+grid -> analysis (results and conclusions; the grid writes rows through its schema) and pretrain
+beside them; ``cli`` sits on top. ``metrics``, ``data`` and the package root are shared foundations.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ ALLOWED = {
     "encoders": set(),
     "embed": {"encoders", "tasks"},
     "heads": {"embed", "encoders", "tasks"},
+    "tune": {"embed", "encoders", "tasks"},
     "grid": {"heads", "embed", "encoders", "tasks", "analysis"},
     "analysis": set(),
     "pretrain": {"encoders", "tasks"},
