@@ -252,3 +252,16 @@ def test_kill_9_mid_epoch_then_a_rerun_completes_identically(weights, tmp_path):
     for name in ("val", "test"):
         assert np.array_equal(resumed.predictions_[name], reference.predictions_[name])
     assert resumed.history_ == reference.history_
+
+
+def test_bf16_autocast_trains_close_to_fp32(weights):
+    """precision=bf16 runs the forward under autocast (on CUDA it is the default, ``auto``);
+    on this CPU the same path runs: predictions close to fp32's, not equal to them."""
+    spec = TuneSpec(mode="lora", max_epochs=1, learning_rates=(1e-3,), toks_per_batch=64)
+    fp32 = fit(weights, spec=spec)
+    bf16 = fit(weights, spec=TuneSpec(**{**spec.as_dict(), "precision": "bf16",
+                                         "learning_rates": (1e-3,)}))
+    assert not np.array_equal(bf16.predictions_["test"], fp32.predictions_["test"])
+    scale = np.abs(fp32.predictions_["test"]).max()
+    np.testing.assert_allclose(bf16.predictions_["test"], fp32.predictions_["test"],
+                               atol=0.05 * scale)
