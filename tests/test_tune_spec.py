@@ -73,14 +73,14 @@ def test_the_memory_and_time_estimate_by_hand():
                          test_tokens=300, n_rates=2, max_epochs=20, bf16=True)
     assert full.weight_bytes == 4 * n
     assert full.state_bytes == 12 * (n + head)
-    assert full.activation_bytes == toks * blocks * 17 * dim * 2
+    assert full.activation_bytes == toks * blocks * 24 * dim * 2
     assert full.flops == 2 * 20 * (6 * n * 1000 + 2 * n * 200) + 2 * 2 * n * 500
     assert full.seconds(100) == pytest.approx(full.flops / 1e14)
     assert lora_parameters(blocks, dim, 8) == 8 * 4 * 8 * 1024
     lora = estimate_tune("lora", n, blocks, dim, toks, 1000, 200, 300, 2, 20, lora_r=8,
                          bf16=False, gradient_checkpointing=True)
     assert lora.state_bytes == 12 * (8 * 4 * 8 * 1024 + head)
-    assert lora.activation_bytes == toks * (blocks * dim * 4 + 17 * dim * 4)
+    assert lora.activation_bytes == toks * (blocks * dim * 4 + 24 * dim * 4)
     assert lora.flops == 2 * 20 * (4 * n * 1000 + 2 * n * 200) + 2 * 2 * n * 500
     assert "GB" in full.describe()
     with pytest.raises(ValueError, match="^tune.mode='frozen'"):
