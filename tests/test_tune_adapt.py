@@ -20,6 +20,7 @@ from ptransfer.tune.adapt import (
     adapt,
     architecture,
     block_list,
+    check_encoder,
     check_tunable,
     checkpoint_blocks,
 )
@@ -60,7 +61,8 @@ def test_lora_trains_only_adapters_and_head_and_keeps_every_base_weight(family, 
     assert changed == []
     trained = [n for n, p in module.named_parameters() if p.requires_grad]
     assert trained and all(".lora_A." in n or ".lora_B." in n for n in trained)
-    n_adapted = len(LORA_TARGETS[architecture(encoder)]) * encoder.n_blocks
+    n_adapted = len(LORA_TARGETS[architecture(encoder.family, getattr(encoder, 'arch', None))]) \
+        * encoder.n_blocks
     assert len(trained) == 2 * n_adapted  # an A and a B per adapted projection
     peft_trainable, _ = tuner.peft_model_.get_nb_trainable_parameters()
     assert tuner.n_trainable_backbone_ == peft_trainable
@@ -91,16 +93,20 @@ def test_lora_is_refused_where_it_is_undefined(weights):
     carp = load("carp", weights)
     with pytest.raises(ValueError, match=r"^tune=lora is not defined for model=carp_tiny: "
                                          r"CARP .* no attention .*use tune=full$"):
-        check_tunable(carp, TuneSpec(mode="lora"))
-    check_tunable(carp, TuneSpec(mode="full"))  # a CNN trains fully
+        check_encoder(carp, TuneSpec(mode="lora"))
+    check_encoder(carp, TuneSpec(mode="full"))  # a CNN trains fully
     onehot = OneHotEncoder(name="onehot", family="onehot", n_blocks=0, dim=21, n_params=0,
                            max_len=None)
     for mode in ("lora", "full"):
         with pytest.raises(ValueError, match=rf"^tune={mode} needs a torch model; "
                                              r"model=onehot"):
-            check_tunable(onehot, TuneSpec(mode=mode))
+            check_encoder(onehot, TuneSpec(mode=mode))
     with pytest.raises(ValueError, match="^tune=frozen trains nothing"):
-        check_tunable(carp, TuneSpec(mode="frozen"))
+        check_encoder(carp, TuneSpec(mode="frozen"))
+    # from the model config alone (no weights): what the config checks call
+    check_tunable(TuneSpec(mode="lora"), "antiberty", "antiberty", {"model_type": "bert"})
+    with pytest.raises(ValueError, match="^tune=lora is not defined for model=carp_600k"):
+        check_tunable(TuneSpec(mode="lora"), "carp_600k", "carp", {"d_model": 128})
 
 
 def _gradients(family: str, weights, checkpointed: bool) -> dict[str, torch.Tensor]:

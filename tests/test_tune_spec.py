@@ -15,9 +15,12 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "tune"
 
 
 def spec_of(name: str, length_policy: str = "window") -> TuneSpec:
-    """``conf/tune/<name>.yaml`` composed beside ``extract`` (its interpolation) -> spec."""
-    cfg = OmegaConf.create({"extract": {"length_policy": length_policy},
-                            "tune": OmegaConf.load(CONF / f"{name}.yaml")})
+    """``tune=<name>`` composed by Hydra (conf/config.yaml) -> spec."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
+        cfg = compose("config", overrides=[f"tune={name}",
+                                           f"extract.length_policy={length_policy}"])
     return TuneSpec.from_mapping(OmegaConf.to_container(cfg.tune, resolve=True))
 
 
@@ -28,6 +31,8 @@ def test_the_config_group_files_are_the_documented_defaults():
     assert lora.head_dropout == 0.2 and lora.learning_rates is None
     assert lora == TuneSpec(mode="lora")  # the yaml repeats the dataclass defaults
     assert spec_of("full") == TuneSpec(mode="full")
+    # lora and full take frozen.yaml's settings: a sweep over tune= accepts tune.* overrides
+    assert OmegaConf.load(CONF / "full.yaml")["defaults"] == ["frozen", "_self_"]
     assert spec_of("full", "truncate").length_policy == "truncate"  # one setting: extract's
 
 
@@ -51,6 +56,11 @@ def test_default_learning_rate_grids_per_mode_and_pretraining():
     ({"precision": "fp16"}, r"^tune.precision='fp16': choose one of"),
     ({"warmup_steps": -5}, r"^tune.warmup_steps=-5: must be >= 0$"),
     ({"lora_rank": 4}, r"^tune.lora_rank is not a fine-tuning setting; known: "),
+    ({"max_epochs": "many"}, r"^tune.max_epochs='many': expected an integer$"),
+    ({"max_epochs": 2.5}, r"^tune.max_epochs=2.5: expected an integer$"),
+    ({"patience": True}, r"^tune.patience=True: expected an integer$"),
+    ({"gradient_checkpointing": 1}, r"^tune.gradient_checkpointing=1: expected true or false$"),
+    ({"lora_alpha": "16"}, r"^tune.lora_alpha='16': expected a number$"),
 ])
 def test_a_bad_value_is_one_line_naming_the_key(values, message):
     with pytest.raises(ValueError, match=message):
@@ -85,3 +95,10 @@ def test_the_memory_and_time_estimate_by_hand():
     assert "GB" in full.describe()
     with pytest.raises(ValueError, match="^tune.mode='frozen'"):
         estimate_tune("frozen", n, blocks, dim, toks, 1, 1, 1, 1, 1)
+
+
+def test_the_torch_free_family_list_is_the_encoders_one():
+    from ptransfer.encoders.weights import ESM_FAMILIES
+    from ptransfer.tune.targets import FAIR_ESM_FAMILIES
+
+    assert FAIR_ESM_FAMILIES == ESM_FAMILIES

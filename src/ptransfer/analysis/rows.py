@@ -28,6 +28,8 @@ COLUMNS: dict[str, str] = {
                         "(model.checkpoints in the order listed, final last)",
     "ablation": "pretrained | random_init | stat_transfer (onehot rows: pretrained)",
     "ablation_scope": "full (every tensor) | reference (what the paper's code changed); see README",
+    "tune": "frozen (probes on the frozen model's features) | lora | full (the model fine-tuned "
+            "with an MLP head on its last layer); written only by fine-tune cells",
     "seed": "seed of the cell: ablation, probe initialisation, data order",
     "task": "task name (gb1_two_vs_rest, ss3, ...)",
     "dataset": "dataset and split the task reads (flip_gb1/two_vs_rest, ...)",
@@ -40,9 +42,10 @@ COLUMNS: dict[str, str] = {
     "length_policy": "sequences over the model's limit: window | truncate",
     "pooled_dtype": "per-protein store dtype: float32 | float16",
     "data_fingerprint": "SHA-256 prefix of the task's loaded content (sequences, targets, splits)",
-    "head": "probe: ridge | logistic | linear | streaming",
+    "head": "probe: ridge | logistic | linear | streaming; mlp for fine-tune cells",
     "head_config": "SHA-256 prefix of the probe's own configuration (its grid, learning rate, "
-                   "...): cells are compared only when it is equal",
+                   "...; a fine-tune cell's: its tune settings): cells are compared only when "
+                   "it is equal",
     "hparams": "hyper-parameters chosen on validation, JSON ({\"alpha\": 10.0})",
     "eval_set": "val, or a test set name (test, cb513, ts115, casp12)",
     "metric": "spearman | pearson | mse | ndcg | accuracy | macro_f1 | roc_auc",
@@ -62,8 +65,11 @@ COLUMNS: dict[str, str] = {
 # Columns added after the first tables were written, with the value an older table means.
 ADDED_COLUMNS: dict[str, object] = {
     "checkpoint_fraction": float("nan"), "checkpoint_order": float("nan"),
-    "length_policy": "", "pooled_dtype": "", "head_config": "",
+    "length_policy": "", "pooled_dtype": "", "head_config": "", "tune": "frozen",
 }
+# Columns a cell writes only when their value is not the default: the rows of every cell
+# that existed before them keep their bytes (readers fill the default back in).
+OMITTED_AT_DEFAULT: dict[str, object] = {"tune": "frozen"}
 
 
 def with_added_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -73,13 +79,16 @@ def with_added_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame in schema order; a missing or extra column is a bug, so it raises."""
+    """Rows as a DataFrame in schema order; a missing or extra column is a bug, so it raises.
+
+    A column of ``OMITTED_AT_DEFAULT`` whose every value is its default is left out."""
     frame = pd.DataFrame(rows)
     missing = [c for c in COLUMNS if c not in frame.columns]
     extra = [c for c in frame.columns if c not in COLUMNS]
     if missing or extra:
         raise ValueError(f"result rows do not match the schema: missing {missing}, extra {extra}")
-    return frame[list(COLUMNS)]
+    omitted = [c for c, default in OMITTED_AT_DEFAULT.items() if (frame[c] == default).all()]
+    return frame[[c for c in COLUMNS if c not in omitted]]
 
 
 def write_rows(frame: pd.DataFrame, path: Path) -> None:

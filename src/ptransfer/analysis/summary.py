@@ -18,6 +18,14 @@ import pandas as pd
 from ptransfer.analysis.bootstrap import compute_replicates
 from ptransfer.analysis.comparisons import arms_of, intervals_table
 from ptransfer.analysis.decisions import comparisons_table
+from ptransfer.analysis.finetune_verdicts import (
+    FROZEN,
+    arm_tune,
+    finetune_comparisons,
+    finetune_verdicts,
+    tunes_of,
+    with_finetune,
+)
 from ptransfer.analysis.intervals import N_RESAMPLES
 from ptransfer.analysis.margins import DEFAULT_MARGINS
 from ptransfer.analysis.panels import (
@@ -65,10 +73,16 @@ def analyse(df: pd.DataFrame, root: str | Path | None = None,
     rows = main_test_rows(df)
     reps = compute_replicates(rows, root, n_resamples, seed)
     arms = arms_of(rows)
-    comparisons = comparisons_table(arms, reps, margins if margins is not None
-                                    else DEFAULT_MARGINS)
-    return Analysis(intervals_table(arms, reps), comparisons,
-                    taxonomy_table(arms, comparisons, reps))
+    margins = margins if margins is not None else DEFAULT_MARGINS
+    tunes = tunes_of(rows)  # the paper's decisions see frozen arms; fine-tunes their own
+    frozen = [a for a in arms if arm_tune(a, tunes) == FROZEN]
+    comparisons = comparisons_table(frozen, reps, margins)
+    tuned = finetune_comparisons(arms, tunes, reps, margins)
+    taxonomy = with_finetune(taxonomy_table(frozen, comparisons, reps),
+                             finetune_verdicts(tuned))
+    return Analysis(intervals_table(arms, reps),
+                    pd.concat([comparisons, tuned], ignore_index=True) if len(tuned)
+                    else comparisons, taxonomy)
 
 
 ONEHOT_KEY = [*PANEL, "head", "head_config", "data_fingerprint"]
@@ -136,8 +150,12 @@ def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.Data
     """Per (task, eval_set, model, checkpoint): every arm's seed mean and sd at the last and
     best-validation layer (``panel_scores``), their 95 % intervals (``*_ci_low/high``), the
     taxonomy ``classification`` with its ``evidence``, and ``not_comparable`` (why some
-    comparison of the row was refused: probe, data fingerprint or precision differ)."""
+    comparison of the row was refused: probe, data fingerprint or precision differ).
+    Frozen arms only: fine-tune cells' numbers are in intervals.csv, their verdicts in
+    comparisons.csv and taxonomy.csv (``analysis.finetune_verdicts``)."""
     analysis = analysis if analysis is not None else analyse(df)
+    if "tune" in df:  # the paper's summary: frozen arms (fine-tunes: intervals, taxonomy)
+        df = df[df["tune"].fillna(FROZEN) == FROZEN]
     table = panel_scores(main_test_rows(df))
     table = _interval_columns(analysis.intervals, table)
     taxonomy = analysis.taxonomy[[*GROUP, *VERDICTS]].rename(

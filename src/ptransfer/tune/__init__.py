@@ -3,8 +3,10 @@ with a small MLP head on its last layer; the counterpart of the frozen probes (`
 
 - ``spec``: ``TuneSpec``, the typed ``tune`` config (mode, LoRA rank/alpha/dropout, the
   learning-rate grid, epochs and patience, token budget, accumulation, precision).
-- ``adapt``: which weights train: LoRA adapters on each family's attention projections
-  (``LORA_TARGETS``) or all of them; optional gradient checkpointing per block.
+- ``targets``: LoRA's target modules per architecture (``LORA_TARGETS``) and which models
+  can be fine-tuned at all (``check_tunable``; torch-free, for config checks and sweeps).
+- ``adapt``: which weights train: LoRA adapters (PEFT) on those projections, or all of them;
+  optional gradient checkpointing per block.
 - ``network``: the encoder's differentiable last-layer forward per residue
   (``ModuleEncoder.forward_layers``, the forward ``embed`` uses), windows averaged, and the
   per-protein (masked mean pool) or per-residue MLP head.
@@ -29,8 +31,9 @@ _EXPORTS = {
     "TuneSpec": "ptransfer.tune.spec",
     "MODES": "ptransfer.tune.spec",
     "FineTuner": "ptransfer.tune.finetune",
-    "LORA_TARGETS": "ptransfer.tune.adapt",
-    "check_tunable": "ptransfer.tune.adapt",
+    "LORA_TARGETS": "ptransfer.tune.targets",
+    "check_tunable": "ptransfer.tune.targets",
+    "estimate_tune": "ptransfer.tune.estimate",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,20 +5,11 @@ adapted in place, so the family's own forward (``forward_layers``: its tokens, p
 special tokens, exactly as ``embed`` handles them) runs the adapters.
 
 ``tune.mode=lora`` injects PEFT's ``LoraConfig`` adapters into the attention projections
-named by ``LORA_TARGETS``, keyed by architecture (``architecture``):
-
-| architecture | models | targets (query, key, value, output) |
-|---|---|---|
-| fair-esm | ESM-1, ESM-1b, ESM-2 (``esm.multihead_attention``) | ``self_attn.{q,k,v,out}_proj`` |
-| esm, bert | hub ESM-2, ProtBert, AntiBERTy | ``attention.self.{query,key,value}``, ``attention.output.dense`` |
-| esmc | ESM C | ``self_attn.{q,k,v,o}_proj`` |
-| t5 | ProtT5, Ankh | ``SelfAttention.{q,k,v,o}`` |
-
-CARP is a dilated-convolution ByteNet: it has no attention, so ``tune=lora`` refuses it
-(``tune=full`` trains it). fair-esm's ESM-1/1b attention has a fast path that reads
-``q_proj.weight`` straight into ``F.multi_head_attention_forward`` and would silently skip
-the adapters; LoRA turns it off (``enable_torch_version``), so the projections run as
-modules (the same attention, computed step by step).
+named by ``tune.targets.LORA_TARGETS`` (per architecture; CARP, without attention, is refused).
+fair-esm's ESM-1/1b attention has a fast path that reads ``q_proj.weight`` straight into
+``F.multi_head_attention_forward`` and would silently skip the adapters; LoRA turns it off
+(``enable_torch_version``), so the projections run as modules (the same attention, computed
+step by step).
 
 ``tune.mode=full`` leaves every parameter trainable. ``tune.gradient_checkpointing`` wraps
 each block of the model (the ``nn.ModuleList`` of ``n_blocks`` blocks every family has) in
@@ -35,45 +26,13 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ptransfer.encoders.weights import ESM_FAMILIES
 from ptransfer.tune.spec import FULL, KEY, LORA, TuneSpec
-
-_BERT_ATTENTION = ("attention.self.query", "attention.self.key", "attention.self.value",
-                   "attention.output.dense")
-LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "fair-esm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                 "self_attn.out_proj"),
-    "esm": _BERT_ATTENTION,
-    "bert": _BERT_ATTENTION,
-    "esmc": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
-    "t5": ("SelfAttention.q", "SelfAttention.k", "SelfAttention.v", "SelfAttention.o"),
-}
-NO_LORA = {"carp": "CARP is a dilated-convolution ByteNet with no attention projections"}
-
-
-def architecture(encoder) -> str:
-    """The key of ``LORA_TARGETS``: transformers' ``model_type``, ``fair-esm``, or the family."""
-    model_type = dict(getattr(encoder, "arch", None) or {}).get("model_type")
-    if model_type:
-        return str(model_type)
-    return "fair-esm" if encoder.family in ESM_FAMILIES else str(encoder.family)
-
-
-def check_tunable(encoder, spec: TuneSpec) -> None:
-    """Raise a one-line ``ValueError`` naming the key if ``encoder`` cannot be tuned so.
-
-    Needs no weights: a cell checks it before loading anything.
-    """
-    if not spec.trains:
-        raise ValueError(f"{KEY}=frozen trains nothing: frozen cells fit probes on stored "
-                         f"features (ptransfer.heads)")
-    if not hasattr(encoder, "forward_layers"):
-        raise ValueError(f"{KEY}={spec.mode} needs a torch model; model={encoder.name} "
-                         f"(family {encoder.family}) has no weights to train")
-    if spec.mode == LORA and architecture(encoder) not in LORA_TARGETS:
-        reason = NO_LORA.get(architecture(encoder), "no LoRA target modules are known for it")
-        raise ValueError(f"{KEY}=lora is not defined for model={encoder.name}: {reason}; "
-                         f"use {KEY}=full")
+from ptransfer.tune.targets import (  # noqa: F401 - LORA_TARGETS, check_tunable: adapt's API
+    LORA_TARGETS,
+    architecture,
+    check_encoder,
+    check_tunable,
+)
 
 
 def adapt(encoder, spec: TuneSpec, seed: int):
@@ -83,12 +42,13 @@ def adapt(encoder, spec: TuneSpec, seed: int):
     the adapters) or None (``full``). The adapters' random initialisation is seeded by
     ``seed`` on a forked RNG.
     """
-    check_tunable(encoder, spec)
+    check_encoder(encoder, spec)
     module = encoder.loaded_module()
     forget_inference_caches(module)
     wrapper = None
     if spec.mode == LORA:
-        wrapper = _inject_lora(module, architecture(encoder), spec, seed, encoder.n_blocks)
+        arch = architecture(encoder.family, getattr(encoder, "arch", None))
+        wrapper = _inject_lora(module, arch, spec, seed, encoder.n_blocks)
     elif spec.mode == FULL:
         module.requires_grad_(True)
     if spec.gradient_checkpointing:

@@ -30,7 +30,7 @@ from ptransfer.embed.batching import Batching
 from ptransfer.embed.extract import check_length_policy
 from ptransfer.metrics import HIGHER_IS_BETTER, score
 from ptransfer.tasks.base import Task
-from ptransfer.tune.adapt import adapt, check_tunable, trainable_parameters
+from ptransfer.tune.adapt import adapt, check_encoder, trainable_parameters
 from ptransfer.tune.checkpoint import (
     load_progress,
     restore_state,
@@ -82,7 +82,7 @@ class FineTuner:
 
     def fit(self, encoder, task: Task) -> FineTuner:
         """Fine-tune ``encoder`` (loaded) on ``task``'s train split, select on val, predict."""
-        check_tunable(encoder, self.spec)
+        check_encoder(encoder, self.spec)
         if task.level == "residue" and task.kind != "classification":
             raise ValueError(f"task {task.name!r}: per-residue regression is not supported "
                              f"by {KEY}={self.spec.mode}")

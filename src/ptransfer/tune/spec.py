@@ -81,6 +81,7 @@ class TuneSpec:
     length_policy: str = "window"
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.mode not in MODES:
             raise ValueError(f"{KEY}.mode={self.mode!r}: choose one of {MODES}")
         if self.precision not in PRECISIONS:
@@ -104,6 +105,21 @@ class TuneSpec:
                 raise ValueError(f"{KEY}.learning_rates={list(self.learning_rates)!r}: give "
                                  f"one or more positive rates, or null for the default grid")
             object.__setattr__(self, "learning_rates", rates)
+
+    def _check_types(self) -> None:
+        """Each field holds its type (an int where a whole number belongs, a bool for the
+        switch): a config value of the wrong type is an error naming its key."""
+        for names, kinds, words in (
+                (("lora_r", "max_epochs", "patience", "toks_per_batch", "accumulate",
+                  "warmup_steps"), int, "an integer"),
+                (("lora_alpha", "lora_dropout", "weight_decay", "max_grad_norm",
+                  "head_dropout"), (int, float), "a number"),
+                (("gradient_checkpointing",), bool, "true or false"),
+                (("mode", "precision", "length_policy"), str, "a name")):
+            for field_name in names:
+                value = getattr(self, field_name)
+                if isinstance(value, bool) is not (kinds is bool) or not isinstance(value, kinds):
+                    raise ValueError(f"{KEY}.{field_name}={value!r}: expected {words}")
 
     @classmethod
     def from_mapping(cls, values: Mapping | None) -> TuneSpec:
