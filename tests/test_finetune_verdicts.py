@@ -109,3 +109,28 @@ def test_rows_without_a_tune_value_are_frozen(tmp_path, drop_tune_column):
     df = df if drop_tune_column else df.assign(tune=np.nan)
     taxonomy = _analysis(tmp_path, [df]).taxonomy
     assert "finetune_gain" not in taxonomy.columns
+
+
+def test_the_report_draws_frozen_probes_and_tables_the_fine_tunes(tmp_path, monkeypatch):
+    from ptransfer.analysis import plots
+    from ptransfer.analysis.collect import collect
+    from ptransfer.analysis.report import make_report
+
+    task = protein_task(100)
+    _frozen(tmp_path, task)
+    _tuned(tmp_path, task, "lora", 3.0, 2.0)
+    collect(tmp_path, n_resamples=100)
+    drawn = []
+    original = plots.depth_figure
+    monkeypatch.setattr(plots, "depth_figure",
+                        lambda panel, *a, **k: drawn.append(panel) or original(panel, *a, **k))
+    make_report(tmp_path / "results.csv", tmp_path / "report")
+    curve = drawn[0]
+    pretrained = curve[curve["ablation"] == "pretrained"].sort_values("layer")
+    assert len(pretrained) == 3  # the frozen probe's three layers, no fine-tune point mixed in
+    frozen_only = pd.read_csv(tmp_path / "results.csv").query("tune == 'frozen'")
+    last = frozen_only.query("ablation == 'pretrained' and layer == 2 and eval_set == 'test' "
+                             "and metric == 'spearman'")["value"].mean()
+    assert pretrained["mean"].iloc[-1] == pytest.approx(last, rel=1e-12)
+    taxonomy = pd.read_csv(tmp_path / "report" / "taxonomy.csv")
+    assert taxonomy["finetune_gain"].str.startswith("lora=").all()

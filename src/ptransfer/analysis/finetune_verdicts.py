@@ -38,6 +38,12 @@ ACROSS_HEADS = ("head", "head_config")  # what a fine-tuning gain compares acros
 COLUMNS = [*DECISIONS, "finetune_evidence"]
 
 
+def frozen_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of frozen cells (no ``tune`` value: frozen): what the paper's summary and the
+    per-layer figures show."""
+    return df[df["tune"].fillna(FROZEN) == FROZEN] if "tune" in df else df
+
+
 def tunes_of(rows: pd.DataFrame) -> dict[str, str]:
     """cell_id -> tune mode (rows without a ``tune`` value: frozen)."""
     tune = rows["tune"].fillna(FROZEN) if "tune" in rows else pd.Series(FROZEN, rows.index)

@@ -23,6 +23,7 @@ from ptransfer.analysis.finetune_verdicts import (
     arm_tune,
     finetune_comparisons,
     finetune_verdicts,
+    frozen_rows,
     tunes_of,
     with_finetune,
 )
@@ -154,8 +155,7 @@ def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.Data
     Frozen arms only: fine-tune cells' numbers are in intervals.csv, their verdicts in
     comparisons.csv and taxonomy.csv (``analysis.finetune_verdicts``)."""
     analysis = analysis if analysis is not None else analyse(df)
-    if "tune" in df:  # the paper's summary: frozen arms (fine-tunes: intervals, taxonomy)
-        df = df[df["tune"].fillna(FROZEN) == FROZEN]
+    df = frozen_rows(df)  # the paper's summary: frozen arms (fine-tunes: intervals, taxonomy)
     table = panel_scores(main_test_rows(df))
     table = _interval_columns(analysis.intervals, table)
     taxonomy = analysis.taxonomy[[*GROUP, *VERDICTS]].rename(

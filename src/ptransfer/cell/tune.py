@@ -73,9 +73,10 @@ def check_tune_memory(spec: CellSpec, task: Task, device: str) -> TuneEstimate:
     """Log the estimate; raise ``MemoryError`` when ``device`` cannot hold it."""
     estimate = tune_estimate(spec, {n: s.sequences for n, s in task.splits.items()}, device)
     free = device_memory(device)
-    log.info("%s; up to ~%.2f h at %.0f effective TFLOP/s; %s available on %s",
-             estimate.describe(), estimate.seconds(PLANNING_TFLOPS) / 3600, PLANNING_TFLOPS,
-             f"{free / 1e9:.2f} GB" if free is not None else "unknown memory", device)
+    log.info("%s; up to ~%s at %.0f effective TFLOP/s; %s available on %s",
+             estimate.describe(), _duration(estimate.seconds(PLANNING_TFLOPS)),
+             PLANNING_TFLOPS, f"{free / 1e9:.2f} GB" if free is not None else "unknown memory",
+             device)
     if free is not None and estimate.total_bytes > free:
         raise MemoryError(f"{estimate.describe()}, but only {free / 1e9:.2f} GB is free on "
                           f"{device}; lower tune.toks_per_batch (with tune.accumulate to keep "
@@ -98,13 +99,16 @@ def plan_tune(spec: CellSpec, tflops: float) -> tuple[str, float | None]:
                 f"{(str(err).splitlines() or [''])[0]})", None)
     estimate = tune_estimate(spec, {n: s.sequences for n, s in task.splits.items()}, "cuda")
     seconds = estimate.seconds(tflops)
-    time = f"{seconds / 60:.1f} GPU-min" if seconds < 3600 else f"{seconds / 3600:.2f} GPU-h"
-    line = f"{estimate.describe()}, up to ~{time} at {tflops:.0f} effective TFLOP/s"
+    line = f"{estimate.describe()}, up to ~{_duration(seconds)} at {tflops:.0f} effective TFLOP/s"
     free = _largest_gpu()
     if free is not None and estimate.total_bytes > free:
         line += (f"; MORE than the {free / 1e9:.1f} GB of this machine's largest GPU: the "
                  f"cell will refuse (tune.toks_per_batch, tune.gradient_checkpointing, tune=lora)")
     return line, seconds
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} GPU-min" if seconds < 3600 else f"{seconds / 3600:.2f} GPU-h"
 
 
 def _largest_gpu() -> float | None:
