@@ -38,6 +38,7 @@ from ptransfer.analysis.panels import (
     panel_scores,
 )
 from ptransfer.analysis.repstat import repstat
+from ptransfer.analysis.seed_pool import attach_pools
 from ptransfer.analysis.taxonomy import taxonomy_table
 
 CI_COLUMNS = [f"{name}_{choice}_ci_{end}" for choice in LAYER_CHOICES[::-1]
@@ -65,6 +66,7 @@ def analyse(df: pd.DataFrame, root: str | Path | None = None,
     rows = main_test_rows(df)
     reps = compute_replicates(rows, root, n_resamples, seed)
     arms = arms_of(rows)
+    attach_pools(arms)  # one-seed arms of a stochastic probe borrow a seed variance
     comparisons = comparisons_table(arms, reps, margins if margins is not None
                                     else DEFAULT_MARGINS)
     return Analysis(intervals_table(arms, reps), comparisons,
