@@ -176,8 +176,9 @@ def arm_estimate(scores: SeedScores, n_items, pool: SeedPool | None = None) -> E
                     [term] if term else [])
 
 
-def _interval_row(arm: Arm, choice: str, reps: Replicates) -> dict:
-    layers = arm.layers(choice)
+def arm_interval(arm: Arm, layers: list, reps: Replicates, choice: str = "best") -> dict:
+    """The arm's estimate at ``layers`` (one per seed) with its 95 % interval, SE, df, seed
+    counts, method and notes; ``choice``: which borrowed seed variance applies."""
     scores = arm.scores(layers, reps)
     n_items = _n_items(arm, reps)
     lone = one_stochastic_seed(arm, len(scores.values))
@@ -189,25 +190,31 @@ def _interval_row(arm: Arm, choice: str, reps: Replicates) -> dict:
         low, high = percentile_interval(scores.replicates[0], n_items=n_items)
     else:
         low, high = est.interval()
-    first = arm.cells["cell_id"].iloc[0]
     notes = [*scores.notes, *([scores.missing] if scores.missing else [])]
     if lone:
         notes.append(f"{arm.label}: one seed of a stochastic probe; " + (
             pool.describe() if pool else "no same-probe arm with >= 2 seeds to borrow a seed "
             "variance from: the interval covers test proteins only"))
-    return {**{k: arm.key[k] for k in [*ARM_KEY, *INFO]}, "arm": arm.label,
-            "layer_choice": choice, "layers": " ".join(str(x) for x in layers),
-            "estimate": est.value, "ci_low": low, "ci_high": high, "se": est.se,
+    return {"estimate": est.value, "ci_low": low, "ci_high": high, "se": est.se,
             "df": est.df if scores.replicates is not None else np.nan,
             "seed_sd": float(np.std(scores.values, ddof=1)) if len(scores.values) > 1
             else np.nan,
             "n_seeds": len(scores.values), "n_seeds_undefined": len(scores.notes),
-            "n_items": n_items, "n_scored": reps.n_scored.get((first, arm.key["eval_set"]),
-                                                              np.nan),
-            "level": LEVEL, "n_resamples": reps.n_resamples,
+            "n_items": n_items,
             "method": (METHOD_BORROWED if pool is not None else METHOD_ONE_SEED
                        if len(scores.values) <= 1 else METHOD_SEEDS),
             "note": "; ".join(notes)}
+
+
+def _interval_row(arm: Arm, choice: str, reps: Replicates) -> dict:
+    layers = arm.layers(choice)
+    first = arm.cells["cell_id"].iloc[0]
+    row = arm_interval(arm, layers, reps, choice)
+    note, method = row.pop("note"), row.pop("method")
+    return {**{k: arm.key[k] for k in [*ARM_KEY, *INFO]}, "arm": arm.label,
+            "layer_choice": choice, "layers": " ".join(str(x) for x in layers), **row,
+            "n_scored": reps.n_scored.get((first, arm.key["eval_set"]), np.nan),
+            "level": LEVEL, "n_resamples": reps.n_resamples, "method": method, "note": note}
 
 
 def intervals_table(arms: list[Arm], reps: Replicates) -> pd.DataFrame:

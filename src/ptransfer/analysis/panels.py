@@ -156,8 +156,9 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def main_test_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Validated, normalised main-metric rows on test sets (eval_set != "val").
+def main_test_rows(df: pd.DataFrame, validation: bool = False) -> pd.DataFrame:
+    """Validated, normalised main-metric rows on test sets (eval_set != "val"); with
+    ``validation``, the validation rows instead (empty when there are none).
 
     Raises ValueError naming the missing column, the bad row or the repeated key. Rows whose
     value is not finite are kept (NaN): a seed whose metric is undefined is reported as such
@@ -179,13 +180,13 @@ def main_test_rows(df: pd.DataFrame) -> pd.DataFrame:
             f"{frame.at[first, 'layer']} outside 0..n_layers-1 "
             f"(n_layers={frame.at[first, 'n_layers']})")
     frame = _with_defaults(frame)
-    rows = frame[frame["main_metric"] & (frame["eval_set"].astype(str) != "val")]
-    if rows.empty:
+    rows = frame[frame["main_metric"] & ((frame["eval_set"].astype(str) == "val") == validation)]
+    if rows.empty and not validation:
         raise ValueError("results table has no main-metric rows on a test set (eval_set != val)")
     _check_unique(rows)
     _check_main_metric(rows)
     undefined = ~np.isfinite(rows["value"])
-    if undefined.any():
+    if undefined.any() and not validation:
         log.warning("%d main-metric test rows have an undefined value (NaN): reported as "
                     "undefined seeds", int(undefined.sum()))
     return _normalise(rows).reset_index(drop=True)

@@ -149,7 +149,7 @@ def _alignment(mine: pd.DataFrame, subject: Arm, context: dict) -> tuple[dict, l
 
 
 def _group_record(key: tuple, mine: pd.DataFrame, subject: Arm, context: dict,
-                  reps: Replicates) -> dict:
+                  reps: Replicates, warning: str = "") -> dict:
     words, texts = {}, []
     for decision in ("transfer", "pretraining"):
         rows = mine[mine["decision"] == decision]
@@ -167,17 +167,18 @@ def _group_record(key: tuple, mine: pd.DataFrame, subject: Arm, context: dict,
     undefined = sorted({n for n in "; ".join(mine["note"]).split("; ") if "undefined" in n})
     record = {**dict(zip(GROUP, key)), "family": subject.key["family"],
               "metric": subject.metric, "margin": mine["margin"].iloc[0] if len(mine) else None,
-              "class": cls, **words, "evidence": ". ".join(texts + undefined)}
+              "class": cls, **words,
+              "evidence": ". ".join(texts + undefined + ([warning] if warning else []))}
     for axis in TRENDS:
         record.update(describe_trend(axis, subject, context["pretrained"], context["final"],
                                      reps))
     return record
 
 
-def taxonomy_table(arms: list[Arm], comparisons: pd.DataFrame, reps: Replicates
-                   ) -> pd.DataFrame:
+def taxonomy_table(arms: list[Arm], comparisons: pd.DataFrame, reps: Replicates,
+                   warnings: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (task, eval_set, model, checkpoint) of the encoders: the three verdicts,
-    the class and the evidence."""
+    the class and the evidence (ending with the task's selection warning, if any)."""
     encoders = [a for a in arms if a.key["family"] != ONEHOT_FAMILY]
     onehots = [a for a in arms if a.key["family"] == ONEHOT_FAMILY]
     context = {"pretrained": [a for a in encoders if a.key["ablation"] == "pretrained"],
@@ -199,5 +200,6 @@ def taxonomy_table(arms: list[Arm], comparisons: pd.DataFrame, reps: Replicates
         mine = comparisons[(comparisons[GROUP] == pd.Series(dict(zip(GROUP, key)))).all(axis=1)
                            & (comparisons["decision"] != "")] if len(comparisons) else \
             pd.DataFrame(columns=["decision", "verdict", "note", "margin", "p_value"])
-        records.append(_group_record(key, mine, subject, context, reps))
+        records.append(_group_record(key, mine, subject, context, reps,
+                                     (warnings or {}).get(key[0], "")))
     return pd.DataFrame(records).reindex(columns=COLUMNS)
