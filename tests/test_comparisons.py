@@ -158,7 +158,8 @@ def test_delta_is_a_gain_for_lower_is_better_metrics():
                "head_config": "h", "data_fingerprint": "fp", "precision": "fp32",
                "length_policy": "window", "pooled_dtype": "float32", "revision": "",
                "family": "esm2", "n_params": 1, "checkpoint_step": np.nan,
-               "checkpoint_fraction": 1.0, "checkpoint_order": 0, "metric": "mse"}
+               "checkpoint_fraction": 1.0, "checkpoint_order": 0, "metric": "mse",
+               "selection": "val"}
         cells = pd.DataFrame({"cell_id": [cell_id], "seed": [0], "n_layers": [1],
                               "best": [0], "last": [0]})
         return Arm(key, cells, {(cell_id, 0): value})

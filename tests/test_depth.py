@@ -101,3 +101,23 @@ def test_a_small_validation_set_is_flagged(tmp_path, n_val, warned):
     # rows that say they were selected by cross-validation are not warned about
     analysis = analyse(df.assign(selection="cv"), tmp_path)
     assert not analysis.warnings and np.all(analysis.taxonomy["evidence"].str.find(words) < 0)
+
+
+def test_a_cross_validated_selection_is_decided_on_beside_the_validation_one(tmp_path):
+    """Both selections reported (head.select=cv cells beside the validation-selected ones):
+    the summary has a row for each; the decisions use the cross-validated one (here the
+    validation-selected pretrained cell is worse than one-hot, the cross-validated one
+    better), and the warning says so."""
+    task = protein_task(400, sizes={"val": 43})
+    val = [write_cell(tmp_path, "t", task, 0.1, name="pre-val"),
+           write_cell(tmp_path, "t", task, 0.5, name="oh-val", **ONEHOT)]
+    cv = [write_cell(tmp_path, "t", task, 1.5, name="pre-cv"),
+          write_cell(tmp_path, "t", task, 0.5, name="oh-cv", **ONEHOT)]
+    df = pd.concat([*val, *(f.assign(selection="cv") for f in cv)], ignore_index=True)
+    analysis = analyse(df, tmp_path)
+    row = analysis.taxonomy.iloc[0]
+    assert row["transfer"] == "better"
+    assert "the decisions use the cells selected by cross-validation" in row["evidence"]
+    summary = summary_table(df, analysis).set_index("selection")
+    assert sorted(summary.index) == ["cv", "val"]
+    assert summary.loc["cv", "pretrained_best"] > summary.loc["val", "pretrained_best"]

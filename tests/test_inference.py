@@ -122,7 +122,7 @@ def _arm(name: str, ablation: str, seeds: list[int], values: list[float],
            "data_fingerprint": "fp", "precision": "fp32", "length_policy": "window",
            "pooled_dtype": "float32", "revision": "", "family": "esm2", "n_params": 1,
            "checkpoint_step": np.nan, "checkpoint_fraction": 1.0, "checkpoint_order": 0,
-           "metric": "spearman"}
+           "metric": "spearman", "selection": "val"}
     ids = [f"{name}{s}" for s in seeds]
     cells = pd.DataFrame({"cell_id": ids, "seed": seeds, "n_layers": 1, "best": 0.0,
                           "last": 0.0})

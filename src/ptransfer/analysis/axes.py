@@ -30,7 +30,7 @@ TRENDS = ("checkpoint", "depth", "size")
 # Settings that must be equal for two pretrained arms to lie on one axis: the probe, data
 # and extraction (the revision may differ: hub checkpoints are often published as revisions).
 SAME_SETUP = ("task", "eval_set", "head", "head_config", "data_fingerprint", "precision",
-              "length_policy", "pooled_dtype", "ablation_scope")
+              "length_policy", "pooled_dtype", "ablation_scope", "selection")
 
 
 def _same_setup(a: Arm, b: Arm) -> bool:

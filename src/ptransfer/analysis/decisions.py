@@ -59,7 +59,8 @@ def choose_pretrained(group: list[Arm], onehots: list[Arm]) -> tuple[Arm | None,
     """The group's pretrained arm under decision, and the other pretrained configurations.
 
     With several configurations (e.g. two precisions), the one comparable with the most
-    baselines is decided on (then fp32, then the first); the others stay descriptive.
+    baselines is decided on (then the one selected by cross-validation, ``selection`` cv,
+    then fp32, then the first); the others stay descriptive.
     """
     pretrained = [a for a in group if a.key["ablation"] == "pretrained"]
     if not pretrained:
@@ -68,7 +69,7 @@ def choose_pretrained(group: list[Arm], onehots: list[Arm]) -> tuple[Arm | None,
 
     def rank(arm: Arm) -> tuple:
         comparable = sum(not comparability(arm, b) for b in partners)
-        return (-comparable, arm.key["precision"] != "fp32")
+        return (-comparable, arm.key["selection"] != "cv", arm.key["precision"] != "fp32")
 
     ordered = sorted(pretrained, key=rank)
     return ordered[0], ordered[1:]

@@ -35,7 +35,10 @@ CELL = ["model", "checkpoint", "ablation", "ablation_scope", "seed", "task"]
 # What must be equal for two cells to be compared (docs/statistics.md, "Units"): the probe
 # and its own configuration, the data, and how features were extracted and stored.
 COMPARABILITY = ("head", "head_config", "data_fingerprint", "precision", "length_policy",
-                 "pooled_dtype", "revision")
+                 "pooled_dtype", "revision", "selection")
+# How the layer and hyper-parameters were chosen (head.select): on the validation set, or by
+# k-fold cross-validation over train and validation. Rows written before the column: val.
+SELECTIONS = ("val", "cv")
 # Extraction settings mean nothing for one-hot features: one-hot compares across them.
 NOT_FOR_ONEHOT = ("precision", "length_policy", "pooled_dtype", "revision")
 ROW_KEY = [*CELL, *COMPARABILITY, "layer", "eval_set", "metric"]
@@ -131,6 +134,7 @@ def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = np.nan
         frame[column] = _as_number(frame, column)
     frame.loc[frame["ablation_scope"] == "", "ablation_scope"] = FULL_SCOPE
+    frame.loc[frame["selection"] == "", "selection"] = SELECTIONS[0]
     return frame
 
 

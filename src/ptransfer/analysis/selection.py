@@ -6,7 +6,8 @@ layer 6 with alpha 0.03, 0.221 on test, while every other layer scores 0.38-0.54
 Below ``MIN_VALIDATION_ITEMS`` proteins the summary's ``warning`` column and the taxonomy's
 evidence say so (rules: docs/statistics.md, "Selection"). Cells whose rows say they were
 selected by k-fold cross-validation over train and validation (``selection`` = ``cv``,
-``head.select=cv``) are not warned about.
+``head.select=cv``) are not warned about; where they sit beside validation-selected cells,
+the decisions use them (``decisions.choose_pretrained``) and the warning says so.
 
 The count is the number of distinct validation proteins in a cell's predictions (per
 residue too: residues of one protein are not independent draws); without predictions, a
@@ -19,15 +20,20 @@ import numpy as np
 import pandas as pd
 
 from ptransfer.analysis.bootstrap import Replicates
+from ptransfer.analysis.panels import SELECTIONS
 
 MIN_VALIDATION_ITEMS = 100
-CV_SELECTION = "cv"
+CV_SELECTION = SELECTIONS[1]
 
 
 def _validation_selected(val_rows: pd.DataFrame) -> pd.DataFrame:
-    if "selection" not in val_rows:
-        return val_rows
-    return val_rows[val_rows["selection"].fillna("").astype(str) != CV_SELECTION]
+    return val_rows[val_rows["selection"] != CV_SELECTION] if len(val_rows) else val_rows
+
+
+def cv_tasks(val_rows: pd.DataFrame) -> set[str]:
+    """Tasks some of whose cells were selected by cross-validation."""
+    return set(val_rows.loc[val_rows["selection"] == CV_SELECTION, "task"]) if len(
+        val_rows) else set()
 
 
 def validation_sizes(val_rows: pd.DataFrame, val_reps: Replicates) -> dict[str, int]:
@@ -48,11 +54,14 @@ def validation_sizes(val_rows: pd.DataFrame, val_reps: Replicates) -> dict[str, 
     return sizes
 
 
-def selection_warnings(sizes: dict[str, int],
+def selection_warnings(sizes: dict[str, int], cv: set[str] = frozenset(),
                        minimum: int = MIN_VALIDATION_ITEMS) -> dict[str, str]:
-    """task -> the warning of a validation set below ``minimum`` proteins."""
+    """task -> the warning of a validation set below ``minimum`` proteins; ``cv``: tasks
+    with cross-validated cells beside (the decisions use those)."""
+    remedy = {True: "the decisions use the cells selected by cross-validation (selection cv)",
+              False: "read the last layer beside the best, or select by cross-validation "
+                     "(head.select=cv)"}
     return {task: (f"selection on a small validation set: {task} validates on {n} proteins "
                    f"(< {minimum}), so the best layer and hyper-parameters chosen on it are "
-                   f"unstable; read the last layer beside the best, or select by "
-                   f"cross-validation (head.select=cv)")
+                   f"unstable; {remedy[task in cv]}")
             for task, n in sizes.items() if n < minimum}

@@ -40,7 +40,7 @@ from ptransfer.analysis.panels import (
 )
 from ptransfer.analysis.repstat import repstat
 from ptransfer.analysis.seed_pool import attach_pools
-from ptransfer.analysis.selection import selection_warnings, validation_sizes
+from ptransfer.analysis.selection import cv_tasks, selection_warnings, validation_sizes
 from ptransfer.analysis.taxonomy import taxonomy_table
 
 CI_COLUMNS = [f"{name}_{choice}_ci_{end}" for choice in LAYER_CHOICES[::-1]
@@ -86,7 +86,7 @@ def analyse(df: pd.DataFrame, root: str | Path | None = None,
                               shallow_layers(val_arms, val_reps, margins))
     arms = _arms(rows)
     comparisons = comparisons_table(arms, reps, margins)
-    warnings = selection_warnings(validation_sizes(val_rows, val_reps))
+    warnings = selection_warnings(validation_sizes(val_rows, val_reps), cv_tasks(val_rows))
     depth = depth_table(arms, val_arms, reps, val_reps, margins)
     encoders = [a for a in arms if a.key["family"] != ONEHOT_FAMILY]
     return Analysis(intervals_table(arms, reps), comparisons,
@@ -215,8 +215,9 @@ def readable_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     out = summary[[*PANEL, "model", "checkpoint", "metric"]].copy()
     if (summary["ablation_scope"] != FULL_SCOPE).any():  # a scope sweep: say which row is which
         out.insert(4, "ablation_scope", summary["ablation_scope"])
-    if summary[["head", "precision"]].drop_duplicates().shape[0] > 1:
-        out.insert(4, "probe", summary["head"] + " " + summary["precision"].replace("", "-"))
+    if summary[["head", "precision", "selection"]].drop_duplicates().shape[0] > 1:
+        out.insert(4, "probe", summary["head"] + " " + summary["precision"].replace("", "-")
+                   + " select=" + summary["selection"])
     for choice in ("best", "last"):
         for name in (*ABLATIONS, "onehot"):
             stem = f"{name}_{choice}"
