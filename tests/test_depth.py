@@ -97,14 +97,14 @@ def test_a_small_validation_set_is_flagged(tmp_path, n_val, warned):
     assert (words in summary["warning"]) == warned
     assert (words in analysis.taxonomy.iloc[0]["evidence"]) == warned
     if warned:
-        assert "head.select=cv" in summary["warning"]
+        assert "selection.method=cv" in summary["warning"]
     # rows that say they were selected by cross-validation are not warned about
     analysis = analyse(df.assign(selection="cv"), tmp_path)
     assert not analysis.warnings and np.all(analysis.taxonomy["evidence"].str.find(words) < 0)
 
 
 def test_a_cross_validated_selection_is_decided_on_beside_the_validation_one(tmp_path):
-    """Both selections reported (head.select=cv cells beside the validation-selected ones):
+    """Both selections reported (selection.method=cv cells beside validation-selected ones):
     the summary has a row for each; the decisions use the cross-validated one (here the
     validation-selected pretrained cell is worse than one-hot, the cross-validated one
     better), and the warning says so."""

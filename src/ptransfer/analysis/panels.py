@@ -36,8 +36,8 @@ CELL = ["model", "checkpoint", "ablation", "ablation_scope", "seed", "task"]
 # and its own configuration, the data, and how features were extracted and stored.
 COMPARABILITY = ("head", "head_config", "data_fingerprint", "precision", "length_policy",
                  "pooled_dtype", "revision", "selection")
-# How the layer and hyper-parameters were chosen (head.select): on the validation set, or by
-# k-fold cross-validation over train and validation. Rows written before the column: val.
+# How the layer and hyper-parameters were chosen (selection.method): on the validation set,
+# or by k-fold cross-validation over train and validation. Rows written before the column: val.
 SELECTIONS = ("val", "cv")
 # Extraction settings mean nothing for one-hot features: one-hot compares across them.
 NOT_FOR_ONEHOT = ("precision", "length_policy", "pooled_dtype", "revision")

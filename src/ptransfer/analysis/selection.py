@@ -5,9 +5,9 @@ the choice is noise. GB1 two_vs_rest validates on 43 proteins: with AntiBERTy it
 layer 6 with alpha 0.03, 0.221 on test, while every other layer scores 0.38-0.54 there.
 Below ``MIN_VALIDATION_ITEMS`` proteins the summary's ``warning`` column and the taxonomy's
 evidence say so (rules: docs/statistics.md, "Selection"). Cells whose rows say they were
-selected by k-fold cross-validation over train and validation (``selection`` = ``cv``,
-``head.select=cv``) are not warned about; where they sit beside validation-selected cells,
-the decisions use them (``decisions.choose_pretrained``) and the warning says so.
+selected by k-fold cross-validation over train and validation (``selection`` = ``cv``:
+``selection.method=cv``) are not warned about; where they sit beside validation-selected
+cells, the decisions use them (``decisions.choose_pretrained``) and the warning says so.
 
 The count is the number of distinct validation proteins in a cell's predictions (per
 residue too: residues of one protein are not independent draws); without predictions, a
@@ -60,7 +60,7 @@ def selection_warnings(sizes: dict[str, int], cv: set[str] = frozenset(),
     with cross-validated cells beside (the decisions use those)."""
     remedy = {True: "the decisions use the cells selected by cross-validation (selection cv)",
               False: "read the last layer beside the best, or select by cross-validation "
-                     "(head.select=cv)"}
+                     "(selection.method=cv)"}
     return {task: (f"selection on a small validation set: {task} validates on {n} proteins "
                    f"(< {minimum}), so the best layer and hyper-parameters chosen on it are "
                    f"unstable; {remedy[task in cv]}")
