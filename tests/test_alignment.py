@@ -31,10 +31,10 @@ def _baselines(root, task, seed: int) -> list[pd.DataFrame]:
             write_cell(root, "t", task, 0.3, seed=seed, **ONEHOT)]
 
 
-def _checkpoint_world(root, n: int, rep: int, qualities, steps=None, shared=0.95,
-                      **kwargs) -> pd.Series:
-    """The final checkpoint's taxonomy row: pretrained at each (quality, step), the last
-    one final, noise shared by ``shared`` (0: independent), plus the baselines."""
+def checkpoint_analysis(root, n: int, rep: int, qualities, steps=None, shared=0.95,
+                        **kwargs):
+    """``analyse`` of pretrained cells at each (quality, step), the last one final, noise
+    shared by ``shared`` (0: independent), plus the baselines."""
     task = protein_task(n, seed=rep)
     steps = steps or [1000.0 * (k + 1) for k in range(len(qualities))]
     frames = [write_cell(root, "t", task, q, n_layers=1, step=s, seed=rep,
@@ -43,7 +43,12 @@ def _checkpoint_world(root, n: int, rep: int, qualities, steps=None, shared=0.95
                          **kwargs)
               for k, (q, s) in enumerate(zip(qualities, steps))]
     frames += _baselines(root, task, rep)
-    taxonomy = analyse(pd.concat(frames, ignore_index=True), root).taxonomy
+    return analyse(pd.concat(frames, ignore_index=True), root)
+
+
+def _checkpoint_world(root, n: int, rep: int, qualities, **kwargs) -> pd.Series:
+    """The final checkpoint's taxonomy row of ``checkpoint_analysis``."""
+    taxonomy = checkpoint_analysis(root, n, rep, qualities, **kwargs).taxonomy
     return taxonomy.set_index(KEY).loc[("t", "test", "m", "final")]
 
 
