@@ -74,10 +74,6 @@ class CrossValidatedSelection(BaseEstimator):
         if not len(layers):
             raise ValueError("cross-validation: no layers to choose from")
         n = len(y)
-        for index, X in enumerate(layers):
-            if np.asarray(X).ndim != 2 or len(X) != n:
-                raise ValueError(f"cross-validation: layer {index} has shape "
-                                 f"{np.shape(X)}, expected {n} rows (one per target)")
         groups = np.arange(n) if groups is None else np.asarray(groups)
         if groups.shape != (n,):
             raise ValueError(f"cross-validation: groups has shape {groups.shape}, expected "
@@ -87,8 +83,8 @@ class CrossValidatedSelection(BaseEstimator):
     def fit(self, layers: Sequence[np.ndarray], y: np.ndarray,
             groups: np.ndarray | None = None) -> CrossValidatedSelection:
         """``layers``: L feature arrays (each N x D_l) of the same N rows of train and
-        validation; ``y`` (N) targets; ``groups`` (N) the protein of each row (default: one
-        row per protein)."""
+        validation, read once each in order (a lazy sequence serves); ``y`` (N) targets;
+        ``groups`` (N) the protein of each row (default: one row per protein)."""
         groups = self._check(layers, np.asarray(y), groups)
         y = np.asarray(y)
         self.folds_ = fold_of(groups, int(self.n_folds), self.seed)
@@ -96,6 +92,9 @@ class CrossValidatedSelection(BaseEstimator):
         self.metric_ = self.probe.selection_metric
         scores = np.full((len(layers), int(self.n_folds), self.grid_.size), np.nan)
         for layer, X in enumerate(layers):
+            if np.ndim(X) != 2 or len(X) != len(y):
+                raise ValueError(f"cross-validation: layer {layer} has shape {np.shape(X)}, "
+                                 f"expected {len(y)} rows (one per target)")
             for fold in range(int(self.n_folds)):
                 held = self.folds_ == fold
                 probe = clone(self.probe).fit(X[~held], y[~held], X[held], y[held])
@@ -122,3 +121,21 @@ class CrossValidatedSelection(BaseEstimator):
         value chosen for it; the test sets are never seen."""
         probe = clone(self.probe).set_params(**self.layer_params(layer))
         return probe.fit(X, y, X, y)
+
+    def out_of_fold(self, layer: int, X: np.ndarray, y: np.ndarray,
+                    rows: np.ndarray) -> np.ndarray:
+        """Predictions for ``rows`` (indices into ``X``, N x D of ``fit``'s rows) from the
+        probes that did not see them: per fold, fitted on the other folds at ``layer``'s
+        value (``predict``, or ``predict_proba`` for a classifier: len(rows) [x C])."""
+        out = None
+        for fold in np.unique(self.folds_[rows]):
+            held = self.folds_ == fold
+            probe = clone(self.probe).set_params(**self.layer_params(layer))
+            probe.fit(X[~held], y[~held], X[held], y[held])
+            mine = rows[held[rows]]
+            pred = (probe.predict_proba(X[mine]) if hasattr(probe, "predict_proba")
+                    else probe.predict(X[mine]))
+            if out is None:
+                out = np.zeros((len(rows), *np.shape(pred)[1:]))
+            out[held[rows]] = pred
+        return out
