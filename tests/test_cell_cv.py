@@ -95,3 +95,22 @@ def test_a_bad_selection_method_is_named(tmp_path):
     cfg = cell_config(tmp_path, "task=synthetic", "selection.method=holdout")
     with pytest.raises(ValueError, match="config key 'selection.method': expected one of"):
         cell_spec(cfg)
+
+
+def test_the_cell_flags_the_layer_cv_chose_not_the_best_on_validation(tmp_path, monkeypatch):
+    """Plumbing: whatever layer the cross-validation picks is the cv rows' best layer, even
+    one whose out-of-fold validation score is not the highest."""
+    import ptransfer.heads.fit_cv as fit_cv
+
+    real = fit_cv.fit_cv_layers
+    chosen = {}
+
+    def worst_on_validation(*args, **kwargs):
+        fits, _ = real(*args, **kwargs)
+        chosen["layer"] = int(min(fits, key=lambda f: f.scores["val"]["spearman"]).layer)
+        return fits, chosen["layer"]
+
+    monkeypatch.setattr(fit_cv, "fit_cv_layers", worst_on_validation)
+    key, _ = _cell(tmp_path, "selection.method=cv")
+    rows = pd.read_csv(key.cross_validated().dir / "rows.csv")
+    assert set(rows.loc[rows["best_layer"], "layer"]) == {chosen["layer"]}

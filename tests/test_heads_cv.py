@@ -19,8 +19,10 @@ from ptransfer.analysis.intervals import (
 from ptransfer.analysis.selection import selection_warnings
 from ptransfer.heads import LogisticProbe, RidgeProbe
 from ptransfer.heads.cross_validation import CrossValidatedSelection, fold_of
+from ptransfer.heads.fit_cv import fit_cv_layers
 from ptransfer.heads.selection import select_best
 from ptransfer.metrics import spearman
+from ptransfer.tasks.base import Split, Task
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0)
 QUALITY = [0.4, 0.8, 1.1, 1.5, 1.0]  # layer 3 is truly best; layer 5 is the spurious one
@@ -158,3 +160,42 @@ def test_the_config_keys_agree_with_the_library():
     assert selection.method in ("val", "cv", "auto")
     assert selection.folds == DEFAULT_FOLDS
     assert selection.min_val_items == MIN_VALIDATION_ITEMS
+
+
+def test_out_of_fold_predictions_come_from_the_probe_that_did_not_see_the_row():
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=90)
+    X = rng.normal(size=(90, 5)) + y[:, None] * [1, 0.5, 0, 0, 0]
+    cv = CrossValidatedSelection(RidgeProbe(alphas=ALPHAS), n_folds=3, seed=1).fit([X], y)
+    rows = np.arange(60, 90)  # "validation" rows
+    oof = cv.out_of_fold(0, X, y, rows)
+    for i, row in enumerate(rows):
+        held = cv.folds_ == cv.folds_[row]
+        probe = RidgeProbe(alphas=[cv.values_[0]]).fit(X[~held], y[~held], X[held], y[held])
+        assert oof[i] == pytest.approx(probe.predict(X[[row]])[0])
+    in_sample = cv.refit(0, X, y).predict(X[rows])
+    assert not np.allclose(oof, in_sample)
+
+
+def test_a_cells_cv_fits_score_validation_out_of_fold_and_keep_the_cv_choice():
+    """``fit_cv_layers`` (what a ``selection=cv`` cell runs): each layer refit on train and
+    validation, its validation entry from out-of-fold predictions, and the best layer the
+    CV choice even where the out-of-fold validation score prefers the planted layer."""
+    layers, y, split = _world(0)
+    names = ("train", "val", "test")
+    task = Task("sim", "protein", "regression",
+                {s: Split([f"S{s}{i}" for i in range((split == s).sum())], y[split == s])
+                 for s in names}, dataset="sim", metric="spearman")
+    fits, best = fit_cv_layers(RidgeProbe(alphas=ALPHAS), task,
+                               lambda layer, s: layers[layer][split == s], len(layers), 5, 0)
+    seen = split != "test"
+    cv = CrossValidatedSelection(RidgeProbe(alphas=ALPHAS), n_folds=5, seed=0).fit(
+        [X[seen] for X in layers], y[seen])
+    assert best == cv.best_layer_ == 3
+    val_scores = [f.scores["val"]["spearman"] for f in fits]
+    assert int(np.argmax(val_scores)) == SPURIOUS  # what a val-argmax rule would take
+    val_rows = np.flatnonzero(split[seen] == "val")
+    for layer, fit in enumerate(fits):
+        oof = cv.out_of_fold(layer, layers[layer][seen], y[seen], val_rows)
+        assert np.allclose(fit.predictions["val"].y_pred, oof)
+        assert fit.n_train == seen.sum() and fit.hparams == {"alpha": cv.values_[layer]}
