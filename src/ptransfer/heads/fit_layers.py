@@ -120,6 +120,18 @@ def _hard_labels(probe, proba: np.ndarray) -> np.ndarray:
     return picked if classes is None else np.asarray(classes)[picked]
 
 
+def evaluate(task: Task, eval_set: str, y: np.ndarray, pred: np.ndarray, probe
+             ) -> tuple[dict[str, float], EvalPredictions]:
+    """Every metric of one eval set's predictions (values, or N x C probabilities) and the
+    rows for the predictions file."""
+    rows, positions = row_index(task, eval_set)
+    if task.kind == "regression":
+        return score_all(task, y, pred), EvalPredictions(rows, positions, y, pred)
+    keep_proba = "roc_auc" in task_metrics(task)
+    return score_all(task, y, pred), EvalPredictions(
+        rows, positions, y, _hard_labels(probe, pred), pred if keep_proba else None)
+
+
 def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
     """Fit ``probe`` on train (selecting on val) with ``get(split) -> X`` and score all sets."""
     X_tr, y_tr = labelled(get("train"), task.splits["train"].flat_targets())
@@ -132,14 +144,7 @@ def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
         else:
             X, y = labelled(get(eval_set), task.splits[eval_set].flat_targets())
         pred = probe.predict(X) if task.kind == "regression" else probe.predict_proba(X)
-        scores[eval_set] = score_all(task, y, pred)
+        scores[eval_set], predictions[eval_set] = evaluate(task, eval_set, y, pred, probe)
         n_eval[eval_set] = int(len(y))
-        rows, positions = row_index(task, eval_set)
-        if task.kind == "regression":
-            predictions[eval_set] = EvalPredictions(rows, positions, y, pred)
-        else:
-            keep_proba = "roc_auc" in task_metrics(task)
-            predictions[eval_set] = EvalPredictions(rows, positions, y, _hard_labels(probe, pred),
-                                                    pred if keep_proba else None)
     return LayerFit(layer, dict(probe.selected_params_), scores, int(len(y_tr)), n_eval,
                     predictions)
