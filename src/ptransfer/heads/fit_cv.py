@@ -62,7 +62,8 @@ def fit_cv_layers(probe, task: Task, get: Callable[[int, str], np.ndarray], n_la
         scores["val"], predictions["val"] = evaluate(task, "val", y_val, oof, final)
         n_eval["val"] = int(len(y_val))
         for eval_set in task.test_sets:
-            X_test, y = labelled(get(layer, eval_set), task.splits[eval_set].flat_targets())
+            X_test, y = labelled(get(layer, eval_set), task.splits[eval_set].flat_targets(),
+                                   task.level)
             pred = final.predict(X_test) if task.kind == "regression" else \
                 final.predict_proba(X_test)
             scores[eval_set], predictions[eval_set] = evaluate(task, eval_set, y, pred, final)
