@@ -131,13 +131,15 @@ def test_streaming_alpha_matches_a_brute_force_loop_over_alphas():
     n_val = int((task.splits["val"].flat_targets() != IGNORE).sum())
     spread = []
     for fit in fits:
-        X, y = labelled(feats.get(fit.layer, "train"), task.splits["train"].flat_targets())
+        X, y = labelled(feats.get(fit.layer, "train"), task.splits["train"].flat_targets(),
+                        task.level)
         scaler = StandardScaler().fit(X.astype(np.float64))
         val_acc, test_acc = {}, {}
         for alpha in alphas:  # each alpha fitted on its own, from scratch
             model = RidgeClassifier(alpha=alpha).fit(scaler.transform(X.astype(np.float64)), y)
             for split, out in (("val", val_acc), ("test", test_acc)):
-                Xs, ys = labelled(feats.get(fit.layer, split), task.splits[split].flat_targets())
+                Xs, ys = labelled(feats.get(fit.layer, split), task.splits[split].flat_targets(),
+                                  task.level)
                 out[alpha] = float((model.predict(scaler.transform(Xs.astype(np.float64)))
                                     == ys).mean())
         best = max(val_acc.values())
