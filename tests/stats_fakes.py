@@ -31,13 +31,16 @@ from ptransfer.cell.status import write_status
 EVAL_SETS = ("val", "test")
 
 
-def protein_task(n: int, seed: int = 0, eval_sets=EVAL_SETS) -> dict:
-    """Items and targets of a per-protein regression task (per eval set)."""
+def protein_task(n: int, seed: int = 0, eval_sets=EVAL_SETS, sizes: dict | None = None
+                 ) -> dict:
+    """Items and targets of a per-protein regression task (per eval set): ``n`` proteins
+    each, or ``sizes[eval_set]``."""
     rng = np.random.default_rng(seed)
     out = {}
     for k, eval_set in enumerate(eval_sets):
-        items = np.array([item_id(f"P{k}_{i}") for i in range(n)])
-        out[eval_set] = (items, np.full(n, -1), rng.normal(size=n))
+        m = (sizes or {}).get(eval_set, n)
+        items = np.array([item_id(f"P{k}_{i}") for i in range(m)])
+        out[eval_set] = (items, np.full(m, -1), rng.normal(size=m))
     return out
 
 
@@ -126,10 +129,11 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
                    head_config=head_config,
                    hparams=json.dumps({}), eval_set=eval_set, metric=metric, value=value,
                    n_train=10, n_eval=len(task[eval_set][0]), best_layer=layer == best,
-                   main_metric=True, cell_id=cell_id, config_hash="h", ptransfer_version="t",
-                   tune=tune)
+                   main_metric=True, cell_id=cell_id, config_hash="h", ptransfer_version="t")
         rows.append(row)
     frame = make_frame(rows)
+    if tune != "frozen":  # a fine-tune cell's optional column (analysis.rows.OPTIONAL_COLUMNS)
+        frame = frame.assign(tune=tune)
     cell_dir = Path(root) / "cells" / cell_id
     write_rows(frame, cell_dir / ROWS_FILE)
     files = {ROWS_FILE: file_record(cell_dir / ROWS_FILE, len(frame))}

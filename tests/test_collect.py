@@ -32,7 +32,7 @@ from ptransfer.cli import main
 
 AA = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 TABLES = ("results.csv", "summary.csv", "summary.md", "repstat.csv", "intervals.csv",
-          "comparisons.csv", "taxonomy.csv", "collect.json")
+          "comparisons.csv", "taxonomy.csv", "depth.csv", "collect.json")
 
 
 def _csv(path: Path, seed: int) -> Path:

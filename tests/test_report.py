@@ -38,7 +38,7 @@ def _names(paths) -> set[str]:
 def test_every_expected_file_is_written(full_report):
     out, paths = full_report
     expected = {"summary.csv", "summary.md", "repstat.csv", "intervals.csv", "comparisons.csv",
-                "taxonomy.csv", "index.html"}
+                "taxonomy.csv", "depth.csv", "index.html"}
     for panel in PANELS:
         for kind in ("depth", "scaling", "checkpoints"):
             expected |= {f"{kind}_{panel}.png", f"{kind}_{panel}.svg"}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from cli_helpers import SHARED_DATA, check, ptransfer
 
-from ptransfer.analysis.rows import COLUMNS, OMITTED_AT_DEFAULT
+from ptransfer.analysis.rows import COLUMNS
 
 
 def _rows(results: str | object) -> pd.DataFrame:
@@ -29,7 +29,7 @@ def smoke(tmp_path_factory):
 def test_smoke_writes_schema_rows_and_prints_scores(smoke):
     work, out = smoke
     rows = _rows(work / "res")
-    assert list(rows.columns) == [c for c in COLUMNS if c not in OMITTED_AT_DEFAULT]
+    assert list(rows.columns) == list(COLUMNS)
     assert set(rows.eval_set) == {"val", "test"}
     assert set(rows.metric) == {"spearman", "pearson", "mse", "ndcg"}
     assert rows.model.unique().tolist() == ["onehot"]

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from cell_helpers import CONF, cell_config
 from omegaconf import OmegaConf
 
-from ptransfer.analysis.rows import COLUMNS, OMITTED_AT_DEFAULT
+from ptransfer.analysis.rows import COLUMNS, OPTIONAL_COLUMNS
 from ptransfer.cell.key import cell_key, effective_config, is_done
 from ptransfer.cell.run import run_cell
 from ptransfer.cell.spec import cell_spec
@@ -42,7 +41,7 @@ def test_a_fine_tune_cell_writes_the_frozen_schema_at_the_last_layer(tmp_path, t
     cfg, frame, key = _run(tmp_path, "tune=lora", weights=tiny_esm2_path)
     assert key.cell_id.startswith("synthetic__esm2_t2_tiny_UR50D__final__pretrained__lora__s42__")
     rows = pd.read_csv(key.dir / "rows.csv")
-    assert list(rows.columns) == list(COLUMNS)
+    assert list(rows.columns) == [*COLUMNS, "tune"]  # its optional column, last
     assert set(rows["tune"]) == {"lora"} and set(rows["head"]) == {"mlp"}
     assert set(rows["layer"]) == {2} and set(rows["n_layers"]) == {3} and rows["best_layer"].all()
     assert set(rows["eval_set"]) == {"val", "test"}
@@ -173,14 +172,11 @@ def test_plan_puts_fine_tunes_in_phase_one_with_their_gpu_time(tmp_path):
     assert "GPU-min at 100 effective TFLOP/s" in rows[0].memory
 
 
-def test_frozen_rows_leave_the_tune_column_out():
-    assert OMITTED_AT_DEFAULT == {"tune": "frozen"}
-    from ptransfer.analysis.rows import make_frame
-
-    row = dict.fromkeys(COLUMNS, 1)
-    assert "tune" not in make_frame([{**row, "tune": "frozen"}]).columns
-    assert list(make_frame([{**row, "tune": "lora"}]).columns) == list(COLUMNS)
-    np.testing.assert_array_equal(make_frame([{**row, "tune": "full"}])["tune"], ["full"])
+def test_frozen_rows_leave_the_tune_column_out(tmp_path):
+    assert OPTIONAL_COLUMNS["tune"] == "frozen"
+    _, frame, key = _run(tmp_path, "ablation=random_init", "head=ridge")  # a frozen cell
+    assert "tune" not in pd.read_csv(key.dir / "rows.csv").columns
+    assert list(frame.columns) == list(COLUMNS)
     assert OmegaConf.load(CONF / "tune" / "frozen.yaml")["mode"] == "frozen"
 
 

@@ -148,6 +148,7 @@ def cmd_collect(argv: list[str]) -> int:
           + f" -> {Path(args.dir) / 'results.csv'} (collect run {done.run_id})")
     for path in done.tables[1:]:
         print(f"wrote {path}")
+    print(done.depth_line)
     return 0
 
 

@@ -98,10 +98,10 @@ def _read_blocks(path: Path, eval_sets: set[str], layers: set[int]) -> pd.DataFr
     return frame[frame["eval_set"].isin(list(eval_sets))]
 
 
-def _panel_blocks(rows: pd.DataFrame, files: dict[str, Path], reps: Replicates) -> dict:
+def _panel_blocks(rows: pd.DataFrame, files: dict[str, Path], reps: Replicates,
+                  layers: dict[str, set[int]]) -> dict:
     """(task, eval_set) -> [(cell_id, frame of that cell's predictions on it)]."""
     blocks: dict[tuple, list] = {}
-    layers = needed_layers(rows)
     for cell_id, cell in rows.groupby("cell_id", sort=False):
         cell_id = str(cell_id)
         eval_sets = set(cell["eval_set"].astype(str))
@@ -170,12 +170,17 @@ def _score_panel(metric: str, cells: list, counts: np.ndarray, reps: Replicates,
 
 
 def compute_replicates(rows: pd.DataFrame, root: str | Path | None,
-                       n_resamples: int = N_RESAMPLES, seed: int = 0) -> Replicates:
-    """Replicates of every needed (cell, test set, layer) of ``rows`` (``main_test_rows``)."""
+                       n_resamples: int = N_RESAMPLES, seed: int = 0,
+                       layers: dict[str, set[int]] | None = None) -> Replicates:
+    """Replicates of every needed (cell, eval set, layer) of ``rows`` (``main_test_rows``):
+    ``needed_layers`` and, per cell id, the ``layers`` given."""
     reps = Replicates(n_resamples, seed)
     files = find_predictions(root)
     metric_of = rows.groupby("task")["metric"].first().to_dict()
-    for (task, eval_set), cells in _panel_blocks(rows, files, reps).items():
+    wanted = needed_layers(rows)
+    for cell_id, extra in (layers or {}).items():
+        wanted.setdefault(cell_id, set()).update(extra)
+    for (task, eval_set), cells in _panel_blocks(rows, files, reps, wanted).items():
         metric = metric_of[task]
         if metric not in REPLICATE:
             for cell_id, _ in cells:

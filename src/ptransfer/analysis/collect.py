@@ -7,8 +7,9 @@
    the row counts, sizes and SHA-256 that status recorded (``cell_files``). Every other cell
    (failed, running, interrupted, damaged, or written before the record existed) is left out
    and listed with the reason.
-3. **Analyse** (``summary.analyse``: intervals, comparisons, taxonomy): any error here (two
-   configs under one task name, ...) stops the command before a table is written.
+3. **Analyse** (``summary.analyse``: intervals, comparisons, taxonomy, depth): any error
+   here (two configs under one task name, ...) stops the command before a table is written.
+   The depth summary line (``depth.depth_line``) is returned and printed.
 4. **Publish atomically.** The tables are written into a new run folder
    ``DIR/.collect/<run id>/`` with a manifest ``collect.json`` (run id, arguments, cells
    merged and left out, each table's rows and SHA-256). ``DIR/<table>`` (``results.csv``,
@@ -39,7 +40,13 @@ import pandas as pd
 from ptransfer import __version__
 from ptransfer.analysis.cell_files import STATUS_FILE, file_problem, read_status, sha256_file
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
-from ptransfer.analysis.rows import RESULTS_FILE, ROWS_FILE, read_results, write_rows
+from ptransfer.analysis.rows import (
+    OPTIONAL_COLUMNS,
+    RESULTS_FILE,
+    ROWS_FILE,
+    read_results,
+    write_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class Collected:
     cells: list[str]
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (cell folder, reason)
     tables: list[Path] = field(default_factory=list)  # DIR/<name> of every table written
+    depth_line: str = ""  # where the best and the shallowest as-good layers sit (depth)
 
 
 def check_arguments(root: Path, n_resamples: int, seed: int) -> None:
@@ -98,7 +106,11 @@ def merge_cells(root: Path) -> tuple[pd.DataFrame, list[str], list[tuple[str, st
         detail = f"; left out: {left_out[0][0]}: {left_out[0][1]}" if left_out else ""
         raise FileNotFoundError(f"no complete cell (a {ROWS_FILE} with a done {STATUS_FILE}) "
                                 f"under {root}: run `ptransfer run` first{detail}")
-    return pd.concat(frames, ignore_index=True), cells, left_out
+    merged = pd.concat(frames, ignore_index=True)
+    for column, default in OPTIONAL_COLUMNS.items():  # what a cell's absent column means
+        if column in merged:
+            merged[column] = merged[column].fillna(default)
+    return merged, cells, left_out
 
 
 def collect(root: str | Path, n_resamples: int = 1000, seed: int = 0,
@@ -133,7 +145,9 @@ def collect(root: str | Path, n_resamples: int = 1000, seed: int = 0,
     publish(root, staging, run_id, names)
     log.info("collected %d rows of %d cells into %s (run %s)", len(merged), len(cells), root,
              run_id)
-    return Collected(run_id, merged, cells, left_out, [root / n for n in names])
+    log.info("%s", analysis.depth_line)
+    return Collected(run_id, merged, cells, left_out, [root / n for n in names],
+                     analysis.depth_line)
 
 
 def _sync(folder: Path) -> None:

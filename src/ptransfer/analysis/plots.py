@@ -156,21 +156,26 @@ def _finish(fig, ax, points: pd.DataFrame, colour_by: str, colours: dict[str, st
 
 def depth_figure(curves: pd.DataFrame, onehot: tuple[float, float] | None,
                  colours: dict[str, str], metric: str, title: str,
-                 best: pd.DataFrame | None = None) -> Figure:
+                 best: pd.DataFrame | None = None,
+                 shallow: pd.DataFrame | None = None) -> Figure:
     """Test metric vs relative depth for one panel.
 
     ``curves``: one row per (model, ablation, layer) with columns rel_depth, mean, sd
     (sd over seeds, NaN with one seed) and, optionally, band_low/band_high/band ("ci": a
     one-seed curve's bootstrap interval, ``layer_bands``); the band is otherwise ±1 sd over
     seeds where there are two or more. ``best``: one row per (model, ablation) with
-    rel_depth and mean of the best-validation layer, drawn as a star on its line.
+    rel_depth and mean of the best-validation layer, drawn as a star on its line;
+    ``shallow``: the same for the shallowest layer as good as the best (``depth``), drawn as
+    a diamond.
     """
     fig, ax = _new_figure(title, metric, "relative depth (layer / last layer; 0 = embedding)")
     curves = bands(curves)
     _lines(ax, curves, "rel_depth", "model", colours)
-    for row in (best if best is not None else pd.DataFrame()).itertuples(index=False):
-        ax.plot([row.rel_depth], [row.mean], marker="*", markersize=11, linestyle="none",
-                color=colours.get(row.model, "#333333"), markeredgecolor="black", zorder=5)
+    for marks, marker, size in ((shallow, "D", 6), (best, "*", 11)):
+        for row in (marks if marks is not None else pd.DataFrame()).itertuples(index=False):
+            ax.plot([row.rel_depth], [row.mean], marker=marker, markersize=size,
+                    linestyle="none", color=colours.get(row.model, "#333333"),
+                    markeredgecolor="black", zorder=5)
     return _finish(fig, ax, curves, "model", colours, onehot)
 
 

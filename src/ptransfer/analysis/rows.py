@@ -28,8 +28,6 @@ COLUMNS: dict[str, str] = {
                         "(model.checkpoints in the order listed, final last)",
     "ablation": "pretrained | random_init | stat_transfer (onehot rows: pretrained)",
     "ablation_scope": "full (every tensor) | reference (what the paper's code changed); see README",
-    "tune": "frozen (probes on the frozen model's features) | lora | full (the model fine-tuned "
-            "with an MLP head on its last layer); written only by fine-tune cells",
     "seed": "seed of the cell: ablation, probe initialisation, data order",
     "task": "task name (gb1_two_vs_rest, ss3, ...)",
     "dataset": "dataset and split the task reads (flip_gb1/two_vs_rest, ...)",
@@ -62,14 +60,18 @@ COLUMNS: dict[str, str] = {
 }
 
 
+# Columns only some cells write, with the value their absence means. ``selection``: how the
+# best layer and hyper-parameters were chosen; the cross-validated cell a cell writes beside
+# it (``selection.method=cv``) says ``cv``, every other row is ``val`` (its bytes unchanged).
+# ``tune``: frozen (probes on the frozen model's features), or lora | full, written by
+# fine-tune cells (the model fine-tuned with an MLP head on its last layer).
+OPTIONAL_COLUMNS: dict[str, str] = {"selection": "val", "tune": "frozen"}
+
 # Columns added after the first tables were written, with the value an older table means.
 ADDED_COLUMNS: dict[str, object] = {
     "checkpoint_fraction": float("nan"), "checkpoint_order": float("nan"),
-    "length_policy": "", "pooled_dtype": "", "head_config": "", "tune": "frozen",
+    "length_policy": "", "pooled_dtype": "", "head_config": "",
 }
-# Columns a cell writes only when their value is not the default: the rows of every cell
-# that existed before them keep their bytes (readers fill the default back in).
-OMITTED_AT_DEFAULT: dict[str, object] = {"tune": "frozen"}
 
 
 def with_added_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -79,16 +81,13 @@ def with_added_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame in schema order; a missing or extra column is a bug, so it raises.
-
-    A column of ``OMITTED_AT_DEFAULT`` whose every value is its default is left out."""
+    """Rows as a DataFrame in schema order; a missing or extra column is a bug, so it raises."""
     frame = pd.DataFrame(rows)
     missing = [c for c in COLUMNS if c not in frame.columns]
     extra = [c for c in frame.columns if c not in COLUMNS]
     if missing or extra:
         raise ValueError(f"result rows do not match the schema: missing {missing}, extra {extra}")
-    omitted = [c for c, default in OMITTED_AT_DEFAULT.items() if (frame[c] == default).all()]
-    return frame[[c for c in COLUMNS if c not in omitted]]
+    return frame[list(COLUMNS)]
 
 
 def write_rows(frame: pd.DataFrame, path: Path) -> None:

@@ -79,7 +79,7 @@ def config_fields(spec: CellSpec, name: str, step, head: str) -> dict:
     return {**checkpoint_position(spec.encoder, name, step),
             "length_policy": spec.extract.length_policy,
             "pooled_dtype": spec.extract.pooled_dtype,
-            "head_config": head_config, "tune": spec.tune.mode}
+            "head_config": head_config}
 
 
 def best_layer(fits: list[LayerFit], metric: str) -> int | None:
@@ -103,9 +103,10 @@ def best_layer(fits: list[LayerFit], metric: str) -> int | None:
 
 def rows_from_fits(spec: CellSpec, key: CellKey, task: Task, encoder: Encoder,
                    ref: CheckpointRef, head: str, fits: list[LayerFit],
-                   fingerprint: str = "") -> pd.DataFrame:
-    """The cell's long-format rows: one per layer x eval set x metric (``analysis.rows``)."""
-    best = best_layer(fits, task.metric)
+                   fingerprint: str = "", best: int | None = None) -> pd.DataFrame:
+    """The cell's long-format rows: one per layer x eval set x metric (``analysis.rows``);
+    ``best``: the layer chosen elsewhere (cross-validation), else the best on validation."""
+    best = best if best is not None else best_layer(fits, task.metric)
     n_layers = encoder.n_layers
     common = {
         "model": encoder.name, "family": encoder.family, "n_params": encoder.n_params,
@@ -132,4 +133,6 @@ def rows_from_fits(spec: CellSpec, key: CellKey, task: Task, encoder: Encoder,
                     "n_test_overlap": task.overlap_counts().get(eval_set, 0),
                     "main_metric": metric == task.metric,
                 })
-    return make_frame(rows)
+    frame = make_frame(rows)
+    # a fine-tune cell says so (``analysis.rows.OPTIONAL_COLUMNS``); frozen rows keep their bytes
+    return frame.assign(tune=spec.tune.mode) if spec.tune.trains else frame
