@@ -14,7 +14,7 @@ returns self; learned state ends in ``_``:
 
 Every learning rate starts from the same weights (the loaded model with fresh adapters and
 head, seeded by ``seed``). Seeded and deterministic on the CPU: the same seed gives the same
-predictions, bit for bit. ``checkpoint``: the progress file (``tune.checkpoint``), written
+predictions, bit for bit. ``checkpoint``: the progress file (a fine-tune cell's is in its folder), written
 after every epoch; a killed fit re-run with it resumes from the last finished epoch.
 """
 
