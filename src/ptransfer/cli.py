@@ -33,7 +33,8 @@ cells of the sweep (hydra.sweeper.params of an +experiment preset, plus any key=
 overrides), which are outside the design, which are done, running or interrupted, the
 phase-1 jobs (each store's shards with their estimated GPU time, streaming cells) and the
 phase-2 jobs (cells that only read), the expected embedding disk and a rough GPU-time
-estimate.
+estimate. The overrides are those of `run` (-m / --multirun may stand anywhere; plan always
+plans the whole sweep).
 
 example: ptransfer plan +experiment=gb1 data.root=../shared/data"""
 # Hydra flags that take no value: they may stand anywhere on `ptransfer run`'s command line.
@@ -104,6 +105,11 @@ def cmd_plan(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(PLAN_HELP)
         return 0
+    argv = [a for a in argv if a not in _MULTIRUN_FLAGS]  # plan always plans the sweep
+    options = [a for a in argv if a.startswith("-")]
+    if options:
+        raise ValueError(f"unknown option {options[0]!r}: plan takes the overrides of "
+                         "`ptransfer run` (key=value, -m allowed anywhere)")
     precheck(CONF_DIR, argv, writable=False)
     print_plan(CONF_DIR, argv)
     return 0
