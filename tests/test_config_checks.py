@@ -39,6 +39,45 @@ def test_pretrain_checks_value_types(work, capsys):
     assert code == 1 and "config key 'seed': expected an integer" in _one_error_line(out)
 
 
+# Issue 28 items 1 and 4: every pretrain value is checked before anything runs or is written.
+@pytest.mark.parametrize("override,key,expected", [
+    ("schedule.max_steps=-1", "schedule.max_steps", "an integer >= 1"),
+    ("schedule.max_steps=0", "schedule.max_steps", "an integer >= 1"),
+    ("schedule.max_steps=abc", "schedule.max_steps", "an integer >= 1"),
+    ("schedule.lr=-1", "schedule.lr", "a number > 0"),
+    ("schedule.lr=abc", "schedule.lr", "a number > 0"),
+    ("schedule.warmup_steps=-3", "schedule.warmup_steps", "an integer >= 0"),
+    ("schedule.betas=[0.9]", "schedule.betas", "two numbers in [0, 1)"),
+    ("schedule.checkpoints=[0,-5]", "schedule.checkpoints", "a list of integer steps >= 0"),
+    ("schedule.toks_per_batch=0", "schedule.toks_per_batch", "an integer >= 1"),
+    ("schedule.decay=step", "schedule.decay", "cosine or linear"),
+    ("data.max_len=0", "data.max_len", "an integer >= 1"),
+    ("mlm.to_mask=1.5", "mlm.to_mask", "a number in [0, 1]"),
+    ("cpu_threads=0", "cpu_threads", "null or an integer >= 1"),
+])
+def test_pretrain_checks_every_value_before_writing(work, capsys, override, key, expected):
+    code, out = main_output(capsys, "pretrain", override, "data.root=nowhere", "results_dir=res")
+    line = _one_error_line(out)
+    assert code == 1 and line.startswith(f"ptransfer pretrain: error: config key {key!r}: ")
+    value = override.split("=")[1]
+    assert f"expected {expected}" in line and f"got{value}" in line.replace(" ", "").replace("'", "")
+    assert not (work / "res").exists()  # no hydra/ folder, no out_dir: nothing written
+
+
+def test_pretrain_masking_rates_are_checked_together(work, capsys):
+    code, out = main_output(capsys, "pretrain", "mlm.to_mask=0.95", "mlm.to_random=0.1",
+                            "results_dir=res")
+    assert code == 1 and "sum to at most 1" in _one_error_line(out)
+    assert not (work / "res").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CPU-only torch")
+def test_pretrain_on_cuda_without_cuda_names_the_key(work, capsys):
+    code, out = main_output(capsys, "pretrain", "device=cuda:0", "results_dir=res")
+    line = _one_error_line(out)
+    assert code == 1 and "config key 'device'" in line and "no CUDA" in line
+
+
 # -- item 5: names that become paths are safe identifiers ---------------------------------
 
 def _small_csv(path):

@@ -197,11 +197,15 @@ def cmd_data(argv: list[str]) -> int:
 
 
 def cmd_pretrain(argv: list[str]) -> int:
-    from ptransfer.grid.validate_config import precheck
+    from ptransfer.grid.validate_config import check_writable, precheck
+    from ptransfer.pretrain.settings import check_pretrain_values
     from ptransfer.pretrain.train import run_pretrain
 
-    if not any(a in _HYDRA_INFO_FLAGS for a in argv):
-        precheck(CONF_DIR, [a for a in argv if not a.startswith("-")], config_name="pretrain")
+    if not any(a in _HYDRA_INFO_FLAGS for a in argv):  # every value, then the folder
+        cfg = precheck(CONF_DIR, [a for a in argv if not a.startswith("-")], writable=False,
+                       config_name="pretrain")
+        check_pretrain_values(cfg)
+        check_writable(cfg.results_dir)
     failed: list[str] = []
 
     def job(cfg) -> None:  # under Hydra: its handler would print a chained traceback
