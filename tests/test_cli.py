@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import SHARED_DATA, main_output
+from cli_helpers import SHARED_DATA, main_output, needs_data
 
 from ptransfer import __version__
 from ptransfer.cli import COMMANDS, SUMMARY
@@ -175,11 +175,10 @@ def test_smoke_preset_has_its_own_results_dir(work, capsys):
     assert smoke.store_dir.startswith(str(smoke.results_dir))
 
 
-needs_data = pytest.mark.skipif(not (SHARED_DATA / "flip_gb1" / "splits.zip").is_file(),
-                                reason="../shared/data not available")
+needs_gb1 = needs_data("flip_gb1/splits.zip")
 
 
-@needs_data
+@needs_gb1
 def test_data_list_on_the_shared_copy(work, capsys):
     code, out = main_output(capsys, "data", "list", f"data.root={SHARED_DATA}")
     assert code == 0 and "gb1      present" in out

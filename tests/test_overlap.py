@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import SHARED_DATA
+from cli_helpers import SHARED_DATA, needs_data
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -124,7 +124,7 @@ def test_rows_carry_the_overlap_count_per_eval_set(tmp_path, policy):
     assert {k: v.tolist() for k, v in counts.items()} == {k: [v] for k, v in expected.items()}
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "flip_gb1").is_dir(), reason="no shared data")
+@needs_data("flip_gb1")
 def test_real_gb1_overlap_is_exact_equality_only():
     """GB1 (every sequence 56 residues): overlap means equality, which the duplicate policy
     already removes from train/val, so nothing overlaps."""
