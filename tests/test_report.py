@@ -179,3 +179,30 @@ def test_bad_rows_error_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"dup\.csv: .*collected twice"):
         make_report(csv, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_table_moved_away_from_its_cells_says_where_it_looked(tmp_path, caplog):
+    # Issue 28 item 15: NaN intervals noted "(older cell)"; the cells were simply not beside
+    # the table. The note and a warning say the cells folder was not found, and where.
+    task = protein_task(60)
+    frames = [write_cell(tmp_path / "res", "t", task, 1.0),
+              write_cell(tmp_path / "res", "t", task, 0.2, ablation="random_init"),
+              write_cell(tmp_path / "res", "t", task, 0.2, model="onehot", family="onehot",
+                         n_params=0, n_layers=1)]
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    csv = moved / "results.csv"
+    pd.concat(frames, ignore_index=True).to_csv(csv, index=False)
+    with caplog.at_level("WARNING"):
+        make_report(csv, tmp_path / "out")
+    said = f"cells folder not found, no cell folder under {moved.resolve()}"
+    assert said in caplog.text
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert said in index and "older cell" not in index
+    # Beside its cells, a cell that lacks its file is the older cell it always was.
+    csv = tmp_path / "res" / "results.csv"
+    pd.concat(frames, ignore_index=True).to_csv(csv, index=False)
+    (next((tmp_path / "res" / "cells").glob("*random_init*")) / "predictions.parquet").unlink()
+    make_report(csv, tmp_path / "out2")
+    index = (tmp_path / "out2" / "index.html").read_text()
+    assert "no predictions.parquet for this cell under" in index and "not found" not in index
