@@ -2,7 +2,7 @@
 
 Stages, bottom up: tasks and encoders -> embed -> heads -> grid -> analysis (results and
 conclusions; the grid writes rows through its schema) and pretrain beside them; ``cli`` sits on
-top. ``metrics``, ``data`` and the package root are shared foundations.
+top. ``metrics``, ``data``, ``processes`` and the package root are shared foundations.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import ptransfer
 
 SRC = Path(ptransfer.__file__).resolve().parent
-FOUNDATION = {"ptransfer", "metrics", "data"}
+FOUNDATION = {"ptransfer", "metrics", "data", "processes"}
 # stage -> the stages (besides the foundation) it may import from.
 ALLOWED = {
     "tasks": set(),
@@ -74,7 +74,7 @@ def test_each_stage_is_a_package(stage):
 
 def test_no_top_level_modules_beyond_cli_data_metrics():
     loose = {m.name for m in pkgutil.iter_modules([str(SRC)]) if not m.ispkg}
-    assert loose <= {"cli", "data", "metrics", "__main__"}, loose
+    assert loose <= {"cli", "data", "metrics", "processes", "__main__"}, loose
 
 
 @pytest.mark.parametrize("stage", STAGES)
