@@ -241,6 +241,27 @@ def test_only_done_cells_are_merged_and_the_rest_are_listed(work, capsys):
                                      "reason": "status is 'failed': OSError: disk on fire"}]
 
 
+def test_every_cell_left_out_is_listed_with_its_reason(work, capsys):
+    # Issue 28 item 11: a failed cell without rows.csv was neither merged nor listed, and
+    # with no complete cell the error named only the first cell left out.
+    _run(capsys, work, "alpha", "beta", "gamma")
+    failed = _cell(work, "gamma")
+    (work / failed / "rows.csv").unlink()
+    (work / failed / "predictions.parquet").unlink()
+    write_status(work / failed, state="failed", error="ValueError: bad luck")
+    code, out = _collect(capsys)
+    assert code == 0 and f"left out {failed}: status is 'failed': ValueError: bad luck" in out
+    assert "from 2 cells (1 cells left out" in out
+    for task in ("alpha", "beta"):
+        _truncate_at_line(work / _cell(work, task) / "rows.csv")
+    code, out = _collect(capsys)
+    line = out.strip().splitlines()[-1]
+    assert code == 1 and "3 cell(s) left out" in line and "Traceback" not in out
+    for task in ("alpha", "beta"):
+        assert f"{_cell(work, task)}: rows.csv is " in line
+    assert f"{failed}: status is 'failed': ValueError: bad luck" in line
+
+
 # -- item 8 --------------------------------------------------------------------------------
 
 def _truncate_at_line(path: Path) -> None:

@@ -85,21 +85,28 @@ def check_arguments(root: Path, n_resamples: int, seed: int) -> None:
                          f"({err.strerror or err})") from None
 
 
+def cell_folders(root: Path) -> list[Path]:
+    """Every cell folder under ``root``: a folder holding a ``rows.csv`` or a
+    ``status.json`` (a failed cell has only the latter), outside ``.collect``."""
+    found = {p.parent for name in (ROWS_FILE, STATUS_FILE) for p in root.rglob(name)
+             if p.is_file()}
+    return sorted(c for c in found if RUNS_DIR not in c.relative_to(root).parts)
+
+
 def merge_cells(root: Path) -> tuple[pd.DataFrame, list[str], list[tuple[str, str]]]:
-    """(merged rows of the complete cells, their folders, [(folder, reason)] left out)."""
+    """(merged rows of the complete cells, their folders, [(folder, reason)] of every other
+    cell folder)."""
     frames, cells, left_out = [], [], []
-    for rows in sorted(p for p in root.rglob(ROWS_FILE) if p.is_file()):
-        if RUNS_DIR in rows.relative_to(root).parts:
-            continue
-        cell = rows.parent
+    for cell in cell_folders(root):
         problem = file_problem(cell, read_status(cell), (ROWS_FILE, PREDICTIONS_FILE))
         if problem:
             left_out.append((str(cell), problem))
             continue
-        frames.append(read_results(rows))
+        frames.append(read_results(cell / ROWS_FILE))
         cells.append(str(cell))
     if not frames:
-        detail = f"; left out: {left_out[0][0]}: {left_out[0][1]}" if left_out else ""
+        every = "; ".join(f"{c}: {r}" for c, r in left_out)
+        detail = f"; {len(left_out)} cell(s) left out: {every}" if left_out else ""
         raise FileNotFoundError(f"no complete cell (a {ROWS_FILE} with a done {STATUS_FILE}) "
                                 f"under {root}: run `ptransfer run` first{detail}")
     return pd.concat(frames, ignore_index=True), cells, left_out
