@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import metrics
+from ptransfer.heads.backend import one_thread
 from ptransfer.heads.rules import AUTO_HEADS, HEADS_ALLOWED, head_for  # noqa: F401 - API
 from ptransfer.tasks.base import IGNORE, Task
 
@@ -137,7 +138,16 @@ def _hard_labels(probe, proba: np.ndarray) -> np.ndarray:
 
 
 def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
-    """Fit ``probe`` on train (selecting on val) with ``get(split) -> X`` and score all sets."""
+    """Fit ``probe`` on train (selecting on val) with ``get(split) -> X`` and score all sets.
+
+    Fitting and scoring run on one CPU thread (``backend.one_thread``): the values do not
+    depend on the thread count of the process, hence not on how a sweep placed the cell.
+    """
+    with one_thread():
+        return _fit_layer(probe, layer, task, get)
+
+
+def _fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
     X_tr, y_tr = labelled(get("train"), task.splits["train"].flat_targets())
     X_va, y_va = labelled(get("val"), task.splits["val"].flat_targets())
     probe.fit(X_tr, y_tr, X_va, y_va)
