@@ -138,8 +138,8 @@ def _cell_values(results, *overrides: str, blas_threads: int) -> pd.DataFrame:
     from omegaconf import OmegaConf
     from threadpoolctl import threadpool_limits
 
+    from ptransfer.cell.run import run_cell
     from ptransfer.encoders.esm import esm_n_params
-    from ptransfer.grid.cell import run_cell
 
     arch = {"num_layers": 1, "embed_dim": 320, "attention_heads": 4, "token_dropout": True}
     cfg = cell_config(results, "task=synthetic", "ablation=random_init", *overrides)

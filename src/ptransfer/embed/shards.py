@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ptransfer.embed.batching import Batching, batch_units
 from ptransfer.embed.claims import Claim, holder, read_claim
+from ptransfer.embed.settings import DEFAULT_SHARD_TOKENS  # noqa: F401 - shards' API too
 from ptransfer.embed.store_files import StoreError, sequence_key
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ TODO_SUFFIX = ".todo.json"
 CLAIM_SUFFIX = ".claim"
 PARTS_SUFFIX = ".parts"
 EXTRA_TOKENS = 2  # BOS/EOS per sequence, as the extractor's token budget counts them
-DEFAULT_SHARD_TOKENS = 60_000_000
 MANIFEST_FORMAT = 1
 
 
