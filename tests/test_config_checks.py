@@ -78,6 +78,49 @@ def test_pretrain_on_cuda_without_cuda_names_the_key(work, capsys):
     assert code == 1 and "config key 'device'" in line and "no CUDA" in line
 
 
+# Issue 28 items 3 and 4: sweep-level values and the environment, before anything is written.
+@pytest.mark.parametrize("override,key,expected", [
+    ("extract.shard_tokens=-5", "extract.shard_tokens", "an integer >= 1, got -5"),
+    ("extract.shard_tokens=0", "extract.shard_tokens", "an integer >= 1, got 0"),
+    ("extract.jobs_per_gpu=0", "extract.jobs_per_gpu", "an integer >= 1, got 0"),
+    ("extract.jobs_per_gpu=-1", "extract.jobs_per_gpu", "an integer >= 1, got -1"),
+    ("extract.toks_per_batch=0", "extract.toks_per_batch", "an integer >= 1, got 0"),
+    ("extract.device=gpu", "extract.device", "auto, cpu, cuda or cuda:N, got 'gpu'"),
+])
+def test_sweep_values_are_checked_before_anything_is_written(work, capsys, monkeypatch,
+                                                             override, key, expected):
+    monkeypatch.setenv("PTRANSFER_FAKE_GPUS", "2")  # jobs_per_gpu=0 was ignored with fake GPUs
+    for argv in (["run", "-m", "model=onehot,esm2_t6_8M_UR50D"], ["plan"]):
+        code, out = main_output(capsys, *argv, "task=synthetic", "ablation=random_init",
+                                "results_dir=res", override)
+        line = _one_error_line(out)
+        assert code == 1 and f"config key {key!r}: expected {expected}" in line, argv
+        assert not (work / "res").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "2.5"])
+def test_a_bad_fake_gpu_count_names_the_variable(work, capsys, monkeypatch, value):
+    monkeypatch.setenv("PTRANSFER_FAKE_GPUS", value)
+    code, out = main_output(capsys, "run", "-m", "task=synthetic", "model=onehot",
+                            "results_dir=res")
+    line = _one_error_line(out)
+    assert code == 1 and f"environment variable PTRANSFER_FAKE_GPUS={value!r}" in line
+    assert "non-negative integer" in line and not (work / "res").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CPU-only torch")
+def test_a_cuda_device_on_a_cpu_build_names_the_key(work, capsys):
+    code, out = main_output(capsys, "run", "task=synthetic", "model=onehot",
+                            "extract.device=cuda:0", "results_dir=res")
+    assert code == 1 and "Torch not compiled" not in out
+    assert "config key 'extract.device': 'cuda:0', but this machine has no CUDA device" in out
+    from ptransfer.cell.config_values import resolve_device  # the sweep's jobs resolve it too
+
+    with pytest.raises(ValueError, match="config key 'extract.device': 'cuda'"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu" == resolve_device("cpu")
+
+
 # -- item 5: names that become paths are safe identifiers ---------------------------------
 
 def _small_csv(path):

@@ -87,13 +87,14 @@ def cmd_run(argv: list[str]) -> int:
     # Hydra's own parser wants -m before the overrides; accept it anywhere, as Hydra's docs do.
     flags = [a for a in argv if a in _MULTIRUN_FLAGS][:1]
     argv = flags + [a for a in argv if a not in _MULTIRUN_FLAGS]
+    checked = not any(a in _HYDRA_INFO_FLAGS for a in argv)
+    overrides = [a for a in argv if not a.startswith("-")]
+    if checked:  # every value first: a bad one writes nothing, not even the key cache
+        precheck(CONF_DIR, overrides)
     if skip_done_sweep(CONF_DIR, argv):  # a finished sweep: nothing for Hydra to launch
         return 0
-    if not any(a in _HYDRA_INFO_FLAGS for a in argv):
-        overrides = [a for a in argv if not a.startswith("-")]
-        precheck(CONF_DIR, overrides)
-        if flags:  # a sweep: one task name must mean one task (sweep/task_names.py)
-            check_task_names(CONF_DIR, overrides)
+    if checked and flags:  # a sweep: one task name must mean one task (sweep/task_names.py)
+        check_task_names(CONF_DIR, overrides)
     FAILED["count"] = 0  # this command's failures only (main() may be called again in-process)
     _hydra_entry(run_job, ["run", *argv])
     return 1 if FAILED["count"] else 0
