@@ -81,6 +81,7 @@ def cmd_run(argv: list[str]) -> int:
     from ptransfer.cell.config_checks import precheck
     from ptransfer.sweep.done import skip_done_sweep
     from ptransfer.sweep.job import run_job
+    from ptransfer.sweep.parent import sweep_parent
     from ptransfer.sweep.summary import FAILED
     from ptransfer.sweep.task_names import check_task_names
 
@@ -96,7 +97,8 @@ def cmd_run(argv: list[str]) -> int:
     if checked and flags:  # a sweep: one task name must mean one task (sweep/task_names.py)
         check_task_names(CONF_DIR, overrides)
     FAILED["count"] = 0  # this command's failures only (main() may be called again in-process)
-    _hydra_entry(run_job, ["run", *argv])
+    with sweep_parent():  # its workers stop if this process dies (sweep/parent.py)
+        _hydra_entry(run_job, ["run", *argv])
     return 1 if FAILED["count"] else 0
 
 
@@ -268,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[command](rest)
+    except KeyboardInterrupt:  # Ctrl-C: every write is atomic, so what is finished stays
+        resumes = "; re-run resumes" if command in ("run", "pretrain", "collect") else ""
+        print(f"ptransfer {command}: interrupted{resumes}", file=sys.stderr)
+        return 130
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"ptransfer {command}: error: {err}", file=sys.stderr)
         return 1
