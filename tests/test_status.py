@@ -99,7 +99,7 @@ def test_a_heartbeat_on_a_full_disk_is_one_log_line_and_beats_again_later(
 # A real `ptransfer run` whose probe fitting never ends, so it can be killed mid-cell.
 _STALLED = """
 import sys, time
-import ptransfer.cell.run as cell
+import ptransfer.cell.fit as cell  # layer_fits is looked up there at call time
 cell.layer_fits = lambda *a, **k: time.sleep(3600)
 from ptransfer.cli import main
 sys.exit(main(["run", "+experiment=smoke", "results_dir=res", "extract.progress=false"]))
