@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import REPO, SHARED_DATA, check, ptransfer
+from cli_helpers import REPO, SHARED_DATA, check, needs_data, ptransfer
 from tiny_models import tiny_esm2_searchpath
 
 from ptransfer.embed.verify import OK, verify_file
@@ -66,7 +66,7 @@ def _tiny_sweep(tiny_conf: str, *extra: str) -> list[str]:
             "extract.shard_tokens=4300", *extra]
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "flip_gb1").is_dir(), reason="needs ../shared/data")
+@needs_data("flip_gb1")
 def test_gb1_rows_are_the_same_with_one_writer_or_four_concurrent_ones_one_gpu_each(tmp_path):
     # The preset's PLM cells (one-hot reads no store): 3 splits x 2 random-init models.
     common = ["+experiment=gb1", "model=esm2_t6_8M_UR50D,carp_600k", f"data.root={SHARED_DATA}",

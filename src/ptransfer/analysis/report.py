@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ptransfer.analysis import plots
@@ -90,13 +91,27 @@ def _encoders(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["family"] != ONEHOT_FAMILY]
 
 
-def _onehot_by_panel(rows: pd.DataFrame) -> dict[tuple, tuple[float, float]]:
-    """(task, eval_set) -> one-hot (mean, sd) over seeds; empty when there is no one-hot."""
+def _onehot_by_panel(rows: pd.DataFrame, intervals: pd.DataFrame) -> dict[tuple, plots.Reference]:
+    """(task, eval_set) -> the one-hot reference line: mean over seeds, with ±1 sd over two
+    or more seeds, else the 95 % interval over test proteins of ``intervals`` (the one-hot
+    arm's, when the panel has exactly one); empty when there is no one-hot."""
     onehot = rows[rows["family"] == ONEHOT_FAMILY]
     if onehot.empty:
         return {}
     stats = seed_stats(seed_scores(onehot, "best"), PANEL)
-    return {(r.task, r.eval_set): (r.mean, r.sd) for r in stats.itertuples(index=False)}
+    arms = intervals[(intervals["family"] == ONEHOT_FAMILY)
+                     & (intervals["layer_choice"] == "best")] if len(intervals) else intervals
+    out = {}
+    for r in stats.itertuples(index=False):
+        if r.n_seeds > 1:
+            out[(r.task, r.eval_set)] = plots.Reference(r.mean, r.mean - r.sd, r.mean + r.sd, "sd")
+            continue
+        arm = arms[(arms["task"] == r.task) & (arms["eval_set"] == r.eval_set)] \
+            if len(arms) else arms
+        low, high = (arm.iloc[0]["ci_low"], arm.iloc[0]["ci_high"]) if len(arm) == 1 else \
+            (np.nan, np.nan)
+        out[(r.task, r.eval_set)] = plots.Reference(r.mean, low, high, "ci")
+    return out
 
 
 def _layer_curves(encoders: pd.DataFrame) -> pd.DataFrame:
@@ -141,7 +156,7 @@ def _shallow_points(depth: pd.DataFrame) -> pd.DataFrame:
 
 
 def _depth_figures(rows: pd.DataFrame, out_dir: Path, colours: dict[str, str],
-                   onehot: dict[tuple, tuple[float, float]],
+                   onehot: dict[tuple, plots.Reference],
                    root: Path | None = None, depth: pd.DataFrame | None = None
                    ) -> list[FigureEntry]:
     final = at_final_checkpoint(_encoders(rows))
@@ -197,7 +212,12 @@ def _band_note(rows: pd.DataFrame, panel: pd.DataFrame | None = None) -> str:
 
 
 def _onehot_note(task: str, eval_set: str, onehot: dict) -> str:
-    return "; grey line: one-hot baseline" if (task, eval_set) in onehot else ""
+    reference = onehot.get((task, eval_set))
+    if reference is None:
+        return ""
+    band = {"sd": "±1 sd over seeds", "ci": "95 % bootstrap interval over test proteins"}
+    shaded = f" (grey band: {band[reference.band]})" if reference.has_band else " (no band)"
+    return f"; grey line: one-hot baseline{shaded}"
 
 
 def _scaling_figures(rows: pd.DataFrame, out_dir: Path, onehot: dict) -> list[FigureEntry]:
@@ -334,7 +354,7 @@ def make_report(results_csv: str | Path, out_dir: str | Path,
     table_paths = write_tables(frame, out_dir, analysis=analysis)
     encoders = _encoders(rows).sort_values(["family", "n_params", "model"])
     colours = plots.colour_map(list(dict.fromkeys(encoders["model"])))
-    onehot = _onehot_by_panel(rows)
+    onehot = _onehot_by_panel(rows, analysis.intervals)
     with plots.paper_style():
         figures = [*_depth_figures(rows, out_dir, colours, onehot, results_csv.parent,
                                    analysis.depth),

@@ -58,7 +58,7 @@ def run_cell_spec(spec: CellSpec, config_yaml: str, lease=None) -> pd.DataFrame:
     started = time.time()
     log.info("task %s, data fingerprint %s", task.summary(), fingerprint[:FINGERPRINT_CHARS])
     check_before_load(spec, task)  # what needs no model weights: nothing on disk yet
-    device = lease.torch_device if lease is not None else pick_device(spec.extract.device)
+    device = pick_device(lease.torch_device if lease is not None else spec.extract.device)
     device_name = lease.name if lease is not None else device
     write_status(key.dir, **running_status(key.cell_id, started), device=device_name)
     start_heartbeat(key.dir)

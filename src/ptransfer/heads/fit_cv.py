@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ptransfer.heads.backend import one_thread
 from ptransfer.heads.cross_validation import CrossValidatedSelection
 from ptransfer.heads.fit_layers import LayerFit, evaluate, labelled, row_index
 from ptransfer.tasks.base import IGNORE, Task
@@ -48,7 +49,14 @@ class _Pool:
 def fit_cv_layers(probe, task: Task, get: Callable[[int, str], np.ndarray], n_layers: int,
                   n_folds: int, seed: int) -> tuple[list[LayerFit], int]:
     """(one fit per layer, the CV-chosen layer). ``probe``: an unfitted probe (its grid is
-    searched); ``get(layer, split)``: that split's features of ``layer`` (N x D)."""
+    searched); ``get(layer, split)``: that split's features of ``layer`` (N x D). On one CPU
+    thread, as ``fit_layer``: the values do not depend on the process's thread count."""
+    with one_thread():
+        return _fit_cv_layers(probe, task, get, n_layers, n_folds, seed)
+
+
+def _fit_cv_layers(probe, task: Task, get, n_layers: int, n_folds: int,
+                   seed: int) -> tuple[list[LayerFit], int]:
     pool = _Pool(task, get, n_layers)
     selector = CrossValidatedSelection(probe, n_folds=n_folds, seed=seed).fit(
         pool, pool.y, pool.groups)

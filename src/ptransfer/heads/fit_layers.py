@@ -17,6 +17,7 @@ import hydra
 import numpy as np
 
 from ptransfer import metrics
+from ptransfer.heads.backend import one_thread
 from ptransfer.heads.rules import AUTO_HEADS, HEADS_ALLOWED, head_for  # noqa: F401 - API
 from ptransfer.heads.spec import HeadSpec
 from ptransfer.tasks.base import IGNORE, Task
@@ -139,7 +140,16 @@ def evaluate(task: Task, eval_set: str, y: np.ndarray, pred: np.ndarray, probe
 
 
 def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
-    """Fit ``probe`` on train (selecting on val) with ``get(split) -> X`` and score all sets."""
+    """Fit ``probe`` on train (selecting on val) with ``get(split) -> X`` and score all sets.
+
+    Fitting and scoring run on one CPU thread (``backend.one_thread``): the values do not
+    depend on the thread count of the process, hence not on how a sweep placed the cell.
+    """
+    with one_thread():
+        return _fit_layer(probe, layer, task, get)
+
+
+def _fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
     X_tr, y_tr = labelled(get("train"), task.splits["train"].flat_targets(), task.level)
     X_va, y_va = labelled(get("val"), task.splits["val"].flat_targets(), task.level)
     probe.fit(X_tr, y_tr, X_va, y_va)
