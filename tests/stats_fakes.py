@@ -88,9 +88,13 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
                ablation="pretrained", scope="full", seed=0, n_layers=3, head="ridge",
                head_config="hc", precision="fp32", length_policy="window",
                pooled_dtype="float32", revision="", fingerprint="fp", predictions=True,
-               noise_key=None, shared=0.9, constant=(), name=None) -> pd.DataFrame:
+               noise_key=None, shared=0.9, constant=(), name=None,
+               tune="frozen") -> pd.DataFrame:
     """One cell: ``quality`` (see ``_quality``) sets each layer's prediction quality;
-    ``constant``: eval sets whose predictions are constant (an undefined Spearman)."""
+    ``constant``: eval sets whose predictions are constant (an undefined Spearman);
+    ``tune``: lora | full writes a fine-tune cell (its last layer only, head ``mlp``)."""
+    if tune != "frozen":  # a fine-tune cell's head and config (the hash of its settings)
+        head, head_config = "mlp", f"{tune}-{head_config}"
     residue = task[next(e for e in task if e != "val")][1][0] >= 0
     metric = "accuracy" if residue else "spearman"
     score = metrics.accuracy if residue else metrics.spearman
@@ -98,7 +102,7 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
                        f"{head_config}-{precision}-{fingerprint}")
     rng = np.random.default_rng(zlib.crc32(cell_id.encode()))
     blocks, values = [], {}
-    for layer in range(n_layers):
+    for layer in range(0 if tune == "frozen" else n_layers - 1, n_layers):
         for eval_set in task:
             items, positions, y_true = task[eval_set]
             y_pred = _predict(task, eval_set, _quality(quality, layer, eval_set), rng,
@@ -109,7 +113,8 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
                 values[(layer, eval_set)] = score(y_true, y_pred)
             blocks.append(predictions_frame(eval_set, layer, items, positions, y_true, y_pred,
                                             classification=residue))
-    defined = [layer for layer in range(n_layers) if np.isfinite(values[(layer, "val")])]
+    defined = [layer for layer in range(n_layers)
+               if np.isfinite(values.get((layer, "val"), np.nan))]
     best = max(defined, key=lambda layer: values[(layer, "val")]) if defined else None
     rows = []
     for (layer, eval_set), value in values.items():
@@ -127,6 +132,8 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
                    main_metric=True, cell_id=cell_id, config_hash="h", ptransfer_version="t")
         rows.append(row)
     frame = make_frame(rows)
+    if tune != "frozen":  # a fine-tune cell's optional column (analysis.rows.OPTIONAL_COLUMNS)
+        frame = frame.assign(tune=tune)
     cell_dir = Path(root) / "cells" / cell_id
     write_rows(frame, cell_dir / ROWS_FILE)
     files = {ROWS_FILE: file_record(cell_dir / ROWS_FILE, len(frame))}

@@ -1,10 +1,11 @@
 """The tree reads as the pipeline: one package per stage, imports flowing one way, small modules.
 
-Stages, bottom up: tasks and encoders -> embed -> heads -> cell (one cell) -> sweep (many
-cells); analysis (results and conclusions; a cell writes rows through its schema) and
-pretrain beside them; ``cli`` sits on top. ``metrics``, ``data``, ``processes`` and the package
-root are shared foundations. The Hydra config (``omegaconf``) stays at the doors: ``cell``, ``sweep``,
-``pretrain`` and ``cli``; every stage below takes typed specs or plain values.
+Stages, bottom up: tasks and encoders -> embed -> heads (and tune, fine-tuning, beside it) ->
+cell (one cell) -> sweep (many cells); analysis (results and conclusions; a cell writes rows
+through its schema) and pretrain beside them; ``cli`` sits on top. ``metrics``, ``data``,
+``processes`` and the package root are shared foundations. The Hydra config (``omegaconf``)
+stays at the doors: ``cell``, ``sweep``, ``pretrain`` and ``cli``; every stage below takes
+typed specs or plain values.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ ALLOWED = {
     "encoders": set(),
     "embed": {"encoders", "tasks"},
     "heads": {"embed", "encoders", "tasks"},
-    "cell": {"heads", "embed", "encoders", "tasks", "analysis"},
-    "sweep": {"cell", "heads", "embed", "encoders", "tasks", "analysis"},
+    "tune": {"embed", "encoders", "tasks"},
+    "cell": {"heads", "tune", "embed", "encoders", "tasks", "analysis"},
+    "sweep": {"cell", "heads", "tune", "embed", "encoders", "tasks", "analysis"},
     "analysis": set(),
     "pretrain": {"encoders", "tasks"},
 }

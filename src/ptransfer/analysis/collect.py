@@ -42,7 +42,13 @@ import pandas as pd
 from ptransfer import __version__
 from ptransfer.analysis.cell_files import STATUS_FILE, file_problem, read_status, sha256_file
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
-from ptransfer.analysis.rows import RESULTS_FILE, ROWS_FILE, read_results, write_rows
+from ptransfer.analysis.rows import (
+    OPTIONAL_COLUMNS,
+    RESULTS_FILE,
+    ROWS_FILE,
+    read_results,
+    write_rows,
+)
 from ptransfer.processes import recorded_alive, this_process
 
 log = logging.getLogger(__name__)
@@ -111,7 +117,11 @@ def merge_cells(root: Path) -> tuple[pd.DataFrame, list[str], list[tuple[str, st
         detail = f"; {len(left_out)} cell(s) left out: {every}" if left_out else ""
         raise FileNotFoundError(f"no complete cell (a {ROWS_FILE} with a done {STATUS_FILE}) "
                                 f"under {root}: run `ptransfer run` first{detail}")
-    return pd.concat(frames, ignore_index=True), cells, left_out
+    merged = pd.concat(frames, ignore_index=True)
+    for column, default in OPTIONAL_COLUMNS.items():  # what a cell's absent column means
+        if column in merged:
+            merged[column] = merged[column].fillna(default)
+    return merged, cells, left_out
 
 
 def collect(root: str | Path, n_resamples: int = 1000, seed: int = 0,

@@ -13,7 +13,9 @@ Input is only a merged results table (``results.COLUMNS``). Output, in ``out_dir
 - ``index.html``: every figure with its caption, the classes with their evidence and the
   summary table, with no network resources.
 
-Depth and scaling figures use each model's final checkpoint (``panels.final_checkpoint_of``).
+Depth and scaling figures use each model's final checkpoint (``panels.final_checkpoint_of``),
+and frozen cells only (a fine-tune cell has one layer: its numbers are in intervals.csv, its
+verdicts in taxonomy.csv).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pandas as pd
 
 from ptransfer.analysis import plots
 from ptransfer.analysis.bootstrap import find_predictions
+from ptransfer.analysis.finetune_verdicts import frozen_rows
 from ptransfer.analysis.layer_bands import band_layers, layer_intervals
 from ptransfer.analysis.margins import DEFAULT_MARGINS
 from ptransfer.analysis.panels import (
@@ -342,7 +345,7 @@ def make_report(results_csv: str | Path, out_dir: str | Path,
     results_csv, out_dir = Path(results_csv), Path(out_dir)
     frame = _load(results_csv)
     try:
-        rows = main_test_rows(frame)
+        rows = main_test_rows(frozen_rows(frame))  # figures: probes per layer (frozen cells)
         analysis = analyse(frame, results_csv.parent, margins=margins)  # predictions beside
         summary = summary_table(frame, analysis)
     except ValueError as err:

@@ -40,9 +40,10 @@ COLUMNS: dict[str, str] = {
     "length_policy": "sequences over the model's limit: window | truncate",
     "pooled_dtype": "per-protein store dtype: float32 | float16",
     "data_fingerprint": "SHA-256 prefix of the task's loaded content (sequences, targets, splits)",
-    "head": "probe: ridge | logistic | linear | streaming",
+    "head": "probe: ridge | logistic | linear | streaming; mlp for fine-tune cells",
     "head_config": "SHA-256 prefix of the probe's own configuration (its grid, learning rate, "
-                   "...): cells are compared only when it is equal",
+                   "...; a fine-tune cell's: its tune settings): cells are compared only when "
+                   "it is equal",
     "hparams": "hyper-parameters chosen on validation, JSON ({\"alpha\": 10.0})",
     "eval_set": "val, or a test set name (test, cb513, ts115, casp12)",
     "metric": "spearman | pearson | mse | ndcg | accuracy | macro_f1 | roc_auc",
@@ -62,7 +63,9 @@ COLUMNS: dict[str, str] = {
 # Columns only some cells write, with the value their absence means. ``selection``: how the
 # best layer and hyper-parameters were chosen; the cross-validated cell a cell writes beside
 # it (``selection.method=cv``) says ``cv``, every other row is ``val`` (its bytes unchanged).
-OPTIONAL_COLUMNS: dict[str, str] = {"selection": "val"}
+# ``tune``: frozen (probes on the frozen model's features), or lora | full, written by
+# fine-tune cells (the model fine-tuned with an MLP head on its last layer).
+OPTIONAL_COLUMNS: dict[str, str] = {"selection": "val", "tune": "frozen"}
 
 # Columns added after the first tables were written, with the value an older table means.
 ADDED_COLUMNS: dict[str, object] = {

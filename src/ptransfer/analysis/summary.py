@@ -19,6 +19,15 @@ from ptransfer.analysis.bootstrap import Replicates, compute_replicates
 from ptransfer.analysis.comparisons import arms_of, intervals_table
 from ptransfer.analysis.decisions import comparisons_table, final_checkpoints
 from ptransfer.analysis.depth import depth_line, depth_table, shallow_layers, validation_layers
+from ptransfer.analysis.finetune_verdicts import (
+    FROZEN,
+    arm_tune,
+    finetune_comparisons,
+    finetune_verdicts,
+    frozen_rows,
+    tunes_of,
+    with_finetune,
+)
 from ptransfer.analysis.intervals import N_RESAMPLES
 from ptransfer.analysis.margins import DEFAULT_MARGINS
 from ptransfer.analysis.panels import (
@@ -85,12 +94,20 @@ def analyse(df: pd.DataFrame, root: str | Path | None = None,
     reps = compute_replicates(rows, root, n_resamples, seed,
                               shallow_layers(val_arms, val_reps, margins))
     arms = _arms(rows)
-    comparisons = comparisons_table(arms, reps, margins)
+    # the paper's decisions, depth and classes see frozen arms; fine-tunes get their own
+    tunes = tunes_of(rows)
+    frozen = [a for a in arms if arm_tune(a, tunes) == FROZEN]
+    frozen_val = [a for a in val_arms if arm_tune(a, tunes) == FROZEN]
+    comparisons = comparisons_table(frozen, reps, margins)
+    tuned = finetune_comparisons(arms, tunes, reps, margins)
     warnings = selection_warnings(validation_sizes(val_rows, val_reps), cv_tasks(val_rows))
-    depth = depth_table(arms, val_arms, reps, val_reps, margins)
-    encoders = [a for a in arms if a.key["family"] != ONEHOT_FAMILY]
-    return Analysis(intervals_table(arms, reps), comparisons,
-                    taxonomy_table(arms, comparisons, reps, warnings), depth, warnings,
+    depth = depth_table(frozen, frozen_val, reps, val_reps, margins)
+    encoders = [a for a in frozen if a.key["family"] != ONEHOT_FAMILY]
+    taxonomy = with_finetune(taxonomy_table(frozen, comparisons, reps, warnings),
+                             finetune_verdicts(tuned))
+    return Analysis(intervals_table(arms, reps),
+                    pd.concat([comparisons, tuned], ignore_index=True) if len(tuned)
+                    else comparisons, taxonomy, depth, warnings,
                     depth_line(depth, final_checkpoints(encoders)))
 
 
@@ -182,8 +199,11 @@ def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.Data
     taxonomy ``classification`` with its ``evidence``, ``not_comparable`` (why some
     comparison of the row was refused: probe, data fingerprint or precision differ), the
     pretrained arm's shallowest equivalent layer (``depth``) and the task's ``warning``
-    (mixed datasets, a validation set too small for a stable selection)."""
+    (mixed datasets, a validation set too small for a stable selection). Frozen arms only:
+    fine-tune cells' numbers are in intervals.csv, their verdicts in comparisons.csv and
+    taxonomy.csv (``analysis.finetune_verdicts``)."""
     analysis = analysis if analysis is not None else analyse(df)
+    df = frozen_rows(df)  # the paper's summary: frozen arms (fine-tunes: intervals, taxonomy)
     table = panel_scores(main_test_rows(df))
     table = _interval_columns(analysis.intervals, table)
     taxonomy = analysis.taxonomy[[*GROUP, *VERDICTS]].rename(

@@ -11,7 +11,8 @@ Read top-down as the cell runs:
 - ``key``: the cell's key (hash of its effective config) and its encoder's store identity.
 - ``encoder``: the encoder configured, or loaded with its weights when the cell runs it.
 - ``memory``: one-hot width and memory, refused before it cannot fit.
-- ``fit``: features of every layer and one probe per layer.
+- ``fit``: features of every layer and one probe per layer; ``tune``: a fine-tune cell
+  (``tune=lora|full``: the model trained, its memory estimated and refused when too large).
 - ``rows`` / ``predictions``: the tidy rows (with the configuration columns comparisons
   need) and the per-item predictions.
 - ``status`` / ``logs``: status.json (running, done, failed, interrupted) and log lines

@@ -110,6 +110,20 @@ def check_config(cfg: DictConfig, conf_dir: str | Path) -> None:
                 cfg)
     check_subsample(cfg.get("subsample"))
     check_values(cfg)
+    check_tune(cfg)
+
+
+def check_tune(cfg: DictConfig) -> None:
+    """``tune``: a valid ``TuneSpec`` (types, ranges, known keys). Whether the model can be
+    fine-tuned so is a cell's own check (``check_before_load``) and, in sweeps, a rule of the
+    design (``sweep.design``): it depends on two axes at once."""
+    from ptransfer.tune.spec import TuneSpec
+
+    node = cfg.get("tune")
+    try:
+        TuneSpec.from_mapping(OmegaConf.to_container(node, resolve=True) if node else {})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def _added_keys(cfg: dict, base: dict, prefix: str = "") -> list[tuple[str, list[str]]]:
@@ -228,6 +242,11 @@ def check_before_load(spec: CellSpec, task) -> None:
     from ptransfer.tasks.validate import check_classes
 
     check_classes(task)
+    if spec.tune.trains:  # tune=lora on CARP, any fine-tune of one-hot: one line, nothing run
+        from ptransfer.tune.targets import check_tunable
+
+        config = spec.encoder.config
+        check_tunable(spec.tune, spec.encoder.name, spec.encoder.family, config.get("arch"))
     if spec.reads_store:
         check_writable(spec.store_dir, "store_dir")
     encoder = build_encoder(spec.encoder)  # configuration only

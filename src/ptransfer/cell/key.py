@@ -2,8 +2,8 @@
 
 A cell is keyed by the hash of its effective config (what changes its numbers: task config
 and the fingerprint of the task's loaded content, model and the fingerprint of the weights
-it reads, checkpoint, ablation, seed, head, length policy, precision), never by folder
-names or job numbers. Its folder is ``results_dir/cells/<cell_id>/``, and a re-run skips a
+it reads, checkpoint, ablation, seed, head, length policy, precision; a fine-tune cell its
+``tune`` settings instead of the head), never by folder names or job numbers. Its folder is ``results_dir/cells/<cell_id>/``, and a re-run skips a
 cell whose status says done and whose rows and predictions match that record
 (``analysis.cell_files``).
 
@@ -84,6 +84,10 @@ def effective_config(spec: CellSpec, fingerprint: str | None = None) -> dict:
         effective["pooled_dtype"] = spec.extract.pooled_dtype  # default keeps old keys
     if spec.selection.method != "val":  # cv / auto add the cross-validated cell beside it
         effective["selection"] = dataclasses.asdict(spec.selection)  # (val keeps old keys)
+    if spec.tune.trains:  # a fine-tune's numbers: its settings, not the probes' (frozen cells
+        del effective["head"]  # have no tune entry, so their keys stay as they were)
+        effective.pop("selection", None)  # probe selection: no part of a fine-tune
+        effective["tune"] = spec.tune.as_dict()
     return effective
 
 

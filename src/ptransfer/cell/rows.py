@@ -23,6 +23,7 @@ from ptransfer.cell.spec import CellSpec, EncoderSpec
 from ptransfer.cell.task_data import FINGERPRINT_CHARS
 from ptransfer.heads.spec import HeadSpec
 from ptransfer.metrics import HIGHER_IS_BETTER
+from ptransfer.tune.spec import TuneSpec
 
 if TYPE_CHECKING:
     from ptransfer.encoders.base import CheckpointRef, Encoder
@@ -65,12 +66,20 @@ def head_config_hash(head_spec: HeadSpec, head: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def tune_config_hash(tune: TuneSpec) -> str:
+    """SHA-256 prefix of a fine-tune's settings: a fine-tune cell's ``head_config``."""
+    blob = json.dumps(tune.as_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def config_fields(spec: CellSpec, name: str, step, head: str) -> dict:
     """The rows' configuration columns of a cell (see module docstring)."""
+    head_config = (tune_config_hash(spec.tune) if spec.tune.trains
+                   else head_config_hash(spec.head, head))
     return {**checkpoint_position(spec.encoder, name, step),
             "length_policy": spec.extract.length_policy,
             "pooled_dtype": spec.extract.pooled_dtype,
-            "head_config": head_config_hash(spec.head, head)}
+            "head_config": head_config}
 
 
 def best_layer(fits: list[LayerFit], metric: str) -> int | None:
@@ -124,4 +133,6 @@ def rows_from_fits(spec: CellSpec, key: CellKey, task: Task, encoder: Encoder,
                     "n_test_overlap": task.overlap_counts().get(eval_set, 0),
                     "main_metric": metric == task.metric,
                 })
-    return make_frame(rows)
+    frame = make_frame(rows)
+    # a fine-tune cell says so (``analysis.rows.OPTIONAL_COLUMNS``); frozen rows keep their bytes
+    return frame.assign(tune=spec.tune.mode) if spec.tune.trains else frame

@@ -25,7 +25,7 @@ from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE, write_rows
 from ptransfer.cell.encoder import cell_encoder, pick_device
 from ptransfer.cell.key import CONFIG_FILE, CellKey, cell_key, encoder_identity
-from ptransfer.cell.spec import CellSpec, cell_spec
+from ptransfer.cell.spec import FINETUNE_HEAD, CellSpec, cell_spec
 from ptransfer.cell.status import running_status, start_heartbeat, write_status
 from ptransfer.cell.task_data import (
     FINGERPRINT_CHARS,
@@ -63,8 +63,9 @@ def run_cell_spec(spec: CellSpec, config_yaml: str, lease=None) -> pd.DataFrame:
     write_status(key.dir, **running_status(key.cell_id, started), device=device_name)
     start_heartbeat(key.dir)
     (key.dir / CONFIG_FILE).write_text(config_yaml)
-    frame, loaded = _fit_and_write(spec, key, task, fingerprint, device,
-                                   lease.describe() if lease else device)
+    fit_and_write = _tune_and_write if spec.tune.trains else _fit_and_write
+    frame, loaded = fit_and_write(spec, key, task, fingerprint, device,
+                                  lease.describe() if lease else device)
     files = {ROWS_FILE: file_record(key.dir / ROWS_FILE, len(frame)),
              PREDICTIONS_FILE: file_record(key.dir / PREDICTIONS_FILE,
                                            parquet_rows(key.dir / PREDICTIONS_FILE))}
@@ -74,6 +75,10 @@ def run_cell_spec(spec: CellSpec, config_yaml: str, lease=None) -> pd.DataFrame:
     write_status(key.dir, state="done", cell_id=key.cell_id, started=started,
                  seconds=round(time.time() - started, 2), n_rows=len(frame), files=files,
                  device=device_name, model_loaded=loaded, **note)
+    if spec.tune.trains:  # the fine-tune's progress file, once the cell is done
+        from ptransfer.cell.tune import PROGRESS_FILE
+
+        (key.dir / PROGRESS_FILE).unlink(missing_ok=True)
     return frame
 
 
@@ -100,6 +105,27 @@ def _fit_and_write(spec: CellSpec, key: CellKey, task, fingerprint: str, device:
     if spec.selection.cross_validates(len(task.splits["val"]), head):
         _write_cross_validated(spec, key, task, encoder, ref, head, fingerprint, device)
     return frame, loaded
+
+
+def _tune_and_write(spec: CellSpec, key: CellKey, task, fingerprint: str, device: str,
+                    where: str) -> tuple[pd.DataFrame, bool]:
+    """Fine-tune the cell's model (``cell.tune``), write rows and predictions at its last
+    layer. Always loads the model; reads no store."""
+    from ptransfer.cell.encoder import load_encoder
+    from ptransfer.cell.predictions import write_cell_predictions
+    from ptransfer.cell.rows import rows_from_fits
+    from ptransfer.cell.tune import check_tune_memory, tune_fit
+
+    check_tune_memory(spec, task, device)  # refuses before any weight is read
+    encoder, ref = load_encoder(spec.encoder, device)
+    log.info("fine-tuning %s (tune=%s, %d layers x %d), checkpoint %s, ablation %s, seed %s, "
+             "device %s", encoder.name, spec.tune.mode, encoder.n_layers, encoder.dim,
+             ref.name, spec.encoder.ablation, spec.seed, where)
+    fits = [tune_fit(spec, task, encoder, device, key.dir)]
+    frame = rows_from_fits(spec, key, task, encoder, ref, FINETUNE_HEAD, fits, fingerprint)
+    write_rows(frame, key.dir / ROWS_FILE)
+    write_cell_predictions(task, fits, key.dir)
+    return frame, True
 
 
 def _write_cross_validated(spec: CellSpec, key: CellKey, task, encoder, ref, head: str,

@@ -23,6 +23,7 @@ from ptransfer.encoders.weights_fingerprint import weights_fingerprint
 from ptransfer.heads.rules import head_for
 from ptransfer.heads.spec import HeadSpec
 from ptransfer.tasks.user_csv import file_stem
+from ptransfer.tune.spec import TuneSpec
 
 # conf/task/csv.yaml names the task ${ptransfer.file_stem:${.path}}, so cells of two CSV
 # files get two task names (and never collide in collect). Registered on import of this
@@ -32,6 +33,7 @@ OmegaConf.register_new_resolver("ptransfer.file_stem", file_stem, replace=True)
 # Loaders whose tasks are per residue (every other loader gives per-protein tasks). Used only
 # to plan without loading; the cell checks the loaded task agrees (task_data.check_shape).
 RESIDUE_LOADERS = frozenset({"ptransfer.tasks.ss3.load_ss3_task"})
+FINETUNE_HEAD = "mlp"  # the ``head`` of fine-tune cells' rows: the MLP on the tuned last layer
 
 
 @dataclass(frozen=True)
@@ -152,22 +154,36 @@ class CellSpec:
     store_dir: Path         # embedding stores, one per encoder identity
     commit_seconds: float   # store.commit_seconds: a running extraction commits this often
     selection: SelectionSpec = SelectionSpec()
+    tune: TuneSpec = TuneSpec()  # frozen (probes on stored features) | lora | full
 
     @property
     def planned_head(self) -> str:
-        """The probe the cell will use (``head.name`` resolved on the declared task shape)."""
+        """The probe the cell will use (``head.name`` resolved on the declared task shape);
+        a fine-tune cell's head is its MLP (``FINETUNE_HEAD``)."""
+        if self.tune.trains:
+            return FINETUNE_HEAD
         return _planned_head(self.task, self.head.name)
 
     @property
     def reads_store(self) -> bool:
-        """Whether the cell reads an embedding store (one-hot and streaming cells do not)."""
-        return _reads_store(self.encoder.family, self.planned_head)
+        """Whether the cell reads an embedding store (one-hot, streaming and fine-tune cells
+        do not)."""
+        return not self.tune.trains and _reads_store(self.encoder.family, self.planned_head)
+
+    @property
+    def loads_model(self) -> bool:
+        """Whether the cell always runs its model itself (a GPU job with no store to wait
+        for): streaming per-residue probes and fine-tuning."""
+        return self.encoder.family != "onehot" and (
+            self.tune.trains or self.planned_head == "streaming")
 
     @property
     def name(self) -> str:
-        """``task__model__checkpoint__ablation__s<seed>``: the readable part of the cell id."""
+        """``task__model__checkpoint__ablation[__<tune>]__s<seed>``: the readable part of the
+        cell id (frozen cells' names carry no tune part)."""
+        tune = [self.tune.mode] if self.tune.trains else []
         return "__".join([self.task.name, self.encoder.name, self.encoder.checkpoint_name,
-                          self.encoder.ablation, f"s{self.seed}"])
+                          self.encoder.ablation, *tune, f"s{self.seed}"])
 
 
 def _planned_head(task: TaskRef, head_name: str) -> str:
@@ -211,6 +227,7 @@ def cell_spec(cfg: DictConfig) -> CellSpec:
         store_dir=Path(cfg.store_dir),
         commit_seconds=float(store.get("commit_seconds", 120.0)),
         selection=SelectionSpec.from_mapping(_plain(cfg.get("selection"))),
+        tune=TuneSpec.from_mapping(_plain(cfg.get("tune"))),
     )
 
 
@@ -222,4 +239,6 @@ def planned_head(cfg: DictConfig) -> str:
 def reads_store(cfg: DictConfig) -> bool:
     """``CellSpec.reads_store`` read from a config without fingerprinting weights (config
     checks and plans ask it of every combination of a sweep)."""
+    if (cfg.get("tune") or {}).get("mode", "frozen") != "frozen":
+        return False
     return _reads_store(cfg.model.get("family", "onehot"), planned_head(cfg))

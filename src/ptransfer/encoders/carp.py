@@ -15,7 +15,7 @@ embedding and so no hard length limit; ``max_len`` is a practical cap (see the c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -128,12 +128,10 @@ class CarpEncoder(ModuleEncoder):
     def residue_alphabet(self) -> str:
         return ALL_AAS
 
-    def embed(self, sequences: list[str]) -> torch.Tensor:
-        """n_layers x B x T x D float32 features, T = longest sequence (CARP adds no tokens)."""
+    def forward_layers(self, sequences: list[str], layers: Sequence[int]) -> torch.Tensor:
+        """len(layers) x B x T x D features, T = longest sequence (CARP adds no tokens)."""
         module = self.loaded_module()
         check_sequences(sequences, ALL_AAS, self.max_len, self.name)
         (tokens,) = self.collater_([(s,) for s in sequences])  # B x T, gap-padded
-        with torch.inference_mode():
-            out = module(tokens.to(self.device), repr_layers=list(range(self.n_layers)))
-        layers = [out[0]] + [out["representations"][i] for i in range(1, self.n_layers)]
-        return torch.stack(layers).float()
+        out = module(tokens.to(self.device), repr_layers=list(layers))
+        return torch.stack([out[0] if i == 0 else out["representations"][i] for i in layers])

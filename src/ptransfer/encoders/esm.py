@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import warnings
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import esm.pretrained
@@ -184,15 +184,14 @@ class EsmEncoder(ModuleEncoder):
             return {"model.n_blocks": module.num_layers, "model.dim": module.embed_dim}
         return {"model.n_blocks": module.args.layers, "model.dim": module.args.embed_dim}
 
-    def embed(self, sequences: list[str]) -> torch.Tensor:
-        """n_layers x B x T x D float32 features; BOS/EOS removed, T = longest sequence."""
+    def forward_layers(self, sequences: list[str], layers: Sequence[int]) -> torch.Tensor:
+        """len(layers) x B x T x D features; BOS/EOS removed, T = longest sequence."""
         module = self.loaded_module()
         residues = [t for t in self.alphabet_.standard_toks if t.isalpha()]
         check_sequences(sequences, residues, self.max_len, self.name)
         _, _, tokens = self.batch_converter_([(str(i), s) for i, s in enumerate(sequences)])
-        with torch.inference_mode():
-            out = module(tokens.to(self.device), repr_layers=list(range(self.n_layers)))
+        out = module(tokens.to(self.device), repr_layers=list(layers))
         first = int(self.alphabet_.prepend_bos)
         stop = first + max(len(s) for s in sequences)
-        layers = out["representations"]  # layer -> B x (T + specials) x D
-        return torch.stack([layers[i][:, first:stop] for i in range(self.n_layers)]).float()
+        states = out["representations"]  # layer -> B x (T + specials) x D
+        return torch.stack([states[i][:, first:stop] for i in layers])

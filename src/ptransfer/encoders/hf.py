@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -208,17 +208,16 @@ class HfEncoder(ModuleEncoder):
                                               self.name)
         return self.alphabet_
 
-    def embed(self, sequences: list[str]) -> torch.Tensor:
-        """n_layers x B x T x D float32 features; special tokens removed, T = longest sequence."""
+    def forward_layers(self, sequences: list[str], layers: Sequence[int]) -> torch.Tensor:
+        """len(layers) x B x T x D features; special tokens removed, T = longest sequence."""
         module = self.loaded_module()
         check_sequences(sequences, self.residue_alphabet(), self.max_len, self.name)
         batch = encode(self.tokenizer_, self.convention, sequences, self.name)
-        with torch.inference_mode():
-            out = module(input_ids=batch.ids.to(self.device),
-                         attention_mask=batch.attention_mask.to(self.device),
-                         output_hidden_states=True)
-        layers = out.hidden_states  # n_layers tensors, B x S x D
-        if len(layers) != self.n_layers:
-            raise RuntimeError(f"{self.name}: the model returned {len(layers)} hidden states, "
+        out = module(input_ids=batch.ids.to(self.device),
+                     attention_mask=batch.attention_mask.to(self.device),
+                     output_hidden_states=True)
+        states = out.hidden_states  # n_layers tensors, B x S x D
+        if len(states) != self.n_layers:
+            raise RuntimeError(f"{self.name}: the model returned {len(states)} hidden states, "
                                f"model.n_blocks + 1 = {self.n_layers}")
-        return residue_features(layers, batch.positions).float()
+        return residue_features(tuple(states[i] for i in layers), batch.positions)

@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -363,6 +363,20 @@ class ModuleEncoder(Encoder):
         expected = {"model.n_blocks": self.n_blocks, "model.dim": self.dim}
         check_architecture(path, expected, self.module_architecture(module))
         return module
+
+    @abc.abstractmethod
+    def forward_layers(self, sequences: list[str], layers: Sequence[int]) -> torch.Tensor:
+        """Features of ``layers`` only: len(layers) x B x T x D, in the module's dtype.
+
+        The one forward of the family (its tokens, padding and special tokens handled as
+        ``embed`` describes), run in the caller's grad mode: under ``embed`` it is inference,
+        under fine-tuning (``ptransfer.tune``) it is differentiable.
+        """
+
+    def embed(self, sequences: list[str]) -> torch.Tensor:
+        """Every layer, float32, without autograd (see ``Encoder.embed``)."""
+        with torch.inference_mode():
+            return self.forward_layers(sequences, range(self.n_layers)).float()
 
     def loaded_module(self) -> nn.Module:
         if not hasattr(self, "module_"):

@@ -7,8 +7,9 @@ the design that are not done:
   **phase-2** job; its store gets **phase-1** jobs, one per shard with work left
   (``embed.shards.plan_shards`` over the union of the sequences of the store's readers, minus
   the rows already published);
-- a ``streaming`` per-residue cell embeds as it fits (no store): it runs a model, so it is a
-  phase-1 job of its own;
+- a ``streaming`` per-residue cell embeds as it fits (no store), and a fine-tune cell
+  (``tune=lora|full``) trains its model (no store): each runs a model, so it is a phase-1
+  job of its own;
 - a one-hot cell needs no model and no store: phase 2.
 
 ``ptransfer plan`` prints this plan; the two-phase sweeper (``hydra_plugins.ptransfer``) runs
@@ -141,6 +142,7 @@ class CellPlan:
     n_params: int = 0
     group: str | None = None  # store group (retention): the encoder identity, every level
     memory: str | None = None
+    tune_seconds: float | None = None  # a fine-tune cell's GPU time (plan: cell.tune)
 
     @property
     def to_run(self) -> bool:
@@ -275,7 +277,7 @@ def _plan_cell(index: int, combo: list[str], cfg: DictConfig, tasks: TaskCache) 
     cell.identity = encoder_identity(spec.encoder)
     cell.task = tasks.task_data(cfg, spec)
     cell.n_params = int(spec.encoder.config.get("n_params", 0))
-    if cell.head == "streaming":
+    if spec.loads_model:  # streaming probes and fine-tunes run their model, read no store
         cell.phase = 1
         return cell
     from ptransfer.embed.store import store_location
@@ -332,6 +334,8 @@ def cell_extraction(cell: CellPlan, stores: dict[Path, StorePlan]) -> tuple[floa
     Store readers: the rows of their dataset still missing from their store (cells of one
     dataset and store share these numbers); streaming cells: a forward pass over their task.
     """
+    if cell.tune_seconds is not None:
+        return 0.0, cell.tune_seconds
     if cell.phase == 1 and cell.task is not None:
         n, length = cell.task.size()
         return 0.0, gpu_seconds(cell.n_params, n * (length + 2))

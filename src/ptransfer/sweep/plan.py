@@ -92,13 +92,16 @@ def store_key(cell) -> str:
 def plan_cells(conf_dir: Path, overrides: list[str]) -> PlannedCells:
     from ptransfer.cell.config_checks import _fixed_overrides, check_config
     from ptransfer.cell.memory import plan_memory
-    from ptransfer.cell.spec import cell_spec
+    from ptransfer.cell.spec import FINETUNE_HEAD, cell_spec
+    from ptransfer.cell.tune import plan_tune
     from ptransfer.sweep.expand import SweepExpander, group_checker, sweep_lists
     from ptransfer.sweep.jobs import wave_size
 
     def each(cell, cfg) -> None:
         if cell.to_run and cfg.model.get("family") == "onehot":
             cell.memory = plan_memory(cell_spec(cfg))
+        elif cell.to_run and cell.head == FINETUNE_HEAD:
+            cell.memory, cell.tune_seconds = plan_tune(cell_spec(cfg), EFFECTIVE_TFLOPS)
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=_fixed_overrides(overrides), return_hydra_config=True)
@@ -155,7 +158,8 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
     for line in disk_lines(todo, getattr(cells, "wave_stores", 1)):  # retain=all | until_done
         print(line)
     print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
-          f"TFLOP/s (2 x params x tokens; probes not included)")
+          f"TFLOP/s (2 x params x tokens; fine-tunes: every epoch of every learning rate, "
+          f"6 x params x tokens (LoRA 4 x); probes not included)")
     for c in todo[:20]:
         print(f"  to run: {c.cell_id}")
     for c in todo:
@@ -176,8 +180,8 @@ def phase_lines(sweep: SweepPlan | None, max_stores: int = 60) -> list[str]:
     stores = [s for s in sweep.stores.values() if s.shards or s.estimated]
     n_shards = sum(len(s.shards) + len(s.estimated_shards()) for s in stores)
     lines = [f"phase 1 (extraction, GPU): {n_shards + len(streaming)} jobs: {n_shards} shard(s) "
-             f"of {len(stores)} store(s), {len(streaming)} streaming cell(s) (they embed as "
-             "they fit)"]
+             f"of {len(stores)} store(s), {len(streaming)} streaming or fine-tune cell(s) (they "
+             "run their model as they fit)"]
     for store in stores[:max_stores]:
         shards = [(s.tokens, "") for s in store.shards]
         shards += [(t, "~") for t in store.estimated_shards()]  # data absent: planning sizes
