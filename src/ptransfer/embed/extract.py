@@ -17,6 +17,7 @@ retries (recursively) down to single sequences.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from ptransfer.embed.batching import (  # noqa: F401 - batching names: extract's
     window_starts,
 )
 from ptransfer.embed.diskspace import expected_store_bytes
-from ptransfer.embed.shards import DEFAULT_SHARD_TOKENS, claim_or_wait, plan_shards
+from ptransfer.embed.shard_sizing import ShardSizing, StoreWork
+from ptransfer.embed.shards import claim_or_wait, plan_shards
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
 
@@ -247,12 +249,14 @@ def extract_to_store(
     progress: bool = True,
     pad_to: int | None = None,
     flush_bytes: int | None = None,
-    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    shard_tokens: int | None = None,
+    sizing: ShardSizing | None = None,
 ) -> int:
     """Embed the sequences the store lacks (each unique sequence once) and add them.
 
-    The sequences are planned as shards of at most ``shard_tokens`` tokens, cut where a
-    batch ends (``embed.shards.plan_shards``); each shard with work left is claimed (or
+    The sequences are planned as shards within ``sizing`` (default: the documented targets;
+    ``shard_tokens``, when given, caps each shard's tokens too), cut where a batch ends
+    (``embed.shards.plan_shards``, ``embed.shard_sizing``); each shard with work left is claimed (or
     waited for, while another process writes it), embedded and published, and the store's
     index file is written at the end. Rows are pooled for a protein-level store
     (``encoder.pooling``: ``mean``, or ``flatten`` zero-padded to ``pad_to``, default the
@@ -263,7 +267,12 @@ def extract_to_store(
     check_length_policy(encoder, sequences, length_policy, store.level)
     store.refresh()
     batching = Batching(toks_per_batch, getattr(encoder, "max_len", None), length_policy)
-    shards = plan_shards(store.path, sequences, store.published_keys(), shard_tokens, batching)
+    sizing = sizing or ShardSizing()
+    if shard_tokens is not None:
+        sizing = dataclasses.replace(sizing, max_tokens=shard_tokens)
+    limits = sizing.limits(StoreWork(encoder.n_params, store.level, store.n_layers, store.dim,
+                                     store.dtype))
+    shards = plan_shards(store.path, sequences, store.published_keys(), limits, batching)
     options = ExtractOptions(toks_per_batch, length_policy, precision, progress, flush_bytes)
     embedded = sum(extract_shard(encoder, store, shard.name, shard.todo, pool, options)
                    for shard in shards)

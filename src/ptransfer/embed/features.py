@@ -21,7 +21,7 @@ import torch
 
 from ptransfer.embed.diskspace import check_free_space, expected_store_bytes, needed_for_extraction
 from ptransfer.embed.extract import embed_sequences, extract_to_store, flatten_pool, mean_pool
-from ptransfer.embed.shards import DEFAULT_SHARD_TOKENS
+from ptransfer.embed.shard_sizing import ShardSizing
 from ptransfer.embed.store import (  # noqa: F401 - store_location: features' API
     DEFAULT_COMMIT_SECONDS,
     EmbeddingStore,
@@ -168,7 +168,7 @@ def store_features(
             length_policy=extract_cfg.length_policy,
             precision=extract_cfg.precision,
             progress=extract_cfg.progress,
-            shard_tokens=extract_cfg.get("shard_tokens", DEFAULT_SHARD_TOKENS),
+            sizing=ShardSizing.from_extract(extract_cfg),
         )
     return StoreFeatures(task, store)
 

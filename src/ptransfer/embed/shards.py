@@ -10,14 +10,16 @@ a second sweep) finds the name taken and discards its own copy. Readers see a sh
 ``.h5`` exists under its final name; a shard published without its manifest (a writer killed
 between the two renames) is complete and gets its manifest from the next reader.
 
-Shards are planned by tokens (``plan_shards``): the unique sequences a store is asked for,
-longest first (so a batch's padding stays low), cut into consecutive slices of at most
-``extract.shard_tokens`` tokens (residues + BOS/EOS), only where a batch of the whole
-extraction ends (so each shard runs exactly the batches one writer would). The cut depends
-only on the sequences asked for, and a shard's name on the keys of its slice, so a re-run, or
-a second sweep started at once, plans the same shards under the same names: finished shards
-are skipped and only unpublished ones are redone. A shard's *todo* is its slice minus the
-rows already published (by any shard of the store).
+Shards are planned by work (``plan_shards``; sizes in ``embed.shard_sizing``): the unique
+sequences a store is asked for, longest first (so a batch's padding stays low), cut into the
+fewest consecutive slices whose estimated GPU time and bytes stay within the shard targets
+(``extract.shard_max_gpu_minutes``, ``extract.shard_max_gb``, optionally
+``extract.shard_tokens``), balanced by tokens, only where a batch of the whole extraction ends
+(so each shard runs exactly the batches one writer would). The cut depends only on the
+sequences asked for and the limits, and a shard's name on the keys of its slice, so a re-run,
+or a second sweep started at once, plans the same shards under the same names: finished
+shards are skipped and only unpublished ones are redone. A shard's *todo* is its slice minus
+the rows already published (by any shard of the store).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from ptransfer.embed.batching import Batching, batch_units
 from ptransfer.embed.claims import Claim, holder, read_claim
+from ptransfer.embed.shard_sizing import EXTRA_TOKENS, ShardLimits, balanced_cuts
 from ptransfer.embed.store_files import StoreError, sequence_key
 
 log = logging.getLogger(__name__)
@@ -45,8 +48,7 @@ MANIFEST_SUFFIX = ".json"
 TODO_SUFFIX = ".todo.json"
 CLAIM_SUFFIX = ".claim"
 PARTS_SUFFIX = ".parts"
-EXTRA_TOKENS = 2  # BOS/EOS per sequence, as the extractor's token budget counts them
-DEFAULT_SHARD_TOKENS = 60_000_000
+DEFAULT_SHARD_TOKENS = 60_000_000  # the token cap before shards were sized by work (0.2)
 MANIFEST_FORMAT = 1
 
 
@@ -93,46 +95,48 @@ def _canonical_keys(unique: dict[str, str]) -> list[str]:
 _SLICES: dict[tuple, list[list[str]]] = {}  # stores asked for the same sequences: cut once
 
 
-def slice_keys(unique: dict[str, str], shard_tokens: int,
+def as_limits(limits: ShardLimits | int) -> ShardLimits:
+    """``ShardLimits`` as given; a number is a token cap alone (``extract.shard_tokens``)."""
+    if isinstance(limits, ShardLimits):
+        return limits
+    return ShardLimits(max_tokens=limits)
+
+
+def slice_keys(unique: dict[str, str], limits: ShardLimits | int,
                batching: Batching | None = None) -> list[list[str]]:
     """The keys of each slice (see ``slice_by_tokens``), memoised per set of sequences."""
-    if int(shard_tokens) < 1:
-        raise ValueError(f"extract.shard_tokens must be >= 1, got {shard_tokens}")
-    memo = (frozenset(unique), int(shard_tokens), batching)
+    limits = as_limits(limits)
+    memo = (frozenset(unique), limits, batching)
     if memo not in _SLICES:
         if len(_SLICES) > 64:
             _SLICES.clear()
         order = _canonical_keys(unique)
         units = (batch_units([unique[k] for k in order], batching) if batching is not None
                  else [[i] for i in range(len(order))])
-        slices: list[list[str]] = []
-        current: list[str] = []
-        used = 0
-        for unit in units:
-            members = [order[i] for i in unit]
-            cost = sum(sequence_tokens(unique[k]) for k in members)
-            if current and used + cost > shard_tokens:
-                slices.append(current)
-                current, used = [], 0
-            current.extend(members)
-            used += cost
-        if current:
-            slices.append(current)
+        lengths = [[len(unique[order[i]]) for i in unit] for unit in units]
+        rows = [sum(unit) if limits.level == "residue" else len(unit) for unit in lengths]
+        tokens = [sum(unit) + EXTRA_TOKENS * len(unit) for unit in lengths]
+        start, slices = 0, []
+        for end in balanced_cuts(tokens, rows, limits):
+            slices.append([order[i] for unit in units[start:end] for i in unit])
+            start = end
         _SLICES[memo] = slices
     return _SLICES[memo]
 
 
-def slice_by_tokens(sequences: Iterable[str] | Mapping[str, str], shard_tokens: int,
-                    batching: Batching | None = None) -> list[list[str]]:
-    """Unique ``sequences`` in canonical order, cut into consecutive slices of at most
-    ``shard_tokens`` tokens; a sequence (or a batch) over the budget gets a slice of its own.
+def slice_by_tokens(sequences: Iterable[str] | Mapping[str, str],
+                    limits: ShardLimits | int, batching: Batching | None = None
+                    ) -> list[list[str]]:
+    """Unique ``sequences`` in canonical order, cut into the fewest consecutive slices within
+    ``limits`` (a number: tokens per slice), balanced by tokens (``embed.shard_sizing``); a
+    sequence (or a batch) over the limits gets a slice of its own.
 
     With ``batching`` (the extraction's), cuts fall only where a batch of the whole
     extraction ends (``embed.batching.batch_units``), so the batches of each shard are the
     batches a single writer runs: the features do not depend on the number of shards.
     """
     unique = keyed(sequences)
-    return [[unique[k] for k in piece] for piece in slice_keys(unique, shard_tokens, batching)]
+    return [[unique[k] for k in piece] for piece in slice_keys(unique, limits, batching)]
 
 
 def shard_name(store_path: Path, sequences: Sequence[str] = (),
@@ -145,12 +149,13 @@ def shard_name(store_path: Path, sequences: Sequence[str] = (),
 
 
 def plan_shards(store_path: Path, sequences: Iterable[str] | Mapping[str, str],
-                published: set[str] | frozenset, shard_tokens: int,
+                published: set[str] | frozenset, limits: ShardLimits | int,
                 batching: Batching | None = None) -> list[PlannedShard]:
-    """The shards with work left for ``sequences`` (``published``: keys the store has)."""
+    """The shards with work left for ``sequences`` (``published``: keys the store has);
+    ``limits``: ``ShardSizing.limits`` of the store, or a number of tokens per shard."""
     unique = keyed(sequences)
     planned = []
-    for piece in slice_keys(unique, shard_tokens, batching):
+    for piece in slice_keys(unique, limits, batching):
         todo = [unique[k] for k in piece if k not in published]
         if todo:
             planned.append(PlannedShard(shard_name(store_path, keys=piece), todo, len(piece)))
