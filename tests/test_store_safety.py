@@ -172,9 +172,13 @@ def test_real_full_tmpfs_is_a_clean_error_then_completes_after_space_is_freed(sm
     assert len(store) == 300 and files_under(small_tmpfs, "*.tmp") == []
 
 
-def test_needed_space_counts_the_merge(tmp_path):
-    # existing 10 MB + 2 x new 3 MB, plus the 2 % and 1 MiB margin.
+def test_needed_space_counts_the_rows_once_and_a_bounded_merge(tmp_path):
+    # existing 10 MB + new 3 MB + its merge (parts of at most 64 MiB are merged into one
+    # file), plus the 2 % and 1 MiB margin.
     assert diskspace.needed_for_extraction(3e6, 10e6) == pytest.approx(16e6 * 1.02 + (1 << 20))
+    # 100 GB of new rows: the parts become the shard's files, only 64 MiB may be copied.
+    assert diskspace.needed_for_extraction(100e9, 0.0) == pytest.approx(
+        (100e9 + 67_108_864) * 1.02 + (1 << 20))
     assert diskspace.needed_for_extraction(0.0, 10e6) == 0.0
     assert diskspace.expected_store_bytes(10, 3, 4, "float16") == 10 * 3 * 4 * 2
 
@@ -189,7 +193,7 @@ def _zero_4k_of_layer(path: Path, layer: str = "layer_001") -> None:
         raw.write(b"\0" * 4096)
 
 
-def test_zeroed_block_is_detected_by_a_run_and_by_verify(tmp_path):
+def test_zeroed_block_is_detected_by_a_run_and_by_verify_and_repaired(tmp_path):
     conf = tmp_path / "extra_conf" / "model"
     conf.mkdir(parents=True)
     (conf / "tiny_carp.yaml").write_text(json.dumps(model_config("carp", name="tiny_carp")))
@@ -209,6 +213,15 @@ def test_zeroed_block_is_detected_by_a_run_and_by_verify(tmp_path):
     assert verify.returncode == 1
     assert "DAMAGED" in verify.stdout and "layer_001" in verify.stdout
     assert str(store.relative_to(tmp_path)) in verify.stdout
+    # The advice, followed, ends: the deleted shard is missing (exit 1), a re-run redoes it
+    # and publishes it with a fresh manifest, and verify then passes.
+    store.unlink()
+    verify = ptransfer("store", "verify", "results_dir=res", cwd=tmp_path)
+    assert verify.returncode == 1 and "MISSING" in verify.stdout
+    assert "re-run redoes it" in verify.stdout
+    check(ptransfer(*args, "force=true", cwd=tmp_path))
+    verify = check(ptransfer("store", "verify", "results_dir=res", cwd=tmp_path))
+    assert "DAMAGED" not in verify and "MISSING" not in verify
 
 
 def _task(sequences: list[str]) -> Task:

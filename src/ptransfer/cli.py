@@ -211,8 +211,9 @@ def cmd_pretrain(argv: list[str]) -> int:
 
 
 def cmd_store(argv: list[str]) -> int:
-    """``ptransfer store verify [DIR | FILE | results_dir=R | store_dir=S]``: exit 1 if damaged."""
-    from ptransfer.embed.verify import DAMAGED, verify_path
+    """``ptransfer store verify [DIR | FILE | results_dir=R | store_dir=S]``: exit 1 if a
+    file is damaged or missing."""
+    from ptransfer.embed.verify import exit_status, verify_path
 
     parser = argparse.ArgumentParser(prog="ptransfer store", description="embedding stores")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -225,7 +226,7 @@ def cmd_store(argv: list[str]) -> int:
     root = {"results_dir": Path(value) / "embeddings", "store_dir": Path(value)}.get(
         key, Path(args.dir)) if value else Path(args.dir)
     verdicts, _ = verify_path(root)
-    return 1 if any(v.state == DAMAGED for v in verdicts) else 0
+    return exit_status(verdicts)
 
 
 COMMANDS = {

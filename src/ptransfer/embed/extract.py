@@ -36,8 +36,9 @@ from ptransfer.embed.batching import (  # noqa: F401 - batching names: extract's
     window_starts,
 )
 from ptransfer.embed.diskspace import expected_store_bytes
+from ptransfer.embed.publication import claim_or_wait, retire_shard
 from ptransfer.embed.shard_sizing import ShardSizing, StoreWork
-from ptransfer.embed.shards import claim_or_wait, plan_shards
+from ptransfer.embed.shards import plan_shards
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
 
@@ -286,19 +287,22 @@ def extract_shard(encoder: Encoder, store: EmbeddingStore, name: str, todo: Sequ
     """Write shard ``name`` of ``store``: the sequences of ``todo`` (in their planned order).
 
     The shard is claimed first; while another live process writes it, this waits for its
-    publication and embeds nothing. A killed writer's committed parts are adopted: a batch
+    publication and embeds nothing. A broken shard (a file missing or of the wrong size,
+    ``embed.publication``) is removed and written again. A killed writer's committed parts
+    are adopted: a batch
     whose sequences are all saved is not run again, the others are run as planned (so each
     row is computed in the same batch as without the kill). Parts are committed only where
     a batch ends. Returns the number of sequences embedded here.
     """
     store.shard_dir.mkdir(parents=True, exist_ok=True)
-    claim = claim_or_wait(store.shard_dir, name)
+    claim = claim_or_wait(store.shard_dir, name, store)
     if claim is None:
         store.refresh()
         return 0
     todo = list(dict.fromkeys(todo))
     added = 0
     try:
+        retire_shard(store.shard_dir, name, store)  # a broken shard: written again, afresh
         with store.writer(options.flush_bytes, shard=name, index=index) as writer:
             left = [s for s in todo if not writer.has(s)]
             _log_expected_size(encoder, left, store, name)

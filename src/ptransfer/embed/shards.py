@@ -1,14 +1,15 @@
-"""Shards of an embedding store: how sequences are cut into shards, and how one is published.
+"""Shards of an embedding store: how sequences are cut into shards, and the atomic publish.
 
-A store ``<name>.h5`` keeps its rows in immutable shard files ``<name>.h5.shards/<shard>.h5``.
-Each shard has exactly one writer at a time that matters: it writes a temporary file, then
-**publishes** it by ``os.link`` to its final name (atomic, and it fails when the name exists,
-so the first publication wins and a published shard is never rewritten), then writes the
-shard's **manifest** ``<shard>.json`` the same way: sequence keys, lengths, rows, size and
-SHA-256 of the file. No lock is involved: a second writer of the same shard (a broken claim,
-a second sweep) finds the name taken and discards its own copy. Readers see a shard once its
-``.h5`` exists under its final name; a shard published without its manifest (a writer killed
-between the two renames) is complete and gets its manifest from the next reader.
+A store ``<name>.h5`` keeps its rows in immutable shards ``<name>.h5.shards/<shard>.h5``.
+Each shard has exactly one writer at a time that matters: it writes its rows under temporary
+names, then **publishes** the shard by ``os.link`` to its final name (``publish``: atomic,
+and it fails when the name exists, so the first publication wins and a published shard is
+never rewritten), then its **manifest** ``<shard>.json`` the same way (``embed.manifests``;
+what a published shard is made of: ``embed.publication``). No lock is involved: a second
+writer of the same shard (a broken claim, a second sweep) finds the name taken and discards
+its own copy. Readers see a shard once its ``.h5`` exists under its final name; a shard
+published without its manifest (a writer killed between the two) is complete and gets its
+manifest from the next reader.
 
 Shards are planned by work (``plan_shards``; sizes in ``embed.shard_sizing``): the unique
 sequences a store is asked for, longest first (so a batch's padding stays low), cut into the
@@ -30,14 +31,12 @@ import hashlib
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ptransfer.embed.batching import Batching, batch_units
-from ptransfer.embed.claims import Claim, holder, read_claim
 from ptransfer.embed.shard_sizing import EXTRA_TOKENS, ShardLimits, balanced_cuts
 from ptransfer.embed.store_files import StoreError, sequence_key
 
@@ -49,7 +48,6 @@ TODO_SUFFIX = ".todo.json"
 CLAIM_SUFFIX = ".claim"
 PARTS_SUFFIX = ".parts"
 DEFAULT_SHARD_TOKENS = 60_000_000  # the token cap before shards were sized by work (0.2)
-MANIFEST_FORMAT = 1
 
 
 def shard_folder(store_path: Path) -> Path:
@@ -187,95 +185,6 @@ def publish(tmp: Path, final: Path) -> bool:
         return True
     tmp.unlink(missing_ok=True)
     return True
-
-
-def file_sha256(path: Path, block: int = 8 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass
-class Manifest:
-    """What a published shard holds; written once, next to it, as ``<shard>.json``."""
-
-    shard: str
-    n_bytes: int
-    sha256: str
-    keys: list[str]  # hex SHA-256 of each row's sequence, in file order
-    lengths: list[int]
-    n_rows: int  # feature rows: sequences (protein level) or residues (residue level)
-    extra: dict
-
-    def to_json(self) -> str:
-        return json.dumps({"format": MANIFEST_FORMAT, "shard": self.shard, "file":
-                           self.shard + ".h5", "bytes": self.n_bytes, "sha256": self.sha256,
-                           "n_sequences": len(self.keys), "n_rows": self.n_rows,
-                           "keys": self.keys, "lengths": self.lengths, **self.extra})
-
-
-def manifest_path(folder: Path, shard: str) -> Path:
-    return folder / f"{shard}{MANIFEST_SUFFIX}"
-
-
-def read_manifest(path: Path) -> Manifest:
-    """A manifest file, checked for its fields; a StoreError names the file otherwise."""
-    try:
-        data = json.loads(Path(path).read_text())
-        keys, lengths = list(data["keys"]), [int(n) for n in data["lengths"]]
-        manifest = Manifest(str(data["shard"]), int(data["bytes"]), str(data["sha256"]), keys,
-                            lengths, int(data["n_rows"]), {})
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise StoreError(f"{path}: unreadable shard manifest ({err}); delete it (the shard's "
-                         "next reader writes it again)") from err
-    if len(keys) != len(lengths):
-        raise StoreError(f"{path}: {len(keys)} keys but {len(lengths)} lengths; delete it")
-    return manifest
-
-
-def write_manifest(folder: Path, manifest: Manifest) -> bool:
-    """Publish ``<shard>.json`` (first publication wins, as for the shard itself)."""
-    final = manifest_path(folder, manifest.shard)
-    tmp = folder / f"{manifest.shard}.{uuid.uuid4().hex}.json.tmp"
-    tmp.write_text(manifest.to_json())
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    return publish(tmp, final)
-
-
-def make_manifest(path: Path, keys: list[str], lengths: list[int], level: str,
-                  extra: dict | None = None) -> Manifest:
-    lengths = [int(n) for n in lengths]  # numpy ints are not JSON
-    n_rows = sum(lengths) if level == "residue" else len(keys)
-    return Manifest(path.stem, path.stat().st_size, file_sha256(path), keys,
-                    lengths, n_rows, dict(extra or {}))
-
-
-def claim_or_wait(folder: Path, name: str, poll_s: float = 2.0) -> Claim | None:
-    """Claim shard ``name`` for writing; while a live writer holds it, wait for it.
-
-    Returns the held claim, or None once the shard is published (by that writer, or before
-    this call). Claims only save duplicated work (``embed.claims``): a writer that runs
-    without one still publishes correctly.
-    """
-    published = folder / f"{name}.h5"
-    claim = Claim(folder / f"{name}{CLAIM_SUFFIX}", what=f"writing shard {name}")
-    waited = False
-    while True:
-        if published.exists():
-            return None
-        if claim.try_acquire():
-            if published.exists():  # published between the check and the claim
-                claim.release()
-                return None
-            return claim
-        if not waited:
-            log.info("shard %s is being written by %s: waiting for it to publish",
-                     name, holder(read_claim(claim.path)))
-            waited = True
-        time.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- phase-1 inputs

@@ -184,9 +184,16 @@ class EmbeddingStore:
         return not self.read_only and os.access(self.path.parent, os.W_OK)
 
     def refresh(self) -> None:
-        """Re-read the row index from disk (other processes may have published shards)."""
+        """Re-read the row index from disk (other processes may have published shards).
+
+        An index file that cannot be read is derived data: rebuilt from the shards, and
+        rewritten at once when this process can write.
+        """
         self.close()
         self._view = load_view(self, writable=self._writable())
+        if self._view.index_damaged and self._writable():
+            finalize(self, self._view)
+            self._view.index_damaged = ""
 
     def finalize(self) -> bool:
         """Write the index file over the current shards when it is out of date."""
@@ -237,8 +244,10 @@ class EmbeddingStore:
                 self.refresh()
                 return self._locate(sequences, retry=False)
             if found is None:
+                broken = "".join(f"; shard {name} is broken ({why}): re-run to extract its "
+                                 "rows again" for name, why in self._view.broken.items())
                 raise KeyError(f"sequence {_short(sequence)!r} (length {len(sequence)}) is not "
-                               f"in the embedding store {self.path}")
+                               f"in the embedding store {self.path}{broken}")
             where[i] = found
         if len(self._located) >= 8:
             self._located = {}
