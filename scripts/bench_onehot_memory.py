@@ -88,9 +88,9 @@ def _reset_peak() -> None:
 
 def child(args: argparse.Namespace) -> None:
     """Load the task, build one-hot features, fit the probe; print the figures as JSON."""
-    from omegaconf import OmegaConf
 
     from ptransfer.embed.features import memory_features
+    from ptransfer.embed.settings import ExtractSettings
     from ptransfer.encoders.onehot import OneHotEncoder
     from ptransfer.heads import LogisticProbe
     from ptransfer.heads.fit_layers import fit_layer
@@ -98,8 +98,7 @@ def child(args: argparse.Namespace) -> None:
 
     task = load_csv_task(args.csv, name="long", kind="classification")
     encoder = OneHotEncoder().load(None, ablation="pretrained", seed=0)
-    extract = OmegaConf.create({"toks_per_batch": 4096, "length_policy": "window",
-                                "precision": "fp32", "progress": False})
+    extract = ExtractSettings(progress=False)
     _reset_peak()
     base = _status_kib("VmRSS")
     started = time.time()

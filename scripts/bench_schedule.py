@@ -5,7 +5,7 @@ dispatch, and the lower bound, from the plan's own duration estimates.
         [--data ../shared/data] [--load-s 0] [--shard-minutes 30 10]
 
 The jobs are those ``ptransfer run -m`` would launch for the experiment on an empty results
-folder (``ptransfer plan``'s planning functions, ``grid.plan.plan_cells``):
+folder (``ptransfer plan``'s planning functions, ``sweep.plan.plan_cells``):
 
 - **shard jobs** (GPU): one per planned shard of each store; seconds = the plan's estimate
   (2 x params x tokens at its 100 TFLOP/s, ``embed.shard_sizing.gpu_seconds``) plus
@@ -19,7 +19,7 @@ folder (``ptransfer plan``'s planning functions, ``grid.plan.plan_cells``):
 
 Schedules, for N GPU slots and M CPU slots:
 
-- **today** (``grid.two_phase``): per wave (all stores with ``store.retain=all``; waves of
+- **today** (``sweep.launch``): per wave (all stores with ``store.retain=all``; waves of
   N store groups with ``until_done`` on the ``gpu_box`` launcher), phase 1 (shards, and the
   streaming cells in the first wave) on N workers in list order, a barrier, then phase 2 (the
   wave's probe cells; the one-hot cells in the first wave) on N workers (the launcher's
@@ -216,7 +216,7 @@ def plan_jobs(sweep, gpus: int, load_s: float, minutes: float | None) -> list[Jo
     """The sweep's jobs (shards, streaming cells, probe cells) with waves for today's
     ``until_done`` schedule (``gpus`` store groups a wave, in order of first reader)."""
     from ptransfer.embed.shard_sizing import gpu_seconds
-    from ptransfer.grid.phases import cell_extraction
+    from ptransfer.sweep.jobs import cell_extraction
 
     groups: list[str] = []
     for cell in sweep.phase2_cells():
@@ -249,7 +249,7 @@ def plan_jobs(sweep, gpus: int, load_s: float, minutes: float | None) -> list[Jo
 
 
 def _task_size(cell) -> tuple[int, float]:
-    from ptransfer.grid.phases import PLANNING_SIZES
+    from ptransfer.sweep.jobs import PLANNING_SIZES
 
     return PLANNING_SIZES.get(cell.dataset, (0, 0.0))
 
@@ -290,7 +290,7 @@ def main() -> None:
     parser.add_argument("--shard-minutes", type=float, nargs="*", default=[30.0, 5.0],
                         help="also re-cut the stores by work at these GPU-minutes a shard")
     args = parser.parse_args()
-    from ptransfer.grid.plan import plan_cells
+    from ptransfer.sweep.plan import plan_cells
 
     with tempfile.TemporaryDirectory() as results:
         cells = plan_cells(REPO / "conf", [f"+experiment={args.experiment}",

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from ptransfer.cell.run import run_cell
 from ptransfer.embed.verify import verify_dir
-from ptransfer.grid.cell import run_cell
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

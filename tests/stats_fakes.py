@@ -26,7 +26,7 @@ from ptransfer.analysis.predictions import (
     write_predictions,
 )
 from ptransfer.analysis.rows import COLUMNS, ROWS_FILE, make_frame, write_rows
-from ptransfer.grid.status import write_status
+from ptransfer.cell.status import write_status
 
 EVAL_SETS = ("val", "test")
 

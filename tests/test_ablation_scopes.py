@@ -18,10 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tiny_models import TINY_ARCH, build_pretrained, model_config
 
+from ptransfer.cell.encoder import load_encoder
+from ptransfer.cell.key import cell_key, encoder_identity
+from ptransfer.cell.spec import cell_spec
 from ptransfer.encoders.ablation_scopes import changed_names
 from ptransfer.encoders.ablations import apply_ablation, needs_weights
 from ptransfer.encoders.base import CheckpointRef
-from ptransfer.grid.cell import cell_key, encoder_identity, load_encoder
 
 BLOCKS = range(TINY_ARCH["esm2"]["num_layers"])  # every tiny model has 2 blocks
 SEED = 1
@@ -211,9 +213,9 @@ def test_scope_keys_the_cell_and_the_store_of_seeded_ablations(ablation):
     full = composed(f"ablation={ablation}")
     reference = composed(f"ablation={ablation}", "ablation.scope=reference")
     assert full.ablation.scope == "full"
-    assert cell_key(full).cell_id != cell_key(reference).cell_id
+    assert cell_key(cell_spec(full)).cell_id != cell_key(cell_spec(reference)).cell_id
     # Pretrained features do not depend on the scope (nor the seed): one shared store.
-    same_store = encoder_identity(full) == encoder_identity(reference)
+    same_store = encoder_identity(cell_spec(full).encoder) == encoder_identity(cell_spec(reference).encoder)
     assert same_store == (ablation == "pretrained")
 
 
@@ -222,6 +224,6 @@ def test_the_cell_loads_the_encoder_in_the_configured_scope(tiny_esm2_path):
         cfg = composed("ablation=random_init", "seed=1", f"ablation.scope={scope}")
         OmegaConf.set_struct(cfg, False)
         cfg.model = model_config("esm2", weights=str(tiny_esm2_path))
-        encoder, _ = load_encoder(cfg, "cpu")
+        encoder, _ = load_encoder(cell_spec(cfg).encoder, "cpu")
         direct = load("esm2", tiny_esm2_path, "random_init", scope=scope, seed=1)
         assert unchanged(state(encoder), state(direct)) == set(state(direct))

@@ -88,10 +88,11 @@ def _disk_full(monkeypatch, cell_root: Path, in_place_ok: bool) -> None:
 def test_a_full_disk_fails_the_cell_without_a_traceback(tmp_path, monkeypatch, in_place_ok):
     from cell_helpers import cell_config
 
-    from ptransfer.grid import cell as cell_module
-    from ptransfer.grid.cell import cell_key
-    from ptransfer.grid.status import RUNNING, effective_state, read_status
-    from ptransfer.grid.sweep import run_job
+    from ptransfer.cell import fit as fit_module
+    from ptransfer.cell.key import cell_key
+    from ptransfer.cell.spec import cell_spec
+    from ptransfer.cell.status import RUNNING, effective_state, read_status
+    from ptransfer.sweep.job import run_job
 
     cfg = cell_config(tmp_path / "res", "task=synthetic", "model=onehot")
 
@@ -99,10 +100,10 @@ def test_a_full_disk_fails_the_cell_without_a_traceback(tmp_path, monkeypatch, i
         _disk_full(monkeypatch, tmp_path / "res", in_place_ok)
         raise OSError(errno.ENOSPC, "No space left on device", "store.h5.tmp")
 
-    monkeypatch.setattr(cell_module, "layer_fits", extraction_fills_the_disk)
+    monkeypatch.setattr(fit_module, "layer_fits", extraction_fills_the_disk)
     status = run_job(cfg)  # must not raise
     assert status["state"] == "failed" and "No space left on device" in status["error"]
-    recorded = read_status(cell_key(cfg).dir)
+    recorded = read_status(cell_key(cell_spec(cfg)).dir)
     assert effective_state(recorded) != RUNNING  # never stuck "running"
     if in_place_ok:
         assert recorded["state"] == "failed" and "No space left" in recorded["error"]

@@ -15,9 +15,12 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 from tiny_models import model_config
 
+from ptransfer.cell.key import CellKey, encoder_identity
+from ptransfer.cell.rows import rows_from_fits
+from ptransfer.cell.run import run_cell
+from ptransfer.cell.spec import cell_spec
 from ptransfer.embed.features import memory_features
 from ptransfer.encoders.base import CheckpointRef
-from ptransfer.grid.cell import CellKey, encoder_identity, rows_from_fits, run_cell
 from ptransfer.heads.fit_layers import LayerFit, labelled
 from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.tasks.base import IGNORE, Split, Task
@@ -37,7 +40,7 @@ def _rows(tmp_path, metric: str, val: list[float], test: list[float]) -> pd.Data
     encoder = SimpleNamespace(name="m", family="esm2", n_params=10, n_layers=len(fits))
     ref = SimpleNamespace(name="final", step=None)
     key = CellKey("cell", "hash", tmp_path)
-    return rows_from_fits(cfg, key, _protein_task(metric), encoder, ref, "ridge", fits, "ab" * 32)
+    return rows_from_fits(cell_spec(cfg), key, _protein_task(metric), encoder, ref, "ridge", fits, "ab" * 32)
 
 
 def _best(rows: pd.DataFrame) -> list[int]:
@@ -92,9 +95,9 @@ def test_seeds_give_different_stores_and_rows(two_seeds):
     assert not np.allclose(a.to_numpy(), b.loc[a.index].to_numpy())
     cfg = cell_config(results, "ablation=random_init", "seed=0")
     other = OmegaConf.merge(cfg, {"seed": 1})
-    assert encoder_identity(cfg) != encoder_identity(other)
+    assert encoder_identity(cell_spec(cfg).encoder) != encoder_identity(cell_spec(other).encoder)
     pretrained = cell_config(results, "seed=0")
-    assert encoder_identity(pretrained) == encoder_identity(OmegaConf.merge(pretrained, {"seed": 1}))
+    assert encoder_identity(cell_spec(pretrained).encoder) == encoder_identity(cell_spec(OmegaConf.merge(pretrained, {"seed": 1})).encoder)
 
 
 def _residue_task(seed: int = 0) -> Task:
@@ -123,8 +126,8 @@ def test_streaming_alpha_matches_a_brute_force_loop_over_alphas():
     encoder = instantiate(model_config("esm2"), _convert_="all").load(
         CheckpointRef(), ablation="random_init", seed=0)
     task = _residue_task()
-    fits = fit_streaming(encoder, task, cfg.head, cfg.extract)
-    feats = memory_features(encoder, task, cfg.extract)
+    fits = fit_streaming(encoder, task, cell_spec(cfg).head, cell_spec(cfg).extract)
+    feats = memory_features(encoder, task, cell_spec(cfg).extract)
     n_val = int((task.splits["val"].flat_targets() != IGNORE).sum())
     spread = []
     for fit in fits:

@@ -13,12 +13,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tiny_models import model_config
 
+from ptransfer.cell.encoder import checkpoint_ref
+from ptransfer.cell.spec import cell_spec
 from ptransfer.encoders.base import CheckpointRef
 from ptransfer.encoders.checkpoint_files import checkpoint_status
 from ptransfer.encoders.weights import WeightsUnavailable, resolve_checkpoint
-from ptransfer.grid.cell import checkpoint_ref
-from ptransfer.grid.checkpoint_plan import checkpoint_lines
-from ptransfer.grid.plan import expand_sweep
+from ptransfer.sweep.checkpoint_plan import checkpoint_lines
+from ptransfer.sweep.plan import expand_sweep
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 URL = "https://example.org/models/esm2_t2_tiny_UR50D_checkpoint_{}.pt"
@@ -100,9 +101,9 @@ def test_checkpoint_step_reaches_the_rows_reference(tmp_path):
     cache().mkdir(parents=True)
     (cache() / "esm2_t33_650M_UR50D_checkpoint_100000.pt").write_bytes(b"x")
     cfg = _compose(["model=esm2_t33_650M_UR50D_training", "checkpoint=step_100k"])
-    ref = checkpoint_ref(cfg)  # what the cell writes to checkpoint / checkpoint_step
+    ref = checkpoint_ref(cell_spec(cfg).encoder)  # what the cell writes to checkpoint / checkpoint_step
     assert (ref.name, ref.step) == ("step_100k", 100_000)
-    final = checkpoint_ref(_compose(["model=esm2_t33_650M_UR50D_training"]))
+    final = checkpoint_ref(cell_spec(_compose(["model=esm2_t33_650M_UR50D_training"])).encoder)
     assert (final.name, final.step) == ("final", 500_000)
 
 

@@ -27,8 +27,8 @@ import pytest
 from ptransfer.analysis import collect as collect_module
 from ptransfer.analysis.cell_files import read_status
 from ptransfer.analysis.rows import read_results
+from ptransfer.cell.status import write_status
 from ptransfer.cli import main
-from ptransfer.grid.status import write_status
 
 AA = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 TABLES = ("results.csv", "summary.csv", "summary.md", "repstat.csv", "intervals.csv",

@@ -100,7 +100,7 @@ def test_a_sweep_with_two_tasks_under_one_name_is_refused_before_it_runs(work, c
 
 def test_distinct_task_names_in_a_preset_sweep_pass(work):
     from ptransfer.cli import CONF_DIR
-    from ptransfer.grid.task_names import check_task_names
+    from ptransfer.sweep.task_names import check_task_names
 
     assert check_task_names(CONF_DIR, ["+experiment=own_checkpoints"]) == 4
 

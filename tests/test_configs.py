@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from ptransfer.cli import CONF_DIR
 from ptransfer.encoders.base import Encoder
-from ptransfer.grid.plan import expand_sweep
+from ptransfer.sweep.plan import expand_sweep
 
 
 def _names(group: str) -> list[str]:

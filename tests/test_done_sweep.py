@@ -11,9 +11,9 @@ from pathlib import Path
 from cli_helpers import REPO, check, ptransfer
 from hydra import compose, initialize_config_dir
 
-from ptransfer.grid import done
-from ptransfer.grid.done import done_sweep_counts, skip_done_sweep
-from ptransfer.grid.sweep import run_job
+from ptransfer.sweep import done
+from ptransfer.sweep.done import done_sweep_counts, skip_done_sweep
+from ptransfer.sweep.job import run_job
 
 CONF = REPO / "conf"
 HEAVY = ("torch", "esm", "sequence_models", "transformers", "sklearn", "h5py")
@@ -32,7 +32,7 @@ def _run(overrides) -> dict:
 SKIP_IN_CHILD = """
 import json, sys
 from hydra import compose, initialize_config_dir
-from ptransfer.grid.sweep import run_job
+from ptransfer.sweep.job import run_job
 with initialize_config_dir(config_dir=sys.argv[2], version_base="1.3"):
     status = run_job(compose("config", overrides=sys.argv[3:]))
 heavy = json.loads(sys.argv[1])

@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from ptransfer.grid.expand import SweepExpander, combinations, group_checker, sweep_lists
+from ptransfer.sweep.expand import SweepExpander, combinations, group_checker, sweep_lists
 
 
 def _expand(arguments: list[str], check=None, repository: bool = True):
@@ -81,7 +81,7 @@ def test_axes_that_change_one_key_are_composed_in_full(tmp_path):
 
 
 def test_a_bad_value_is_caught_once_per_choice(tmp_path):
-    from ptransfer.grid.validate_config import ConfigError, check_config
+    from ptransfer.cell.config_checks import ConfigError, check_config
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         with pytest.raises(ConfigError, match="'seed'"):

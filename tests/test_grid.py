@@ -14,7 +14,7 @@ from cli_helpers import REPO, check, ptransfer
 from omegaconf import OmegaConf
 from tiny_models import model_config, write_tiny
 
-from ptransfer.grid.sweep import excluded_reason
+from ptransfer.sweep.job import excluded_reason
 
 TINY = {"tiny_esm2": "esm2", "tiny_carp": "carp"}
 

@@ -10,8 +10,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from ptransfer.cell.spec import TaskRef, cell_spec, planned_head
+from ptransfer.cell.task_data import check_declared_shape
 from ptransfer.encoders.base import CheckpointRef
-from ptransfer.grid.task_data import check_declared_shape, declared_shape, planned_head
 from ptransfer.heads.fit_layers import AUTO_HEADS, resolve_head
 from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.tasks.base import IGNORE, Split, Task
@@ -86,12 +87,12 @@ def test_loaded_shapes_agree_with_declared_ones(tmp_path):
                           ["task=csv", f"task.path={csv}", "task.kind=classification"]):
             cfg = compose("config", overrides=overrides)
             task = instantiate(cfg.task, _convert_="all")
-            check_declared_shape(cfg, task)
-            assert resolve_head(cfg.head, task) == planned_head(cfg)
+            check_declared_shape(cell_spec(cfg).task, task)
+            assert resolve_head(cell_spec(cfg).head, task) == planned_head(cfg)
         cfg = compose("config", overrides=["task=ss3"])
-    assert declared_shape(cfg.task) == ("residue", "classification")
-    assert resolve_head(cfg.head, _toy_residue_task()) == planned_head(cfg) == "streaming"
-    wrong = OmegaConf.create({"task": {"_target_": "x.load", "name": "toy_ss"}})
+    assert cell_spec(cfg).task.declared_shape == ("residue", "classification")
+    assert resolve_head(cell_spec(cfg).head, _toy_residue_task()) == planned_head(cfg) == "streaming"
+    wrong = TaskRef({"_target_": "x.load", "name": "toy_ss"}, None)
     with pytest.raises(ValueError, match="loaded as residue classification but its config"):
         check_declared_shape(wrong, _toy_residue_task())
     assert set(AUTO_HEADS.values()) == {"ridge", "logistic", "streaming"}
@@ -102,7 +103,7 @@ def test_streaming_probe_runs_on_one_hot_without_any_model():
         cfg = compose("config", overrides=["model=onehot", "extract.progress=false"])
     encoder = instantiate(cfg.model, _convert_="all").load(CheckpointRef(), "pretrained", 0)
     task = _toy_residue_task()
-    fits = fit_streaming(encoder, task, cfg.head, cfg.extract)
+    fits = fit_streaming(encoder, task, cell_spec(cfg).head, cell_spec(cfg).extract)
     assert len(fits) == 1
     # One-hot identity features separate the three residue groups exactly: a ridge classifier
     # on them reaches (nearly) every labelled residue.

@@ -73,7 +73,7 @@ def test_each_family_states_its_model_card_convention():
 
 
 def test_plan_sizes_every_new_model(tmp_path):
-    from ptransfer.grid.plan import plan_cells, plan_totals
+    from ptransfer.sweep.plan import plan_cells, plan_totals
 
     overrides = ["task=gb1_two_vs_rest", "model=prot_bert,prot_t5_xl_uniref50,ankh_base,"
                  "ankh_large,antiberty", f"results_dir={tmp_path}"]
@@ -90,7 +90,7 @@ def test_plan_sizes_every_new_model(tmp_path):
 def test_plan_agrees_with_run_when_a_swept_key_is_fixed_on_the_command_line(tmp_path):
     # `run -m +experiment=antiberty_ablations task=ss3` runs ss3 only (Hydra's basic sweeper
     # replaces the preset's task sweep); plan must count the same cells.
-    from ptransfer.grid.plan import plan_cells
+    from ptransfer.sweep.plan import plan_cells
 
     common = ["+experiment=antiberty_ablations", f"results_dir={tmp_path}"]
     cells = plan_cells(CONF_DIR, [*common, "task=ss3", "subsample={train: 10, val: 5}"])

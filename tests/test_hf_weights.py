@@ -87,14 +87,15 @@ def test_revision_selects_the_cached_snapshot(saved):
 
 
 def test_revision_changes_the_store_identity():
-    from ptransfer.grid.cell import encoder_identity
+    from ptransfer.cell.key import encoder_identity
+    from ptransfer.cell.spec import cell_spec
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         plain = compose("config", overrides=["model=hf_esm2_t6_8M_UR50D"])
         pinned = compose("config", overrides=["model=hf_esm2_t6_8M_UR50D",
                                               "model.revision=abc123"])
     assert plain.model.revision is None
-    assert encoder_identity(plain) != encoder_identity(pinned)
+    assert encoder_identity(cell_spec(plain).encoder) != encoder_identity(cell_spec(pinned).encoder)
 
 
 @pytest.fixture()

@@ -1,8 +1,10 @@
 """The tree reads as the pipeline: one package per stage, imports flowing one way, small modules.
 
-Stages, bottom up: tasks and encoders -> embed -> heads -> grid -> analysis (results and
-conclusions; the grid writes rows through its schema) and pretrain beside them; ``cli`` sits on
-top. ``metrics``, ``data`` and the package root are shared foundations.
+Stages, bottom up: tasks and encoders -> embed -> heads -> cell (one cell) -> sweep (many
+cells); analysis (results and conclusions; a cell writes rows through its schema) and
+pretrain beside them; ``cli`` sits on top. ``metrics``, ``data`` and the package root are
+shared foundations. The Hydra config (``omegaconf``) stays at the doors: ``cell``, ``sweep``,
+``pretrain`` and ``cli``; every stage below takes typed specs or plain values.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ ALLOWED = {
     "encoders": set(),
     "embed": {"encoders", "tasks"},
     "heads": {"embed", "encoders", "tasks"},
-    "grid": {"heads", "embed", "encoders", "tasks", "analysis"},
+    "cell": {"heads", "embed", "encoders", "tasks", "analysis"},
+    "sweep": {"cell", "heads", "embed", "encoders", "tasks", "analysis"},
     "analysis": set(),
     "pretrain": {"encoders", "tasks"},
 }
 STAGES = sorted(ALLOWED)
+CONFIG_DOORS = {"cell", "sweep", "pretrain", "cli"}  # where omegaconf may be imported
 MAX_LINES = 420
 
 
@@ -38,6 +42,17 @@ def _module_name(path: Path) -> str:
 
 
 MODULES = {_module_name(p): p for p in sorted(SRC.rglob("*.py")) if p.stem != "__main__"}
+
+
+def _external_imports(path: Path) -> set[str]:
+    """Top-level names of the non-ptransfer modules ``path`` imports (anywhere in it)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+    return found
 
 
 def _imports(path: Path) -> set[str]:
@@ -86,6 +101,24 @@ def test_stage_imports_only_from_below(stage):
         if _stage(target) != stage and _stage(target) not in FOUNDATION | ALLOWED[stage]
     )
     assert not wrong, "\n".join(wrong)
+
+
+def _config_leaks(modules: dict[str, Path]) -> list[str]:
+    return sorted(name for name, path in modules.items()
+                  if _stage(name) not in CONFIG_DOORS and "omegaconf" in _external_imports(path))
+
+
+def test_the_hydra_config_stays_at_the_doors():
+    # Below the doors a stage takes a typed spec (cell.spec.CellSpec, heads.spec.HeadSpec,
+    # embed.settings.ExtractSettings) or plain values, never the composed DictConfig.
+    leaks = _config_leaks(MODULES)
+    assert not leaks, f"import omegaconf outside {sorted(CONFIG_DOORS)}: {leaks}"
+
+
+def test_the_config_door_check_finds_a_leak(tmp_path):
+    planted = tmp_path / "fit_layers.py"
+    planted.write_text("from omegaconf import DictConfig\n")
+    assert _config_leaks({"ptransfer.heads.fit_layers": planted}) == ["ptransfer.heads.fit_layers"]
 
 
 def test_no_import_cycle_between_modules():

@@ -11,11 +11,12 @@ import yaml
 from cli_helpers import REPO
 from hydra import compose, initialize_config_dir
 
+from ptransfer.cell.key import cell_key
+from ptransfer.cell.logs import CellFilter, enter_cell, leave_cell
+from ptransfer.cell.spec import cell_spec
 from ptransfer.embed.extract import embed_sequences
 from ptransfer.encoders.onehot import OneHotEncoder
-from ptransfer.grid.cell import cell_key
-from ptransfer.grid.logs import CellFilter, enter_cell, leave_cell
-from ptransfer.grid.sweep import run_job
+from ptransfer.sweep.job import run_job
 
 
 @pytest.fixture()
@@ -57,7 +58,7 @@ def test_every_record_of_a_job_names_the_cell(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         assert run_job(cfg)["state"] == "done"
         logging.getLogger("ptransfer").info("outside")
-    cell = f"[{cell_key(cfg).cell_id}]"
+    cell = f"[{cell_key(cell_spec(cfg)).cell_id}]"
     *job, outside = caplog.records
     assert any("layer 0/0" in r.getMessage() for r in job)
     assert all(r.cell == cell for r in job)

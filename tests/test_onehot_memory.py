@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 from cli_helpers import REPO, check, ptransfer
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from ptransfer.cell import memory
+from ptransfer.cell.key import cell_key
+from ptransfer.cell.run import run_cell
+from ptransfer.cell.spec import cell_spec
 from ptransfer.embed.features import memory_features
+from ptransfer.embed.settings import ExtractSettings
 from ptransfer.encoders.onehot import CANONICAL, OneHotEncoder, padded_length
-from ptransfer.grid import memory
-from ptransfer.grid.cell import cell_key, run_cell
 from ptransfer.tasks.user_csv import load_csv_task
 
-EXTRACT = OmegaConf.create({"toks_per_batch": 64, "length_policy": "window", "precision": "fp32",
-                            "progress": False})
+EXTRACT = ExtractSettings(toks_per_batch=64, progress=False)
 LONGEST = 30
 
 
@@ -117,7 +118,7 @@ def test_cell_refuses_when_the_estimate_exceeds_memory(csv_task, tmp_path, monke
     suggested = int(message.rsplit("model.max_len=", 1)[1].split()[0])
     # Hand-computed: 24 rows held + 16 train rows copied, 20 values x 4 B per residue.
     assert suggested == int(budget // ((24 + 16) * 20 * 4))
-    assert not (cell_key(cfg).dir / "rows.csv").exists()
+    assert not (cell_key(cell_spec(cfg)).dir / "rows.csv").exists()
     # The hint works: with that cap the cell fits and runs.
     capped = _cfg(_overrides(path, tmp_path, f"model.max_len={suggested}"))
     assert len(run_cell(capped)) > 0

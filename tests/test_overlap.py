@@ -12,7 +12,7 @@ from cli_helpers import SHARED_DATA
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ptransfer.grid.cell import run_cell
+from ptransfer.cell.run import run_cell
 from ptransfer.tasks.base import TaskDataError
 from ptransfer.tasks.overlap import contained_in, containing, overlap_mask
 from ptransfer.tasks.user_csv import load_csv_task

@@ -8,8 +8,8 @@ import pytest
 from cell_helpers import CONF
 
 from ptransfer.analysis.cell_files import file_record
-from ptransfer.grid import plan
-from ptransfer.grid.plan import plan_cells, plan_totals, print_plan
+from ptransfer.sweep import plan
+from ptransfer.sweep.plan import plan_cells, plan_totals, print_plan
 
 # By hand, from conf/experiment/gb1.yaml, conf/model/{esm2_t6_8M_UR50D,carp_600k}.yaml and the
 # documented planning sizes (GB1: 8,733 sequences of 56 residues embedded; pooled float32

@@ -14,12 +14,14 @@ from scipy.stats import spearmanr
 from tiny_models import model_config
 
 from ptransfer.analysis.predictions import PREDICTIONS_FILE, item_id, read_predictions
+from ptransfer.cell import task_data
+from ptransfer.cell.key import cell_key, encoder_identity, is_done
+from ptransfer.cell.predictions import prediction_blocks
+from ptransfer.cell.run import run_cell
+from ptransfer.cell.spec import cell_spec
 from ptransfer.embed.features import memory_features
 from ptransfer.embed.store import store_path
 from ptransfer.encoders.base import CheckpointRef
-from ptransfer.grid import task_data
-from ptransfer.grid.cell import cell_key, encoder_identity, is_done, run_cell
-from ptransfer.grid.cell_predictions import prediction_blocks
 from ptransfer.heads.fit_layers import fit_layer, make_probe
 from ptransfer.heads.fit_streaming import fit_streaming
 from ptransfer.tasks.base import IGNORE, Split, Task
@@ -47,7 +49,7 @@ def test_protein_regression_cell_writes_predictions_that_reproduce_its_rows(tmp_
     _write_csv(csv)
     cfg = _csv_cfg(tmp_path, csv)
     rows = run_cell(cfg)
-    key = cell_key(cfg)
+    key = cell_key(cell_spec(cfg))
     preds = read_predictions(key.dir / PREDICTIONS_FILE)
     task = instantiate(cfg.task, _convert_="all")  # loaded here, independently of the cell
     assert set(preds.eval_set) == {"val", "test", "extra"}
@@ -71,7 +73,7 @@ def test_protein_classification_keeps_probabilities_for_roc_auc(tmp_path):
     _write_csv(csv, kind="classification")
     cfg = _csv_cfg(tmp_path, csv, "task.kind=classification")
     rows = run_cell(cfg)
-    preds = read_predictions(cell_key(cfg).dir / PREDICTIONS_FILE)
+    preds = read_predictions(cell_key(cell_spec(cfg)).dir / PREDICTIONS_FILE)
     proba = preds[["proba_0", "proba_1"]].to_numpy()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(preds.y_pred, proba.argmax(axis=1))
@@ -120,10 +122,10 @@ def test_per_residue_predictions_streaming_and_linear():
     encoder = instantiate(model_config("esm2"), _convert_="all").load(
         CheckpointRef(), ablation="random_init", seed=0)
     task = _residue_task()
-    _check_residue_blocks(task, fit_streaming(encoder, task, cfg.head, cfg.extract),
+    _check_residue_blocks(task, fit_streaming(encoder, task, cell_spec(cfg).head, cell_spec(cfg).extract),
                           encoder.n_layers)
-    feats = memory_features(encoder, task, cfg.extract)
-    fits = [fit_layer(make_probe("linear", cfg.head, task, 0, "cpu"), layer, task,
+    feats = memory_features(encoder, task, cell_spec(cfg).extract)
+    fits = [fit_layer(make_probe("linear", cell_spec(cfg).head, task, 0, "cpu"), layer, task,
                       lambda split, _l=layer: feats.get(_l, split))
             for layer in range(feats.n_layers)]
     _check_residue_blocks(task, fits, encoder.n_layers)
@@ -134,7 +136,7 @@ def test_edited_csv_makes_a_new_cell_and_an_unchanged_one_is_not_reloaded(tmp_pa
     _write_csv(csv, seed=0)
     cfg = _csv_cfg(tmp_path, csv)
     first = run_cell(cfg)
-    key = cell_key(cfg)
+    key = cell_key(cell_spec(cfg))
     assert is_done(key)
     assert first.data_fingerprint.iloc[0] == instantiate(cfg.task).fingerprint()[:16]
     # A new process: the key comes from the JSON cache, without loading the task.
@@ -142,11 +144,11 @@ def test_edited_csv_makes_a_new_cell_and_an_unchanged_one_is_not_reloaded(tmp_pa
     task_data._LAST.clear()
     with monkeypatch.context() as patch:
         patch.setattr(task_data, "_load", lambda cfg: pytest.fail("task reloaded"))
-        assert cell_key(cfg) == key
+        assert cell_key(cell_spec(cfg)) == key
     _write_csv(csv, seed=1)  # same rows count, other sequences and targets
     stat = csv.stat()
     os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    edited = cell_key(cfg)
+    edited = cell_key(cell_spec(cfg))
     assert edited.cell_id != key.cell_id and not is_done(edited)
     second = run_cell(cfg)
     assert second.cell_id.iloc[0] == edited.cell_id
@@ -163,7 +165,7 @@ def test_an_edit_keeping_size_and_mtime_is_seen(tmp_path):
     csv = tmp_path / "t.csv"
     _write_csv(csv, seed=0)
     cfg = _csv_cfg(tmp_path, csv)
-    key = cell_key(cfg)
+    key = cell_key(cell_spec(cfg))
     text = csv.read_text()
     swapped = text.replace(",train\n", ",TRAIN\n", 1)  # same size, one row's split changed
     assert swapped != text and len(swapped) == len(text)
@@ -173,21 +175,21 @@ def test_an_edit_keeping_size_and_mtime_is_seen(tmp_path):
     assert (csv.stat().st_size, csv.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     task_data._MEMO.clear()  # a new process: only the JSON memo is left
     task_data._LAST.clear()
-    assert cell_key(cfg) == key  # TRAIN is train: same content, same key ...
+    assert cell_key(cell_spec(cfg)) == key  # TRAIN is train: same content, same key ...
     csv.write_text(text.replace(",1.", ",9.", 1))  # ... but new targets are another task
     os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert csv.stat().st_size == stat.st_size
-    assert cell_key(cfg) != key
+    assert cell_key(cell_spec(cfg)) != key
 
 
 def test_precision_changes_cell_and_store_identity(tmp_path):
     fp32 = cell_config(tmp_path, "task=synthetic", "ablation=random_init", tiny="esm2")
     bf16 = OmegaConf.merge(fp32, {"extract": {"precision": "bf16"}})
-    assert cell_key(fp32).cell_id != cell_key(bf16).cell_id
-    assert encoder_identity(fp32)["precision"] == "fp32"
-    assert encoder_identity(fp32) != encoder_identity(bf16)
-    assert (store_path(tmp_path, encoder_identity(fp32), "protein")
-            != store_path(tmp_path, encoder_identity(bf16), "protein"))
+    assert cell_key(cell_spec(fp32)).cell_id != cell_key(cell_spec(bf16)).cell_id
+    assert encoder_identity(cell_spec(fp32).encoder)["precision"] == "fp32"
+    assert encoder_identity(cell_spec(fp32).encoder) != encoder_identity(cell_spec(bf16).encoder)
+    assert (store_path(tmp_path, encoder_identity(cell_spec(fp32).encoder), "protein")
+            != store_path(tmp_path, encoder_identity(cell_spec(bf16).encoder), "protein"))
 
 
 def test_fingerprint_sees_sequences_targets_and_split_membership():
@@ -217,12 +219,12 @@ def test_unloadable_task_gets_a_placeholder_key_until_its_file_appears(tmp_path,
     calls = []
     real_load = task_data._load
     monkeypatch.setattr(task_data, "_load", lambda c: calls.append(1) or real_load(c))
-    missing = cell_key(cfg)
-    assert cell_key(cfg) == missing and len(calls) == 1  # one failed load, not one per key
+    missing = cell_key(cell_spec(cfg))
+    assert cell_key(cell_spec(cfg)) == missing and len(calls) == 1  # one failed load, not one per key
     assert not is_done(missing)
     with pytest.raises(Exception, match="later.csv"):
         run_cell(cfg)  # the loader's own error, naming the file
     _write_csv(csv)
-    present = cell_key(cfg)
+    present = cell_key(cell_spec(cfg))
     assert present.cell_id != missing.cell_id
     assert run_cell(cfg).cell_id.iloc[0] == present.cell_id

@@ -578,7 +578,7 @@ def test_default_pretrain_output_is_what_own_esm2_small_sweeps():
 
 
 def test_own_checkpoints_experiment_sweeps_every_checkpoint():
-    from ptransfer.grid.plan import expand_sweep
+    from ptransfer.sweep.plan import expand_sweep
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=own_checkpoints"],

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from ptransfer.cell.config_checks import _fixed_overrides, check_config
 from ptransfer.cli import COMMANDS, CONF_DIR
 from ptransfer.data import DATASETS
-from ptransfer.grid.validate_config import _fixed_overrides, check_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 HYDRA_COMMANDS = {"run": "config", "plan": "config", "pretrain": "pretrain"}

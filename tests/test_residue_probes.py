@@ -12,19 +12,20 @@ from omegaconf import OmegaConf
 from tiny_models import model_config
 
 from ptransfer.embed.features import memory_features
+from ptransfer.embed.settings import ExtractSettings
 from ptransfer.encoders.base import CheckpointRef
 from ptransfer.heads import StreamingRidgeClassifier
 from ptransfer.heads.fit_layers import fit_layer, labelled, make_probe
 from ptransfer.heads.fit_streaming import fit_streaming
+from ptransfer.heads.spec import HeadSpec
 from ptransfer.tasks.base import IGNORE, Split, Task
 
-EXTRACT = OmegaConf.create({"toks_per_batch": 512, "length_policy": "window",
-                            "precision": "fp32", "progress": False})
-HEAD = OmegaConf.merge(
+EXTRACT = ExtractSettings(toks_per_batch=512, progress=False)
+HEAD = HeadSpec.from_mapping(OmegaConf.to_container(OmegaConf.merge(
     OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "head" / "auto.yaml"),
     {"streaming": {"alphas": [1e-2, 1.0, 1e2]},
      "linear": {"weight_decays": [0.0, 1e-2], "lr": 1e-2, "batch_size": 256,
-                "max_epochs": 30, "patience": 3}})
+                "max_epochs": 30, "patience": 3}})))
 HELIX, STRAND = set("AELMQKRH"), set("VIYFWT")
 
 

@@ -18,11 +18,13 @@ from tiny_models import tiny_esm2_searchpath
 from ptransfer.analysis.cell_files import file_record
 from ptransfer.analysis.predictions import PREDICTIONS_FILE
 from ptransfer.analysis.rows import ROWS_FILE
+from ptransfer.cell.key import cell_key
+from ptransfer.cell.spec import cell_spec
+from ptransfer.cell.status import write_status
 from ptransfer.embed.claims import Claim
 from ptransfer.embed.shards import shard_folder
-from ptransfer.grid.cell import cell_key, write_status
-from ptransfer.grid.plan import PlannedCell
-from ptransfer.grid.retention import disk_lines, retire_if_unread, store_group, write_readers
+from ptransfer.sweep.plan import PlannedCell
+from ptransfer.sweep.retention import disk_lines, retire_if_unread, store_group, write_readers
 
 SUBSAMPLES = ("null", "{train:200}", "{train:300}")
 
@@ -66,7 +68,7 @@ def test_three_cell_sweep_keeps_the_shared_store_until_its_last_reader(tmp_path,
 
 
 def _mark_done(cfg) -> None:
-    key = cell_key(cfg)
+    key = cell_key(cell_spec(cfg))
     key.dir.mkdir(parents=True, exist_ok=True)
     (key.dir / ROWS_FILE).write_text("x\n")
     (key.dir / PREDICTIONS_FILE).write_bytes(b"x")  # a done cell has rows and predictions
@@ -75,7 +77,7 @@ def _mark_done(cfg) -> None:
 
 
 def _make_store(cfg) -> Path:
-    _, paths = store_group(cfg)
+    _, paths = store_group(cell_spec(cfg))
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     paths[0].write_bytes(b"store")
     return paths[0]
@@ -85,7 +87,7 @@ def _make_store(cfg) -> Path:
 def test_last_reader_deletes_whatever_the_finishing_order(tmp_path, order):
     cells = [tiny_cfg(tmp_path / "res", f"subsample={s}", "store.retain=until_done")
              for s in SUBSAMPLES]
-    groups = write_readers(str(tmp_path / "sweep"), cells)
+    groups = write_readers(str(tmp_path / "sweep"), [cell_spec(c) for c in cells])
     assert [len(readers) for readers in groups.values()] == [3]
     store = _make_store(cells[0])
     for step, index in enumerate(order):
@@ -113,10 +115,10 @@ def test_a_store_being_written_is_not_deleted(tmp_path):
 def test_failed_reader_keeps_the_store_and_retain_all_never_deletes(tmp_path):
     cells = [tiny_cfg(tmp_path / "res", f"subsample={s}", "store.retain=until_done")
              for s in SUBSAMPLES[:2]]
-    write_readers(str(tmp_path / "sweep"), cells)
+    write_readers(str(tmp_path / "sweep"), [cell_spec(c) for c in cells])
     store = _make_store(cells[0])
     _mark_done(cells[0])
-    key = cell_key(cells[1])
+    key = cell_key(cell_spec(cells[1]))
     write_status(key.dir, state="failed", cell_id=key.cell_id)
     assert retire_if_unread(cells[0]) == [] and store.exists()
     keep_all = tiny_cfg(tmp_path / "res")

@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ptransfer.embed.batching import Batching
+from ptransfer.embed.settings import ExtractSettings
 from ptransfer.embed.shard_sizing import (
     ShardLimits,
     ShardSizing,
@@ -130,11 +131,12 @@ def test_a_bare_token_cap_is_checked_too(tokens):
 
 def test_targets_come_from_the_config_with_documented_defaults():
     extract = OmegaConf.load(Path(__file__).parents[1] / "conf" / "config.yaml").extract
-    assert ShardSizing.from_extract(extract) == ShardSizing(30.0, 20.0, None)
-    assert ShardSizing.from_extract({"shard_tokens": 4300}).max_tokens == 4300
-    assert ShardSizing.from_extract({"shard_max_gb": None}).max_gb is None
+    settings = ExtractSettings.from_mapping(OmegaConf.to_container(extract))
+    assert settings.sizing() == ShardSizing(30.0, 20.0, None) == ExtractSettings().sizing()
+    assert ExtractSettings(shard_tokens=4300).sizing().max_tokens == 4300
+    assert ExtractSettings(shard_max_gb=None).sizing().max_gb is None
     with pytest.raises(ValueError, match="extract.shard_max_gb must be > 0"):
-        ShardSizing.from_extract(OmegaConf.create({"shard_max_gb": 0}))
+        ExtractSettings.from_mapping({"shard_max_gb": 0})  # refused when the cell is made
 
 
 def test_shards_over_a_launcher_time_limit_are_reported_naming_the_keys():

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
+from ptransfer.cell import status as st
 from ptransfer.cli import main
-from ptransfer.grid import status as st
 
 
 def _main(capsys, *argv: str) -> str:
@@ -67,7 +67,7 @@ def test_heartbeat_refreshes_and_stops_once_the_cell_is_finished(tmp_path):
 # A real `ptransfer run` whose probe fitting never ends, so it can be killed mid-cell.
 _STALLED = """
 import sys, time
-import ptransfer.grid.cell as cell
+import ptransfer.cell.run as cell
 cell.layer_fits = lambda *a, **k: time.sleep(3600)
 from ptransfer.cli import main
 sys.exit(main(["run", "+experiment=smoke", "results_dir=res", "extract.progress=false"]))

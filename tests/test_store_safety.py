@@ -29,12 +29,14 @@ from tiny_models import model_config
 
 import ptransfer.embed.diskspace as diskspace
 import ptransfer.embed.store_writer as store_writer
+from ptransfer.cell.key import cell_key
+from ptransfer.cell.spec import cell_spec
+from ptransfer.cell.status import read_status
 from ptransfer.embed.extract import extract_to_store
 from ptransfer.embed.features import StoreFeatures
 from ptransfer.embed.store import EmbeddingStore, StoreError, sequence_key
 from ptransfer.embed.verify import DAMAGED, OK, UNCHECKED, verify_dir, verify_file
-from ptransfer.grid.cell import cell_key, read_status
-from ptransfer.grid.sweep import run_job
+from ptransfer.sweep.job import run_job
 from ptransfer.tasks.base import Split, Task
 
 TESTS = Path(__file__).resolve().parent
@@ -71,7 +73,7 @@ def test_free_space_refusal_names_both_numbers_and_writes_nothing(tmp_path, monk
     needed = int(2 * n_sequences * n_layers * dim * 4 * 1.02 + (1 << 20))
     assert f"({needed} bytes)" in message
     assert files_under(tmp_path, "*.h5") == [] and files_under(tmp_path, "*.tmp") == []
-    assert read_status(cell_key(cfg).dir)["state"] == "failed"
+    assert read_status(cell_key(cell_spec(cfg)).dir)["state"] == "failed"
     monkeypatch.undo()  # space freed: the same cell now completes
     assert run_job(tiny_cfg(tmp_path / "res"))["state"] == "done"
 
@@ -110,7 +112,7 @@ def test_enospc_mid_extraction_fails_the_cell_cleanly(tmp_path, monkeypatch):
     status = run_job(cfg)
     assert status["state"] == "failed", status
     assert "No space left on device" in status["error"] and ".h5" in status["error"]
-    assert read_status(cell_key(cfg).dir)["state"] == "failed"
+    assert read_status(cell_key(cell_spec(cfg)).dir)["state"] == "failed"
     assert files_under(tmp_path, "*.tmp") == []
     parts = files_under(Path(cfg.store_dir), "*.parts/*/*.h5")
     assert parts, "the parts committed before the disk filled are kept"
@@ -293,7 +295,7 @@ def test_commit_seconds_must_be_positive(tmp_path):
 
 
 def test_write_error_while_writing_rows_fails_cleanly(tmp_path, monkeypatch):
-    import ptransfer.grid.cell as cell
+    import ptransfer.cell.run as cell
 
     def full_disk(frame, path):
         path.with_suffix(path.suffix + ".tmp").write_text("half a row")
@@ -303,7 +305,7 @@ def test_write_error_while_writing_rows_fails_cleanly(tmp_path, monkeypatch):
     cfg = tiny_cfg(tmp_path / "res")
     status = run_job(cfg)
     assert status["state"] == "failed" and "No space left on device" in status["error"]
-    assert read_status(cell_key(cfg).dir)["state"] == "failed"
+    assert read_status(cell_key(cell_spec(cfg)).dir)["state"] == "failed"
     assert files_under(tmp_path, "*.tmp") == []
 
 
@@ -312,7 +314,7 @@ def test_float16_pooled_storage_is_its_own_store_and_cell(tmp_path):
             for dtype in ("float32", "float16")}
     for cfg in cfgs.values():
         assert run_job(cfg)["state"] == "done"
-    assert cell_key(cfgs["float32"]).cell_id != cell_key(cfgs["float16"]).cell_id
+    assert cell_key(cell_spec(cfgs["float32"])).cell_id != cell_key(cell_spec(cfgs["float16"])).cell_id
     stores = {}
     for path in files_under(tmp_path / "res" / "embeddings", "*.h5"):
         with h5py.File(path, "r") as handle:

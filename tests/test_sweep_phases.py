@@ -180,7 +180,7 @@ def test_each_phase_gets_its_own_launcher_settings():
     from hydra.types import HydraContext
     from omegaconf import OmegaConf
 
-    from ptransfer.grid.two_phase import launcher_config
+    from ptransfer.sweep.launch import launcher_config
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=big",

@@ -157,7 +157,7 @@ def test_cell_that_cannot_run_fails_before_model_and_store(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     path = write_csv(tmp_path, ["sequence,target,set", *rows])
     loaded = []
-    monkeypatch.setattr("ptransfer.grid.cell.load_encoder",
+    monkeypatch.setattr("ptransfer.cell.encoder.load_encoder",
                         lambda *a, **k: loaded.append(a) or (_ for _ in ()).throw(AssertionError))
     code = main(["run", "task=csv", f"task.path={path}", f"task.kind={kind}", f"model={model}",
                  "ablation=random_init" if model != "onehot" else "ablation=pretrained",

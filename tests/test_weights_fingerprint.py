@@ -269,9 +269,10 @@ def test_weights_downloaded_by_a_cell_key_it_by_their_content(tmp_path, monkeypa
                                                               tiny_esm2_path):
     from cell_helpers import cell_config
 
+    from ptransfer.cell.key import cell_key, is_done
+    from ptransfer.cell.spec import cell_spec
     from ptransfer.encoders import weights
-    from ptransfer.grid.cell import cell_key, is_done
-    from ptransfer.grid.sweep import run_job
+    from ptransfer.sweep.job import run_job
 
     monkeypatch.delenv("PTRANSFER_OFFLINE")  # the fake download below stands for the network
 
@@ -283,16 +284,17 @@ def test_weights_downloaded_by_a_cell_key_it_by_their_content(tmp_path, monkeypa
 
     monkeypatch.setattr(weights, "_download", download)
     cfg = cell_config(tmp_path / "res", "task=synthetic", "ablation=stat_transfer", tiny="esm2")
-    before = cell_key(cfg)  # not downloaded yet: a placeholder
+    before = cell_key(cell_spec(cfg))  # not downloaded yet: a placeholder
     assert "absent" in json_weights(cfg)
     status = run_job(cfg)
     assert status["state"] == "done", status
-    after = cell_key(cfg)  # the file's content
+    after = cell_key(cell_spec(cfg))  # the file's content
     assert after != before and str(after.dir) == status["rows"] and is_done(after)
     assert json_weights(cfg) == "sha256:" + _sha(tiny_esm2_path.read_bytes())
 
 
 def json_weights(cfg) -> str:
-    from ptransfer.grid.cell import effective_config
+    from ptransfer.cell.key import effective_config
+    from ptransfer.cell.spec import cell_spec
 
-    return effective_config(cfg)["weights"]
+    return effective_config(cell_spec(cfg))["weights"]

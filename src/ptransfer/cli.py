@@ -77,10 +77,11 @@ def _hydra_entry(task_function, argv: list[str], config_name: str = "config") ->
 
 
 def cmd_run(argv: list[str]) -> int:
-    from ptransfer.grid.done import skip_done_sweep
-    from ptransfer.grid.sweep import FAILED, run_job
-    from ptransfer.grid.task_names import check_task_names
-    from ptransfer.grid.validate_config import precheck
+    from ptransfer.cell.config_checks import precheck
+    from ptransfer.sweep.done import skip_done_sweep
+    from ptransfer.sweep.job import run_job
+    from ptransfer.sweep.summary import FAILED
+    from ptransfer.sweep.task_names import check_task_names
 
     # Hydra's own parser wants -m before the overrides; accept it anywhere, as Hydra's docs do.
     flags = [a for a in argv if a in _MULTIRUN_FLAGS][:1]
@@ -90,7 +91,7 @@ def cmd_run(argv: list[str]) -> int:
     if not any(a in _HYDRA_INFO_FLAGS for a in argv):
         overrides = [a for a in argv if not a.startswith("-")]
         precheck(CONF_DIR, overrides)
-        if flags:  # a sweep: one task name must mean one task (grid/task_names.py)
+        if flags:  # a sweep: one task name must mean one task (sweep/task_names.py)
             check_task_names(CONF_DIR, overrides)
     FAILED["count"] = 0  # this command's failures only (main() may be called again in-process)
     _hydra_entry(run_job, ["run", *argv])
@@ -98,8 +99,8 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_plan(argv: list[str]) -> int:
-    from ptransfer.grid.plan import print_plan
-    from ptransfer.grid.validate_config import precheck
+    from ptransfer.cell.config_checks import precheck
+    from ptransfer.sweep.plan import print_plan
 
     if any(a in ("-h", "--help") for a in argv):
         print(PLAN_HELP)
@@ -158,7 +159,7 @@ def cmd_report(argv: list[str]) -> int:
     parser.add_argument("--out", default="report", help="output folder (default report/)")
     _margin_option(parser)
     args, margins = _parse_with_margins(parser, argv)
-    from ptransfer.grid.validate_config import check_writable
+    from ptransfer.cell.config_checks import check_writable
 
     check_writable(args.out, "--out")
     paths = make_report(args.results, args.out, margins=margins)
@@ -191,7 +192,7 @@ def cmd_data(argv: list[str]) -> int:
 
 
 def cmd_pretrain(argv: list[str]) -> int:
-    from ptransfer.grid.validate_config import precheck
+    from ptransfer.cell.config_checks import precheck
     from ptransfer.pretrain.train import run_pretrain
 
     if not any(a in _HYDRA_INFO_FLAGS for a in argv):

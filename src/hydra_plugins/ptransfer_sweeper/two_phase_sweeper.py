@@ -1,7 +1,7 @@
 """The two-phase sweeper: ``ptransfer run -m`` as phase 1 (extraction) then phase 2 (probes).
 
 Thin on purpose: Hydra imports every plugin at start-up, so this module imports nothing of
-ptransfer until a sweep runs; the work is ``ptransfer.grid.two_phase.run_sweep``. Settings
+ptransfer until a sweep runs; the work is ``ptransfer.sweep.launch.run_sweep``. Settings
 (``conf/hydra/sweeper/two_phase.yaml``): ``params`` (the sweep, as the basic sweeper's),
 ``extract_launcher`` and ``probe_launcher`` (settings of ``hydra.launcher`` changed for the
 phase-1 and the phase-2 batches).
@@ -43,7 +43,7 @@ class TwoPhaseSweeper(Sweeper):
         if phase not in self.launchers:
             from hydra.core.plugins import Plugins
 
-            from ptransfer.grid.two_phase import launcher_config
+            from ptransfer.sweep.launch import launcher_config
 
             config = launcher_config(self.config, self.updates[phase])
             self.launchers[phase] = Plugins.instance().instantiate_launcher(
@@ -52,7 +52,7 @@ class TwoPhaseSweeper(Sweeper):
         return self.launchers[phase]
 
     def sweep(self, arguments: list[str]) -> Any:
-        from ptransfer.grid.two_phase import run_sweep
+        from ptransfer.sweep.launch import run_sweep
 
         assert self.config is not None and self.hydra_context is not None
 

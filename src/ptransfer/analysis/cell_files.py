@@ -12,7 +12,7 @@ disk error, an edit) no longer matches, so ``run``'s done check redoes the cell 
 at ~1 GB/s) and parses nothing; a status without the record (written before it existed)
 cannot be verified and counts as not done.
 
-The grid writes statuses (``grid.status``); this module, below it in the pipeline, reads
+The grid writes statuses (``cell.status``); this module, below it in the pipeline, reads
 them, so ``collect`` and the grid share one reader and one rule.
 """
 

@@ -4,6 +4,7 @@
   from one forward pass, OOM split-and-retry; pooling to one vector per protein.
 - ``store`` / ``store_files``: the content-addressed, crash-safe HDF5 embedding store and
   its on-disk format.
+- ``settings``: ``ExtractSettings``, the extraction settings a cell hands down (plain values).
 - ``features``: what a cell's heads read: features per (layer, split), from a store or, for
   the one-hot baseline, computed in memory.
 

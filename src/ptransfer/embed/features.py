@@ -21,7 +21,7 @@ import torch
 
 from ptransfer.embed.diskspace import check_free_space, expected_store_bytes, needed_for_extraction
 from ptransfer.embed.extract import embed_sequences, extract_to_store, flatten_pool, mean_pool
-from ptransfer.embed.shard_sizing import ShardSizing
+from ptransfer.embed.settings import ExtractSettings
 from ptransfer.embed.store import (  # noqa: F401 - store_location: features' API
     DEFAULT_COMMIT_SECONDS,
     EmbeddingStore,
@@ -90,7 +90,7 @@ class MemoryFeatures(LayerFeatures):
         return self.arrays[split][layer]
 
 
-def memory_features(encoder: Encoder, task: Task, extract_cfg) -> MemoryFeatures:
+def memory_features(encoder: Encoder, task: Task, extract: ExtractSettings) -> MemoryFeatures:
     """Embed every unique sequence of ``task`` once, in memory (one-hot baseline, tiny models).
 
     Each split's n_layers x rows x D float32 array is allocated once and filled as batches
@@ -107,10 +107,10 @@ def memory_features(encoder: Encoder, task: Task, extract_cfg) -> MemoryFeatures
     batches = embed_sequences(
         encoder,
         texts,
-        toks_per_batch=extract_cfg.toks_per_batch,
-        length_policy=extract_cfg.length_policy,
-        precision=extract_cfg.precision,
-        progress=extract_cfg.progress,
+        toks_per_batch=extract.toks_per_batch,
+        length_policy=extract.length_policy,
+        precision=extract.precision,
+        progress=extract.progress,
     )
     for indices, tensors in batches:
         for i, feats in zip(indices, tensors):  # feats: n_layers x L x D
@@ -148,15 +148,15 @@ def _pool(encoder: Encoder, task: Task, feats: torch.Tensor, pad_to: int | None)
 
 
 def store_features(
-    encoder: Encoder, task: Task, identity: dict, store_dir: str | Path, extract_cfg,
-    store_cfg=None,
+    encoder: Encoder, task: Task, identity: dict, store_dir: str | Path,
+    extract: ExtractSettings, commit_seconds: float = DEFAULT_COMMIT_SECONDS,
 ) -> StoreFeatures:
     """Extract what the store lacks (each unique sequence once), then read from it.
 
-    ``store_cfg``: the config's ``store`` node (``commit_seconds``); None: the defaults.
+    ``commit_seconds``: a running extraction commits its rows at least this often.
     A complete store is only read: ``encoder`` may then be unloaded (configuration only).
     """
-    store = open_store(encoder, task.level, identity, store_dir, extract_cfg, store_cfg)
+    store = open_store(encoder, task.level, identity, store_dir, extract, commit_seconds)
     sequences = task.all_sequences()
     if store.missing(sequences):
         check_store_space(store, sequences)
@@ -164,20 +164,20 @@ def store_features(
             encoder,
             sequences,
             store,
-            toks_per_batch=extract_cfg.toks_per_batch,
-            length_policy=extract_cfg.length_policy,
-            precision=extract_cfg.precision,
-            progress=extract_cfg.progress,
-            sizing=ShardSizing.from_extract(extract_cfg),
+            toks_per_batch=extract.toks_per_batch,
+            length_policy=extract.length_policy,
+            precision=extract.precision,
+            progress=extract.progress,
+            sizing=extract.sizing(),
         )
     return StoreFeatures(task, store)
 
 
 def open_store(encoder: Encoder, level: str, identity: dict, store_dir: str | Path,
-               extract_cfg, store_cfg=None) -> EmbeddingStore:
+               extract: ExtractSettings,
+               commit_seconds: float = DEFAULT_COMMIT_SECONDS) -> EmbeddingStore:
     """The store a cell of ``level`` with this encoder identity reads (created if absent)."""
-    path, identity, dtype = store_location(store_dir, identity, level, extract_cfg)
-    commit = (store_cfg or {}).get("commit_seconds", DEFAULT_COMMIT_SECONDS)
+    path, identity, dtype = store_location(store_dir, identity, level, extract)
     return EmbeddingStore(
         path,
         identity=identity,
@@ -185,8 +185,8 @@ def open_store(encoder: Encoder, level: str, identity: dict, store_dir: str | Pa
         dim=encoder.dim,
         level=level,
         dtype=dtype,
-        compression=extract_cfg.compression,
-        commit_seconds=commit,
+        compression=extract.compression,
+        commit_seconds=commit_seconds,
     )
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ptransfer.embed.diskspace import expected_store_bytes
@@ -82,12 +82,6 @@ class ShardSizing:
                                                            GPU_MINUTES_KEY))
         object.__setattr__(self, "max_gb", _limit(self.max_gb, GB_KEY))
         object.__setattr__(self, "max_tokens", _limit(self.max_tokens, TOKENS_KEY, True))
-
-    @classmethod
-    def from_extract(cls, extract: Mapping) -> ShardSizing:
-        """From the ``extract`` config node (any mapping); absent keys take the defaults."""
-        return cls(extract.get("shard_max_gpu_minutes", DEFAULT_GPU_MINUTES),
-                   extract.get("shard_max_gb", DEFAULT_GB), extract.get("shard_tokens"))
 
     def limits(self, work: StoreWork) -> ShardLimits:
         """These targets in the units a cut counts: tokens and feature rows of ``work``."""

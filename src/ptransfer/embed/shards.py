@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptransfer.embed.batching import Batching, batch_units
+from ptransfer.embed.settings import DEFAULT_SHARD_TOKENS  # noqa: F401 - shards' API too
 from ptransfer.embed.shard_sizing import EXTRA_TOKENS, ShardLimits, balanced_cuts
 from ptransfer.embed.store_files import StoreError, sequence_key
 
@@ -47,7 +48,6 @@ MANIFEST_SUFFIX = ".json"
 TODO_SUFFIX = ".todo.json"
 CLAIM_SUFFIX = ".claim"
 PARTS_SUFFIX = ".parts"
-DEFAULT_SHARD_TOKENS = 60_000_000  # the token cap before shards were sized by work (0.2)
 
 
 def shard_folder(store_path: Path) -> Path:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptransfer.embed.settings import ExtractSettings
 from ptransfer.embed.shards import shard_folder
 from ptransfer.embed.store_files import (
     FORMAT_VERSION,
@@ -87,7 +88,8 @@ def store_path(root: str | Path, identity: dict, level: str) -> Path:
     return Path(root) / str(identity["model"]) / f"{digest}.h5"
 
 
-def store_location(store_dir: str | Path, identity: dict, level: str, extract_cfg):
+def store_location(store_dir: str | Path, identity: dict, level: str,
+                   extract: ExtractSettings):
     """``(path, identity, dtype)`` of the store a cell of this level reads.
 
     A non-default pooled dtype (``extract.pooled_dtype=float16``) is part of the identity,
@@ -95,9 +97,9 @@ def store_location(store_dir: str | Path, identity: dict, level: str, extract_cf
     the identity (and so every existing store's path) unchanged.
     """
     if level == "residue":
-        dtype = extract_cfg.residue_dtype
+        dtype = extract.residue_dtype
     else:
-        dtype = extract_cfg.get("pooled_dtype", "float32") or "float32"
+        dtype = extract.pooled_dtype or "float32"
         if dtype != "float32":
             identity = {**identity, "pooled_dtype": dtype}
     return store_path(store_dir, identity, level), identity, dtype

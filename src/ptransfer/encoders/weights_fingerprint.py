@@ -19,7 +19,7 @@ fingerprint (None). Weights not on disk yet have no content to hash: they read
 ``absent: <where>``, and ``fetch_weights`` (called before a cell runs) downloads them first,
 so the cell that runs is keyed by their content.
 
-Hashing is memoised like the task fingerprint (``grid.task_data``): in the process and in
+Hashing is memoised like the task fingerprint (``cell.task_data``): in the process and in
 ``<cache_dir>/weights_fingerprints.json``, per file, keyed by its resolved path and checked
 against its ``[size, mtime_ns, ctime_ns]``. ``ctime_ns``, the inode change time, is set by
 the kernel on every write, rename or ``touch`` and cannot be set back, so a file replaced or

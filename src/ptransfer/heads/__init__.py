@@ -8,6 +8,7 @@
 
 Fitting them, one per layer (``conf/head/*.yaml`` names each estimator as ``_target_``):
 
+- ``spec``: ``HeadSpec``, the head config a cell hands down (plain values, no Hydra).
 - ``fit_layers``: which probe a task gets, one fit per layer from stored features, scores.
 - ``fit_streaming``: the per-cell driver of the streaming probe: passes over the encoder's
   output (train, val, each test set) with no per-residue cache.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Names are imported on first use: ``ptransfer.heads.fit_layers`` (the head rule the grid
+# Names are imported on first use: ``ptransfer.heads.fit_layers`` (the head rule a cell
 # needs to key a cell) must not pull in torch and scikit-learn for a cell that is skipped.
 _EXPORTS = {
     "DEFAULT_CS": "ptransfer.heads.logistic",
@@ -29,6 +30,7 @@ _EXPORTS = {
     "DEFAULT_ALPHAS": "ptransfer.heads.ridge",
     "RidgeProbe": "ptransfer.heads.ridge",
     "select_best": "ptransfer.heads.selection",
+    "HeadSpec": "ptransfer.heads.spec",
     "DEFAULT_WEIGHT_DECAYS": "ptransfer.heads.softmax",
     "SoftmaxProbe": "ptransfer.heads.softmax",
     "StreamingRidgeClassifier": "ptransfer.heads.streaming_ridge",

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from ptransfer import metrics
 from ptransfer.heads.rules import AUTO_HEADS, HEADS_ALLOWED, head_for  # noqa: F401 - API
+from ptransfer.heads.spec import HeadSpec
 from ptransfer.tasks.base import IGNORE, Task
 
 log = logging.getLogger(__name__)
@@ -27,9 +26,9 @@ log = logging.getLogger(__name__)
 RESIDUE_METRICS = ["accuracy", "macro_f1"]  # per residue: no ROC-AUC (streaming has no probabilities)
 
 
-def resolve_head(head_cfg, task: Task) -> str:
+def resolve_head(head: HeadSpec, task: Task) -> str:
     """The probe a cell uses: ``head.name`` unless it is ``auto`` (see conf/head/auto.yaml)."""
-    return head_for(head_cfg.name, task.level, task.kind, task.name)
+    return head_for(head.name, task.level, task.kind, task.name)
 
 
 def task_metrics(task: Task) -> list[str]:
@@ -40,29 +39,14 @@ def task_metrics(task: Task) -> list[str]:
 RUNTIME_ARGS = ("metric", "n_classes", "seed", "device")
 
 
-def probe_config(head_cfg, name: str) -> dict:
-    """``head.<name>`` as plain keyword arguments (``_target_`` kept); null grids dropped.
-
-    A grid left null means "the estimator's default grid", so it is not passed at all.
-    """
-    node = head_cfg.get(name) if isinstance(head_cfg, Mapping | DictConfig) else None
-    if node is None or "_target_" not in node:
-        known = sorted(k for k, v in head_cfg.items()
-                       if isinstance(v, Mapping | DictConfig) and "_target_" in v)
-        raise ValueError(f"head={name}: no probe config head.{name}._target_ (known: {known})")
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    return {k: v for k, v in node.items() if v is not None}
-
-
-def make_probe(name: str, head_cfg, task: Task, seed: int, device: str):
+def make_probe(name: str, head: HeadSpec, task: Task, seed: int, device: str):
     """A fresh, unfitted estimator for one layer, built from ``head.<name>._target_``.
 
     The config gives the estimator's own parameters (grids, learning rate, ...); the cell's
     run-time values (the task's main metric and class count, the seed, the device) are added
     for exactly the parameters the estimator's ``__init__`` names.
     """
-    node = probe_config(head_cfg, name)
+    node = head.probe_config(name)
     cls = hydra.utils.get_class(node["_target_"])
     runtime = {"metric": task.metric, "n_classes": task.n_classes, "seed": seed,
                "device": device}

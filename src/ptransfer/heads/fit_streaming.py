@@ -15,14 +15,16 @@ import numpy as np
 import torch
 
 from ptransfer.embed.extract import embed_sequences
+from ptransfer.embed.settings import ExtractSettings
 from ptransfer.encoders.base import Encoder
 from ptransfer.heads.fit_layers import EvalPredictions, LayerFit, make_probe, score_all
+from ptransfer.heads.spec import HeadSpec
 from ptransfer.tasks.base import IGNORE, Task
 
 log = logging.getLogger(__name__)
 
 
-def _labelled_batches(encoder: Encoder, task: Task, split: str, extract_cfg):
+def _labelled_batches(encoder: Encoder, task: Task, split: str, extract: ExtractSettings):
     """Yield (features n_layers x R x D float32, labels R, sequence index R, position R) of the
     labelled residues, batch by batch (batches come in the extractor's length order).
 
@@ -33,10 +35,10 @@ def _labelled_batches(encoder: Encoder, task: Task, split: str, extract_cfg):
     for indices, tensors in embed_sequences(
         encoder,
         split_data.sequences,
-        toks_per_batch=extract_cfg.toks_per_batch,
-        length_policy=extract_cfg.length_policy,
-        precision=extract_cfg.precision,
-        progress=extract_cfg.progress,
+        toks_per_batch=extract.toks_per_batch,
+        length_policy=extract.length_policy,
+        precision=extract.precision,
+        progress=extract.progress,
     ):
         feats = torch.cat(list(tensors), dim=1).numpy()  # n_layers x R x D
         labels = np.concatenate([split_data.targets[i] for i in indices]).astype(np.int64)
@@ -46,13 +48,13 @@ def _labelled_batches(encoder: Encoder, task: Task, split: str, extract_cfg):
         yield feats[:, keep], labels[keep], rows[keep], positions[keep]
 
 
-def _predictions(encoder, task, split, extract_cfg, predict):
+def _predictions(encoder: Encoder, task: Task, split: str, extract: ExtractSettings, predict):
     """Concatenate ``predict(layer_feats_all_layers)`` over a split.
 
     Returns (predictions ... x R, labels R, sequence index R, position R).
     """
     preds, labels, rows, positions = [], [], [], []
-    for feats, y, row, position in _labelled_batches(encoder, task, split, extract_cfg):
+    for feats, y, row, position in _labelled_batches(encoder, task, split, extract):
         preds.append(predict(feats))
         labels.append(y)
         rows.append(row)
@@ -61,13 +63,14 @@ def _predictions(encoder, task, split, extract_cfg, predict):
             np.concatenate(positions))
 
 
-def fit_streaming(encoder: Encoder, task: Task, head_cfg, extract_cfg) -> list[LayerFit]:
+def fit_streaming(encoder: Encoder, task: Task, head: HeadSpec,
+                  extract: ExtractSettings) -> list[LayerFit]:
     """Streaming ridge-classifier probes on every layer; alpha per layer chosen on val."""
-    probes = [make_probe("streaming", head_cfg, task, seed=0, device="cpu")
+    probes = [make_probe("streaming", head, task, seed=0, device="cpu")
               for _ in range(encoder.n_layers)]
     alphas = probes[0].alphas
     n_train = 0
-    for feats, y, _, _ in _labelled_batches(encoder, task, "train", extract_cfg):
+    for feats, y, _, _ in _labelled_batches(encoder, task, "train", extract):
         for layer, probe in enumerate(probes):
             probe.partial_fit(feats[layer], y)
         n_train += len(y)
@@ -80,7 +83,7 @@ def fit_streaming(encoder: Encoder, task: Task, head_cfg, extract_cfg) -> list[L
             [p.decision_path(feats[i]).argmax(-1).astype(np.int8) for i, p in enumerate(probes)]
         )
 
-    val_pred, y_val, *val_index = _predictions(encoder, task, "val", extract_cfg, all_alphas)
+    val_pred, y_val, *val_index = _predictions(encoder, task, "val", extract, all_alphas)
     chosen = [_choose_alpha(val_pred[layer], y_val) for layer in range(encoder.n_layers)]
     for probe, a in zip(probes, chosen):
         probe.select(a)
@@ -88,7 +91,7 @@ def fit_streaming(encoder: Encoder, task: Task, head_cfg, extract_cfg) -> list[L
     def chosen_alpha(feats):  # -> n_layers x R int8
         return np.stack([p.predict(feats[i]).astype(np.int8) for i, p in enumerate(probes)])
 
-    tests = {s: _predictions(encoder, task, s, extract_cfg, chosen_alpha) for s in task.test_sets}
+    tests = {s: _predictions(encoder, task, s, extract, chosen_alpha) for s in task.test_sets}
     fits = []
     for layer, a in enumerate(chosen):
         scores = {"val": score_all(task, y_val, val_pred[layer, a])}

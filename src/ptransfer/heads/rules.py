@@ -1,7 +1,7 @@
 """Which probe a task gets: the head rule, from the task's level and kind alone.
 
 Its own module, importing nothing heavy: the grid keys and plans cells with it
-(``grid.task_data.planned_head``) without loading scipy, scikit-learn or torch.
+(``cell.task_data.planned_head``) without loading scipy, scikit-learn or torch.
 """
 
 from __future__ import annotations

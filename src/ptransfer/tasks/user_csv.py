@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from ptransfer.tasks.assemble import assemble_task, check_kind
 from ptransfer.tasks.base import Task, TaskDataError
 from ptransfer.tasks.io import csv_rows, read_text_file
@@ -25,14 +23,9 @@ _STANDARD_SPLITS = ("train", "val", "test")
 
 
 def file_stem(path) -> str:
-    """``my_task`` for ``data/my_task.csv``: the default ``task.name`` of ``task=csv``."""
+    """``my_task`` for ``data/my_task.csv``: the default ``task.name`` of ``task=csv``
+    (``conf/task/csv.yaml`` resolves it through ``cell.spec``'s resolver)."""
     return Path(str(path)).stem
-
-
-# conf/task/csv.yaml names the task ${ptransfer.file_stem:${.path}}, so cells of two CSV
-# files get two task names (and never collide in collect). Registered on import of
-# ptransfer.tasks, which everything that resolves a cell config imports first.
-OmegaConf.register_new_resolver("ptransfer.file_stem", file_stem, replace=True)
 
 
 def load_csv_task(path: str | Path, name: str | None = None, sequence_col: str = "sequence",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 # The encoders (torch) are imported where an estimate is made: `ptransfer plan` imports this
 # module for every sweep, and most of its cells have no one-hot features to estimate.
 if TYPE_CHECKING:
+    from ptransfer.cell.spec import CellSpec
     from ptransfer.encoders.base import Encoder
     from ptransfer.tasks.base import Task
 
@@ -134,27 +135,26 @@ def check_memory(task: Task, encoder: Encoder, head: str) -> MemoryEstimate | No
                       f"{hint}")
 
 
-def plan_memory(cfg) -> str | None:
+def plan_memory(spec: CellSpec) -> str | None:
     """``ptransfer plan``'s memory line for one cell: the estimate for in-memory (one-hot)
     features, None for store-backed encoders. The width depends on the task's longest
     sequence, so the task is loaded (``task_data.load_task``: the task the cell's key has
     just fingerprinted is reused, not loaded again)."""
-    import hydra
-
-    from ptransfer.grid.task_data import load_task
+    from ptransfer.cell.encoder import build_encoder
+    from ptransfer.cell.task_data import load_task
     from ptransfer.heads.fit_layers import resolve_head
 
-    if cfg.model.get("family") != "onehot":
+    if spec.encoder.family != "onehot":
         return None
     try:
-        task = load_task(cfg)
-        encoder = hydra.utils.instantiate(cfg.model, _convert_="all")
-        head = resolve_head(cfg.head, task)
+        task = load_task(spec.task, spec.results_dir)
+        encoder = build_encoder(spec.encoder)
+        head = resolve_head(spec.head, task)
     except Exception as err:  # noqa: BLE001 - plan reports, the cell itself will fail clearly
         while err.__cause__ is not None:  # Hydra wraps errors raised by a _target_
             err = err.__cause__
         first = (str(err).splitlines() or [""])[0]
-        return f"one-hot features: not estimated (task {cfg.task.name}: {first})"
+        return f"one-hot features: not estimated (task {spec.task.name}: {first})"
     estimate = onehot_memory(task, encoder, head)
     if estimate is None:
         return None

@@ -4,7 +4,7 @@ The two-phase sweeper (``hydra_plugins.ptransfer``) plans each store's shards an
 each one's input next to the store (``<shard>.todo.json``: the store, its identity and
 shape, the sequences still missing); the job's config is a reading cell's config with
 ``extract.shard=<that file>``, so the encoder is composed exactly as the cell composes it.
-The job checks that its config keys the same store, takes a GPU slot (``grid.devices``),
+The job checks that its config keys the same store, takes a GPU slot (``sweep.devices``),
 claims the shard, loads the model, embeds, publishes (``embed.extract.extract_shard``) and
 records ``job_status.json`` (state, shard, store, rows, device, seconds). A shard already
 published is skipped without loading anything.
@@ -18,9 +18,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ptransfer.cell.spec import cell_spec, encoder_spec
 from ptransfer.embed.shards import read_todo, shard_folder
 from ptransfer.embed.store_files import StoreError
-from ptransfer.grid.devices import acquire_device
+from ptransfer.sweep.devices import acquire_device
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,13 @@ PHASE = "extract"
 
 def _store_for(cfg: DictConfig, todo: dict):
     """The store of a shard job, after checking the job's config keys the same one."""
+    from ptransfer.cell.key import encoder_identity
     from ptransfer.embed.store import EmbeddingStore, store_location
-    from ptransfer.grid.cell import encoder_identity
 
     path = Path(todo["store"])
-    expected, identity, dtype = store_location(cfg.store_dir, encoder_identity(cfg),
-                                               todo["level"], cfg.extract)
+    spec = cell_spec(cfg)
+    expected, identity, dtype = store_location(spec.store_dir, encoder_identity(spec.encoder),
+                                               todo["level"], spec.extract)
     if expected.absolute() != path.absolute() or identity != todo["identity"]:
         raise StoreError(f"{cfg.extract.shard}: the job's config keys the store {expected}, "
                          f"not {path}; re-run the sweep to plan its shards again")
@@ -45,8 +47,8 @@ def _store_for(cfg: DictConfig, todo: dict):
 
 def run_shard_job(cfg: DictConfig) -> dict:
     """Embed and publish the shard named by ``extract.shard``; returns the job's status."""
+    from ptransfer.cell.encoder import load_encoder
     from ptransfer.embed.extract import ExtractOptions, extract_shard, pooling_for
-    from ptransfer.grid.cell import load_encoder
 
     started = time.time()
     todo = read_todo(cfg.extract.shard)
@@ -60,7 +62,7 @@ def run_shard_job(cfg: DictConfig) -> dict:
     with acquire_device(cfg, wants_gpu=True, what=f"shard {name}") as lease:
         log.info("shard %s: %d sequences for %s on device %s", name, len(todo["sequences"]),
                  store.path, lease.describe())
-        encoder, _ = load_encoder(cfg, lease.torch_device)
+        encoder, _ = load_encoder(encoder_spec(cfg), lease.torch_device)
         pool = pooling_for(encoder, todo["sequences"], store, None)
         options = ExtractOptions(int(cfg.extract.toks_per_batch), str(cfg.extract.length_policy),
                                  str(cfg.extract.precision), bool(cfg.extract.progress))

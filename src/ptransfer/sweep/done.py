@@ -47,9 +47,10 @@ def done_sweep_counts(conf_dir: Path, argv: list[str]) -> tuple[int, int] | None
     overrides = [a for a in argv if a not in MULTIRUN_FLAGS]
     if any(a.startswith("-") for a in overrides):
         return None  # --cfg, --info, -c ...: Hydra's business
-    from ptransfer.grid.cell import cell_key, is_done
-    from ptransfer.grid.plan import expand_sweep
-    from ptransfer.grid.sweep import excluded_reason
+    from ptransfer.cell.key import cell_key, is_done
+    from ptransfer.cell.spec import cell_spec
+    from ptransfer.sweep.design import excluded_reason
+    from ptransfer.sweep.plan import expand_sweep
 
     excluded = 0
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
@@ -68,7 +69,7 @@ def done_sweep_counts(conf_dir: Path, argv: list[str]) -> tuple[int, int] | None
             if excluded_reason(cfg):
                 excluded += 1
                 continue
-            key = cell_key(cfg)
+            key = cell_key(cell_spec(cfg))
             if cfg.force or not is_done(key):
                 return None
             cells.append(str(key.dir))
@@ -98,7 +99,8 @@ def _record_path(base, conf_dir: Path, overrides: list[str]) -> Path:
 def _remembered(record: Path) -> tuple[int, int] | None:
     """(done, excluded) when every cell the record lists still keys to its folder and is
     done; None when there is no record or anything changed."""
-    from ptransfer.grid.cell import CONFIG_FILE, cell_key, is_done
+    from ptransfer.cell.key import CONFIG_FILE, cell_key, is_done
+    from ptransfer.cell.spec import cell_spec
 
     if not record.is_file():
         return None
@@ -110,7 +112,7 @@ def _remembered(record: Path) -> tuple[int, int] | None:
         config = Path(folder) / CONFIG_FILE
         if not config.is_file():
             return None
-        key = cell_key(OmegaConf.load(config))
+        key = cell_key(cell_spec(OmegaConf.load(config)))
         if str(key.dir) != folder or not is_done(key):
             return None
     return len(entry["cells"]), int(entry["excluded"])

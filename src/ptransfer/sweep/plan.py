@@ -1,9 +1,9 @@
 """``ptransfer plan``: what a sweep would do, without running anything, in seconds.
 
 Expands ``hydra.sweeper.params`` (plus any ``key=a,b`` overrides) into cells exactly as the
-sweeper does (``grid.expand``: one compose per choice, not per combination), applies the
+sweeper does (``sweep.expand``: one compose per choice, not per combination), applies the
 design rules (``grid``), checks which cells are already complete, and lists the two phases
-of ``ptransfer run -m`` (``grid.phases``): phase-1 jobs (each store's shards with the GPU time
+of ``ptransfer run -m`` (``sweep.jobs``): phase-1 jobs (each store's shards with the GPU time
 each is estimated to take, and streaming cells) and phase-2 jobs (cells that only read).
 Disk and GPU estimates use each task as a cell loads it (``subsample`` included); tasks whose
 data is absent use planning sizes. The numbers the estimates use are stated in the output.
@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from ptransfer.embed.diskspace import size_text
-from ptransfer.grid.phases import (
+from ptransfer.sweep.jobs import (
     EFFECTIVE_TFLOPS,
     PLANNING_SIZES,
     SweepPlan,
@@ -47,7 +47,7 @@ class PlannedCell:
     gpu_seconds: float
     store_key: str  # cells of one dataset and encoder identity share an embedding store ("": none)
     state: str | None = None  # status.json's state; a dead "running" cell reads "interrupted"
-    memory: str | None = None  # one-hot: feature width and memory estimate (grid/memory.py)
+    memory: str | None = None  # one-hot: feature width and memory estimate (cell/memory.py)
 
 
 class PlannedCells(list):
@@ -90,14 +90,15 @@ def store_key(cell) -> str:
 
 
 def plan_cells(conf_dir: Path, overrides: list[str]) -> PlannedCells:
-    from ptransfer.grid.expand import SweepExpander, group_checker, sweep_lists
-    from ptransfer.grid.memory import plan_memory
-    from ptransfer.grid.phases import wave_size
-    from ptransfer.grid.validate_config import _fixed_overrides, check_config
+    from ptransfer.cell.config_checks import _fixed_overrides, check_config
+    from ptransfer.cell.memory import plan_memory
+    from ptransfer.cell.spec import cell_spec
+    from ptransfer.sweep.expand import SweepExpander, group_checker, sweep_lists
+    from ptransfer.sweep.jobs import wave_size
 
     def each(cell, cfg) -> None:
         if cell.to_run and cfg.model.get("family") == "onehot":
-            cell.memory = plan_memory(cfg)
+            cell.memory = plan_memory(cell_spec(cfg))
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=_fixed_overrides(overrides), return_hydra_config=True)
@@ -133,8 +134,8 @@ def plan_totals(cells: list[PlannedCell]) -> dict:
 
 
 def print_plan(conf_dir: Path, overrides: list[str]) -> None:
-    from ptransfer.grid.checkpoint_plan import checkpoint_lines
-    from ptransfer.grid.retention import disk_lines
+    from ptransfer.sweep.checkpoint_plan import checkpoint_lines
+    from ptransfer.sweep.retention import disk_lines
 
     cells = plan_cells(conf_dir, overrides)
     totals = plan_totals(cells)
@@ -209,7 +210,7 @@ def _identity_words(identity: dict) -> str:
 
 def print_unfinished(todo: list[PlannedCell]) -> None:
     """Cells to run that a process is running now, or that one left interrupted (killed)."""
-    from ptransfer.grid.status import INTERRUPTED, RUNNING
+    from ptransfer.cell.status import INTERRUPTED, RUNNING
 
     for state, words in ((INTERRUPTED, "interrupted (their process died; a run redoes them)"),
                          (RUNNING, "running now (a live process, this host or a recent "

@@ -18,8 +18,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ptransfer.grid.config_values import ConfigError
-from ptransfer.grid.plan import expand_sweep
+from ptransfer.cell.config_values import ConfigError
+from ptransfer.sweep.plan import expand_sweep
 
 _IGNORED = ("root",)  # where the data lives, not what it is (as in the cell key)
 

@@ -1,6 +1,6 @@
 """A sweep as two phases: jobs that run a model (phase 1), then jobs that only read (phase 2).
 
-``plan_sweep`` walks every combination of a sweep (``grid.expand``) and sorts the cells of
+``plan_sweep`` walks every combination of a sweep (``sweep.expand``) and sorts the cells of
 the design that are not done:
 
 - a cell reading an embedding store (per-protein probes, per-residue ``linear``) is a
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ptransfer.cell.spec import CellSpec, cell_spec
 from ptransfer.embed.batching import Batching
 from ptransfer.embed.diskspace import expected_store_bytes
 from ptransfer.embed.shards import (
@@ -38,7 +39,6 @@ from ptransfer.embed.shards import (
     shard_folder,
 )
 from ptransfer.embed.store_files import sequence_key
-from ptransfer.grid.task_data import declared_shape, planned_head
 
 log = logging.getLogger(__name__)
 
@@ -196,28 +196,29 @@ class TaskCache:
         return json.dumps([raw, values, OmegaConf.to_container(cfg.subsample)
                            if cfg.subsample else None], sort_keys=True, default=str)
 
-    def fingerprint(self, cfg: DictConfig) -> str:
-        from ptransfer.grid.cell import data_fingerprint
+    def fingerprint(self, cfg: DictConfig, spec: CellSpec) -> str:
+        """The data fingerprint of ``cfg``'s task (``spec``: the cell's spec)."""
+        from ptransfer.cell.key import data_fingerprint
 
         key = self.key(cfg)
         if key not in self.fingerprints:
-            self.fingerprints[key] = data_fingerprint(cfg)
+            self.fingerprints[key] = data_fingerprint(spec)
         return self.fingerprints[key]
 
-    def task_data(self, cfg: DictConfig) -> TaskData:
+    def task_data(self, cfg: DictConfig, spec: CellSpec) -> TaskData:
         key = self.key(cfg)
         if key not in self.data:
-            self.data[key] = self._load(cfg)
+            self.data[key] = self._load(spec)
         return self.data[key]
 
-    def _load(self, cfg: DictConfig) -> TaskData:
-        from ptransfer.grid.task_data import load_task
+    def _load(self, spec: CellSpec) -> TaskData:
+        from ptransfer.cell.task_data import load_task
 
-        dataset = str(cfg.task.get("dataset", cfg.task.name))
+        dataset = str(spec.task.config.get("dataset", spec.task.name))
         if not self.load:
             return TaskData(dataset, None, "not loaded")
         try:
-            return TaskData(dataset, load_task(cfg).all_sequences())
+            return TaskData(dataset, load_task(spec.task, spec.results_dir).all_sequences())
         except Exception as err:  # noqa: BLE001 - planning goes on; the cell reports it
             while err.__cause__ is not None:
                 err = err.__cause__
@@ -225,7 +226,7 @@ class TaskCache:
 
 
 def plan_sweep(expander, tasks: TaskCache | None = None, check=None, each=None) -> SweepPlan:
-    """Every combination of ``expander`` (``grid.expand.SweepExpander``) as a ``CellPlan``;
+    """Every combination of ``expander`` (``sweep.expand.SweepExpander``) as a ``CellPlan``;
     the stores read by cells to run, with their shards. ``check(cfg)`` validates a config
     first; ``each(cell, cfg)`` runs while its config is current (plan's memory lines)."""
     tasks = tasks or TaskCache()
@@ -240,7 +241,7 @@ def plan_sweep(expander, tasks: TaskCache | None = None, check=None, each=None) 
         cells.append(cell)
         if cell.to_run and cell.store is not None:
             store = stores.get(cell.store) or stores.setdefault(
-                cell.store, _store_plan(cfg, cell))
+                cell.store, _store_plan(cfg, cell_spec(cfg), cell))
             _request(store, cell.task)
     for store in stores.values():
         store.published = _published(store)
@@ -249,9 +250,9 @@ def plan_sweep(expander, tasks: TaskCache | None = None, check=None, each=None) 
 
 
 def _plan_cell(index: int, combo: list[str], cfg: DictConfig, tasks: TaskCache) -> CellPlan:
-    from ptransfer.grid.cell import cell_key, encoder_identity, is_done
-    from ptransfer.grid.status import effective_state, read_status
-    from ptransfer.grid.sweep import excluded_reason
+    from ptransfer.cell.key import cell_key, encoder_identity, is_done
+    from ptransfer.cell.status import effective_state, read_status
+    from ptransfer.sweep.design import excluded_reason
 
     dataset = str(cfg.task.get("dataset", cfg.task.name))
     excluded = excluded_reason(cfg)
@@ -260,46 +261,48 @@ def _plan_cell(index: int, combo: list[str], cfg: DictConfig, tasks: TaskCache) 
                           str(cfg.ablation.name), f"s{cfg.seed}"])
         return CellPlan(index, combo, name, Path(), excluded, False, None, None, None, None,
                         dataset, None, None)
-    key = cell_key(cfg, tasks.fingerprint(cfg))
+    spec = cell_spec(cfg)
+    key = cell_key(spec, tasks.fingerprint(cfg, spec))
     done = is_done(key) and not cfg.get("force", False)  # force=true: run it again
     cell = CellPlan(index, combo, key.cell_id, key.dir, None, done,
                     effective_state(read_status(key.dir)), None, None, None, dataset, None, None)
     if done:
         return cell
-    cell.head = planned_head(cfg)
-    if cfg.model.get("family", "onehot") == "onehot":
+    cell.head = spec.planned_head
+    if spec.encoder.family == "onehot":
         cell.phase = 2
         return cell
-    cell.identity = encoder_identity(cfg)
-    cell.task = tasks.task_data(cfg)
-    cell.n_params = int(cfg.model.get("n_params", 0))
+    cell.identity = encoder_identity(spec.encoder)
+    cell.task = tasks.task_data(cfg, spec)
+    cell.n_params = int(spec.encoder.config.get("n_params", 0))
     if cell.head == "streaming":
         cell.phase = 1
         return cell
     from ptransfer.embed.store import store_location
-    from ptransfer.grid.retention import store_group
+    from ptransfer.sweep.retention import store_group
 
-    level = declared_shape(cfg.task)[0]
-    cell.store = store_location(cfg.store_dir, cell.identity, level, cfg.extract)[0]
-    cell.group = store_group(cfg)[0]
+    level = spec.task.declared_shape[0]
+    cell.store = store_location(spec.store_dir, cell.identity, level, spec.extract)[0]
+    cell.group = store_group(spec)[0]
     cell.phase = 2
     return cell
 
 
-def _store_plan(cfg: DictConfig, cell: CellPlan) -> StorePlan:
+def _store_plan(cfg: DictConfig, spec: CellSpec, cell: CellPlan) -> StorePlan:
     from ptransfer.embed.store import store_location
 
-    level = declared_shape(cfg.task)[0]
-    path, identity, dtype = store_location(cfg.store_dir, cell.identity, level, cfg.extract)
-    n_layers, dim = int(cfg.model.n_blocks) + 1, int(cfg.model.dim)
-    spec = {"level": level, "dtype": dtype, "identity": identity, "n_layers": n_layers,
-            "dim": dim, "compression": cfg.extract.get("compression"),
-            "commit_seconds": float((cfg.get("store") or {}).get("commit_seconds", 120.0))}
-    batching = Batching(int(cfg.extract.toks_per_batch), cfg.model.get("max_len"),
-                        str(cfg.extract.length_policy))
-    return StorePlan(path, level, dtype, identity, n_layers, dim, int(cfg.model.n_params),
-                     int(cfg.extract.get("shard_tokens") or DEFAULT_SHARD_TOKENS),
-                     list(cell.overrides), spec, batching=batching)
+    level = spec.task.declared_shape[0]
+    path, identity, dtype = store_location(spec.store_dir, cell.identity, level, spec.extract)
+    encoder, extract = spec.encoder, spec.extract
+    opening = {"level": level, "dtype": dtype, "identity": identity,
+               "n_layers": encoder.n_layers, "dim": encoder.dim,
+               "compression": extract.compression, "commit_seconds": spec.commit_seconds}
+    batching = Batching(extract.toks_per_batch, encoder.config.get("max_len"),
+                        extract.length_policy)
+    return StorePlan(path, level, dtype, identity, encoder.n_layers, encoder.dim,
+                     int(encoder.config["n_params"]),
+                     int(extract.shard_tokens or DEFAULT_SHARD_TOKENS),
+                     list(cell.overrides), opening, batching=batching)
 
 
 def _request(store: StorePlan, task: TaskData) -> None:

@@ -3,14 +3,14 @@
 The two-phase sweeper (``hydra_plugins/ptransfer_sweeper``, the default ``hydra/sweeper``)
 hands its launch step to ``run_sweep``:
 
-1. Plan (``grid.phases.plan_sweep``, as ``ptransfer plan`` does): which combinations are
+1. Plan (``sweep.jobs.plan_sweep``, as ``ptransfer plan`` does): which combinations are
    cells of the design, which are done, which stores their readers need, and those
    stores' shards with work left. Excluded and done combinations get no job at all (they
    are recorded in ``<sweep dir>/not_launched.json`` for the summary).
-2. Per *wave* of stores (all of them with ``store.retain=all``; ``grid.phases.wave_size``
+2. Per *wave* of stores (all of them with ``store.retain=all``; ``sweep.jobs.wave_size``
    store groups at a time with ``until_done``, so disk holds one wave):
    - **phase 1** with the extraction launcher (``hydra.launcher`` updated by
-     ``hydra.sweeper.extract_launcher``): one job per shard (``grid.shard_job``), plus
+     ``hydra.sweeper.extract_launcher``): one job per shard (``sweep.shard_job``), plus
      the streaming cells (they run a model as they fit);
    - the wave's stores are finalized (their index files written, ``embed.store_index``);
    - **phase 2** with the probe launcher (``hydra.launcher`` updated by
@@ -32,8 +32,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ptransfer.embed.shards import SHARDS_SUFFIX, write_todo
-from ptransfer.grid.phases import CellPlan, StorePlan, SweepPlan, TaskCache, plan_sweep, wave_size
-from ptransfer.grid.sweep import NOT_LAUNCHED
+from ptransfer.sweep.jobs import CellPlan, StorePlan, SweepPlan, TaskCache, plan_sweep, wave_size
+from ptransfer.sweep.summary import NOT_LAUNCHED
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def launcher_config(config: DictConfig, updates: dict | None) -> DictConfig:
 def plan_for(config: DictConfig, loader, params: dict | None, arguments: list[str],
              each=None) -> SweepPlan:
     """The sweep's phase plan, composing through Hydra's config loader."""
-    from ptransfer.grid.expand import SweepExpander, group_checker, sweep_lists
+    from ptransfer.sweep.expand import SweepExpander, group_checker, sweep_lists
 
     expander = SweepExpander(lambda o: loader.load_sweep_config(config, list(o)),
                              sweep_lists(params, arguments), group_checker(loader),
@@ -67,8 +67,8 @@ def plan_for(config: DictConfig, loader, params: dict | None, arguments: list[st
 def prepared_plan(config: DictConfig, loader, params: dict | None, arguments: list[str]
                   ) -> SweepPlan:
     """The plan after the sweep's weights are on disk and, under ``store.rebuild=true``, its
-    stores deleted (``grid.prepare.SweepPreparation``): planned again after either."""
-    from ptransfer.grid.prepare import SweepPreparation, command_id
+    stores deleted (``sweep.prepare.SweepPreparation``): planned again after either."""
+    from ptransfer.sweep.prepare import SweepPreparation, command_id
 
     command = command_id(config.hydra.sweep.dir)
     preparation = SweepPreparation(command)
@@ -153,7 +153,7 @@ def not_launched(cell: CellPlan, problem: dict | None = None) -> dict[str, Any]:
         return {"state": "excluded", "cell_id": cell.cell_id, "reason": cell.excluded}
     if cell.done:
         return {"state": "skipped", "cell_id": cell.cell_id}
-    from ptransfer.grid.status import write_status
+    from ptransfer.cell.status import write_status
 
     status = {"state": "failed", "cell_id": cell.cell_id, **(problem or {})}
     write_status(cell.cell_dir, **status)
@@ -206,7 +206,7 @@ def run_sweep(config: DictConfig, loader, params: dict | None, arguments: list[s
 
 
 def _write_readers(plan: SweepPlan, config: DictConfig, sweep_dir: Path) -> None:
-    from ptransfer.grid.retention import policy, write_reader_groups
+    from ptransfer.sweep.retention import policy, write_reader_groups
 
     if policy(config) != "until_done":
         return

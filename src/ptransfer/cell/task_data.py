@@ -1,4 +1,4 @@
-"""A cell's task: loading it, its content fingerprint (memoised), its shape without loading.
+"""A cell's task: loading it, its content fingerprint (memoised), its declared shape checked.
 
 The cell key includes ``Task.fingerprint()`` (SHA-256 over every split's sequences and
 targets), so an edited data file means a new cell. Loading a task to fingerprint it costs
@@ -30,10 +30,9 @@ import os
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
 
 import ptransfer
-from ptransfer.heads.rules import head_for
+from ptransfer.cell.spec import TaskRef
 from ptransfer.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -48,79 +47,56 @@ _LAST: dict[str, tuple[str, list, Task]] = {}
 # Tasks that failed to load (data missing): not retried, nor warned about, until their files
 # change (a plan of hundreds of cells on a machine without the data asks once per task).
 _FAILED: dict[str, tuple[list, Exception]] = {}
-# Loaders whose tasks are per residue (every other loader gives per-protein tasks). Used only
-# to plan without loading; run_cell checks the loaded task agrees (declared_shape).
-RESIDUE_LOADERS = frozenset({"ptransfer.tasks.ss3.load_ss3_task"})
 
 
-def load_task(cfg: DictConfig) -> Task:
+def load_task(ref: TaskRef, results_dir: str | Path) -> Task:
     """The task a cell fits: the loaded task config, subsampled when ``subsample`` is set.
 
     Reuses the task loaded by the last ``task_fingerprint`` when its config and files are
     unchanged, so callers must treat the returned task as read-only (derive, never mutate).
     """
-    key, files = _cache_key(cfg), _source_files(cfg)
+    key, files = _cache_key(ref), _source_files(ref, results_dir)
     last = _LAST.get("task")
     if last is not None and last[0] == key and last[1] == files:
         return last[2]
-    task = _load(cfg)
+    task = _load(ref)
     _LAST["task"] = (key, files, task)
     return task
 
 
-def _load(cfg: DictConfig) -> Task:
-    task: Task = hydra.utils.instantiate(cfg.task, _convert_="all")
-    if cfg.subsample:
+def _load(ref: TaskRef) -> Task:
+    task: Task = hydra.utils.instantiate(ref.config, _convert_="all")
+    if ref.subsample:
         # A fixed draw, not the cell seed: every arm of a comparison sees the same sequences.
-        task = task.subsample(OmegaConf.to_container(cfg.subsample), seed=0)
+        task = task.subsample(dict(ref.subsample), seed=0)
     return task
 
 
-def declared_shape(task_cfg) -> tuple[str, str]:
-    """(level, kind) a task config loads as, read from the config alone (no data)."""
-    if task_cfg.get("_target_") in RESIDUE_LOADERS:
-        return "residue", "classification"
-    return "protein", str(task_cfg.get("kind", "regression"))
-
-
-def planned_head(cfg: DictConfig) -> str:
-    """The probe a cell will use (``resolve_head`` on the declared task shape, no data)."""
-    level, kind = declared_shape(cfg.task)
-    return head_for(cfg.head.name, level, kind, cfg.task.name)
-
-
-def reads_store(cfg: DictConfig) -> bool:
-    """Whether the cell reads an embedding store (one-hot and streaming cells do not)."""
-    if cfg.model.get("family", "onehot") == "onehot":
-        return False
-    return planned_head(cfg) != "streaming"
-
-
-def check_declared_shape(cfg: DictConfig, task: Task) -> None:
+def check_declared_shape(ref: TaskRef, task: Task) -> None:
     """Refuse a task whose loaded shape differs from its declared one (plan would be wrong)."""
-    declared = declared_shape(cfg.task)
+    declared = ref.declared_shape
     if declared != (task.level, task.kind):
         raise ValueError(
-            f"task {task.name!r} ({cfg.task.get('_target_')}) loaded as {task.level} "
+            f"task {task.name!r} ({ref.config.get('_target_')}) loaded as {task.level} "
             f"{task.kind} but its config declares {declared[0]} {declared[1]}; add its loader "
-            f"to RESIDUE_LOADERS in grid/task_data.py or set task.kind")
+            f"to RESIDUE_LOADERS in cell/spec.py or set task.kind")
 
 
-def _cache_key(cfg: DictConfig) -> str:
+def _cache_key(ref: TaskRef) -> str:
     blob = json.dumps({
-        "task": OmegaConf.to_container(cfg.task, resolve=True),
-        "subsample": OmegaConf.to_container(cfg.subsample) if cfg.subsample else None,
+        "task": ref.config,
+        "subsample": ref.subsample,
         "version": ptransfer.__version__,
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _source_files(cfg: DictConfig) -> list[list]:
+def _source_files(ref: TaskRef, results_dir: str | Path) -> list[list]:
     """[path, size, mtime_ns, ctime_ns] of every file the task config can read, and the
     loaders' code."""
     paths: set[Path] = set(_TASKS_SOURCE.glob("*.py"))
-    outputs = Path(cfg.results_dir).expanduser().resolve()  # our own writes are not inputs
-    for value in OmegaConf.to_container(cfg.task, resolve=True).values():
+    outputs = Path(results_dir).expanduser().resolve()  # our own writes are not inputs
+    for value in ref.config.values():
         if not isinstance(value, str) or not value or value.startswith("ptransfer."):
             continue
         path = Path(value).expanduser().resolve()
@@ -140,8 +116,8 @@ def _source_files(cfg: DictConfig) -> list[list]:
     return files
 
 
-def _cache_path(cfg: DictConfig) -> Path:
-    return Path(cfg.results_dir) / CACHE_FILE
+def _cache_path(results_dir: str | Path) -> Path:
+    return Path(results_dir) / CACHE_FILE
 
 
 def _read_cache(path: Path) -> dict:
@@ -160,25 +136,25 @@ def _write_cache(path: Path, key: str, files: list, fingerprint: str) -> None:
     tmp.replace(path)
 
 
-def remember_fingerprint(cfg: DictConfig, task: Task) -> str:
-    """Fingerprint a task just loaded for ``cfg`` and memoise it (process and disk)."""
-    key, files = _cache_key(cfg), _source_files(cfg)
+def remember_fingerprint(ref: TaskRef, results_dir: str | Path, task: Task) -> str:
+    """Fingerprint a task just loaded for ``ref`` and memoise it (process and disk)."""
+    key, files = _cache_key(ref), _source_files(ref, results_dir)
     fingerprint = task.fingerprint()
     _MEMO[key] = (files, fingerprint)
-    _write_cache(_cache_path(cfg), key, files, fingerprint)
+    _write_cache(_cache_path(results_dir), key, files, fingerprint)
     return fingerprint
 
 
-def task_fingerprint(cfg: DictConfig, load: bool = True) -> str | None:
-    """The fingerprint of the task ``cfg`` loads, from the memo when its files are unchanged.
+def task_fingerprint(ref: TaskRef, results_dir: str | Path, load: bool = True) -> str | None:
+    """The fingerprint of the task ``ref`` loads, from the memo when its files are unchanged.
 
     With ``load=False`` a cache miss returns None instead of loading the task.
     """
-    key, files = _cache_key(cfg), _source_files(cfg)
+    key, files = _cache_key(ref), _source_files(ref, results_dir)
     memo = _MEMO.get(key)
     if memo is not None and memo[0] == files:
         return memo[1]
-    entry = _read_cache(_cache_path(cfg)).get(key)
+    entry = _read_cache(_cache_path(results_dir)).get(key)
     if entry is not None and entry.get("files") == files:
         _MEMO[key] = (files, entry["fingerprint"])
         return entry["fingerprint"]
@@ -188,9 +164,9 @@ def task_fingerprint(cfg: DictConfig, load: bool = True) -> str | None:
     if failed is not None and failed[0] == files:
         raise failed[1]
     try:
-        task = load_task(cfg)
+        task = load_task(ref, results_dir)
     except Exception as err:
         _FAILED[key] = (files, err)
-        log.warning("task %s cannot be loaded to fingerprint it: %s", cfg.task.name, err)
+        log.warning("task %s cannot be loaded to fingerprint it: %s", ref.name, err)
         raise
-    return remember_fingerprint(cfg, task)
+    return remember_fingerprint(ref, results_dir, task)

@@ -1,4 +1,4 @@
-"""The Hydra callback of store retention: the sweep's readers manifests (``grid.retention``),
+"""The Hydra callback of store retention: the sweep's readers manifests (``sweep.retention``),
 for sweeps run by another sweeper than the two-phase one (which writes them itself).
 
 Its own module because it expands the sweep (``plan``) and applies the design rules
@@ -14,9 +14,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ptransfer.grid.plan import expand_sweep
-from ptransfer.grid.retention import policy, write_readers
-from ptransfer.grid.sweep import excluded_reason
+from ptransfer.cell.spec import cell_spec
+from ptransfer.sweep.design import excluded_reason
+from ptransfer.sweep.plan import expand_sweep
+from ptransfer.sweep.retention import policy, write_readers
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,13 @@ class StoreReaders(Callback):
         if policy(config) != "until_done":
             return
         if str(config.hydra.sweeper.get("_target_", "")).endswith("TwoPhaseSweeper"):
-            return  # the two-phase sweeper writes them from its own plan (grid.two_phase)
+            return  # the two-phase sweeper writes them from its own plan (sweep.launch)
         loader = GlobalHydra.instance().config_loader()
         cells = []
         for combo in expand_sweep(config, list(config.hydra.overrides.task)):
             cfg = loader.load_sweep_config(config, combo)  # what each job will get
             if excluded_reason(cfg) is None:
-                cells.append(cfg)
+                cells.append(cell_spec(cfg))
         groups = write_readers(str(config.hydra.sweep.dir), cells)
         log.info("store.retain=until_done: %d stores, each deleted after its last reader",
                  len(groups))

@@ -27,12 +27,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ptransfer.grid.config_values import (  # noqa: F401 - ConfigError: this module's API
+from ptransfer.cell.config_values import (  # noqa: F401 - ConfigError: this module's API
     PRETRAIN_NAME_KEYS,
     ConfigError,
     check_values,
 )
-from ptransfer.grid.task_data import reads_store
+from ptransfer.cell.spec import CellSpec, reads_store
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's configs
 
@@ -215,7 +215,7 @@ def precheck(conf_dir: str | Path, overrides: list[str], writable: bool = True,
     return cfg
 
 
-def check_before_load(cfg: DictConfig, task) -> None:
+def check_before_load(spec: CellSpec, task) -> None:
     """What a cell can check with its task loaded and no model weights read.
 
     Runs before the cell writes anything (status, config, store): a task with a single
@@ -223,15 +223,14 @@ def check_before_load(cfg: DictConfig, task) -> None:
     task checks name them) or an impossible length policy fails here, so a cell that cannot
     run leaves no store, lock or temporary file behind.
     """
-    import hydra
-
+    from ptransfer.cell.encoder import build_encoder
     from ptransfer.embed.extract import check_length_policy
     from ptransfer.tasks.validate import check_classes
 
     check_classes(task)
-    if reads_store(cfg):
-        check_writable(cfg.store_dir, "store_dir")
-    encoder = hydra.utils.instantiate(cfg.model, _convert_="all")  # configuration only
+    if spec.reads_store:
+        check_writable(spec.store_dir, "store_dir")
+    encoder = build_encoder(spec.encoder)  # configuration only
     sequences = task.all_sequences()
     encoder.check_alphabet(sequences, task.info.get("source_rows"))
-    check_length_policy(encoder, sequences, cfg.extract.length_policy, task.level)
+    check_length_policy(encoder, sequences, spec.extract.length_policy, task.level)

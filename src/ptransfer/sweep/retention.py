@@ -2,12 +2,12 @@
 
 A sweep of the paper's size embeds far more than a scratch disk holds (``ptransfer plan``
 prints the total), but a store is only needed while the cells that read it run. The
-two-phase sweeper therefore extracts stores in waves (``grid.two_phase``: a wave's stores,
+two-phase sweeper therefore extracts stores in waves (``sweep.launch``: a wave's stores,
 then their readers, then the next wave), and:
 
 1. **Readers manifest.** At the start of a multirun (the two-phase sweeper,
-   ``grid.two_phase``, in the launching process for every launcher: basic, joblib, Slurm;
-   ``grid.readers.StoreReaders`` under another sweeper), the sweep is planned exactly as
+   ``sweep.launch``, in the launching process for every launcher: basic, joblib, Slurm;
+   ``sweep.readers.StoreReaders`` under another sweeper), the sweep is planned exactly as
    ``ptransfer plan`` does it and, per store, the result folders of the cells that read it
    are written to ``<store_dir>/readers/<store group>/<sweep>.json``.
 2. **Done marks.** A finished cell is marked by its own ``status.json`` (state ``done``);
@@ -36,10 +36,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ptransfer.cell.key import CellKey, cell_key, encoder_identity, is_done
+from ptransfer.cell.spec import CellSpec, cell_spec
 from ptransfer.embed.claims import is_live, read_claim
 from ptransfer.embed.diskspace import size_text
-from ptransfer.grid.cell import CellKey, cell_key, encoder_identity, is_done
-from ptransfer.grid.task_data import reads_store  # noqa: F401 - the rule, retention's API
 
 log = logging.getLogger(__name__)
 
@@ -55,32 +55,32 @@ def policy(cfg: DictConfig) -> str:
     return value
 
 
-def store_group(cfg: DictConfig) -> tuple[str, list[Path]]:
+def store_group(spec: CellSpec) -> tuple[str, list[Path]]:
     """(group id, store files) of the cell's encoder identity, every level."""
-    identity = encoder_identity(cfg)
+    identity = encoder_identity(spec.encoder)
     # Imported here: the sweep imports this module, and a skipped cell must not pay for torch.
     from ptransfer.embed.store import LEVELS, store_location
 
-    paths = [store_location(cfg.store_dir, identity, level, cfg.extract)[0].absolute()
+    paths = [store_location(spec.store_dir, identity, level, spec.extract)[0].absolute()
              for level in LEVELS]
     digest = hashlib.sha256(json.dumps(sorted(map(str, paths))).encode()).hexdigest()[:16]
     return f"{identity['model']}-{digest}", paths
 
 
-def _readers_dir(cfg: DictConfig, group: str) -> Path:
-    return Path(cfg.store_dir).absolute() / READERS_DIR / group
+def _readers_dir(store_dir: Path, group: str) -> Path:
+    return Path(store_dir).absolute() / READERS_DIR / group
 
 
-def write_readers(sweep_dir: str, cells: list[DictConfig]) -> dict[str, list[str]]:
+def write_readers(sweep_dir: str, cells: list[CellSpec]) -> dict[str, list[str]]:
     """Write one readers manifest per store group of ``cells``; returns group -> cell dirs."""
     groups: dict[str, list[str]] = {}
-    for cfg in cells:
-        if not reads_store(cfg):
+    for spec in cells:
+        if not spec.reads_store:
             continue
-        group, _ = store_group(cfg)
-        groups.setdefault(group, []).append(str(cell_key(cfg).dir.absolute()))
+        group, _ = store_group(spec)
+        groups.setdefault(group, []).append(str(cell_key(spec).dir.absolute()))
     if cells:
-        write_reader_groups(sweep_dir, Path(cells[0].store_dir), groups)
+        write_reader_groups(sweep_dir, cells[0].store_dir, groups)
     return groups
 
 
@@ -134,11 +134,14 @@ def delete_store(path: Path) -> bool:
 
 def retire_if_unread(cfg: DictConfig) -> list[Path]:
     """After a cell: under ``until_done``, delete its stores when every reader is done."""
-    if policy(cfg) != "until_done" or not reads_store(cfg):
+    if policy(cfg) != "until_done":
         return []
-    group, paths = store_group(cfg)
-    folder = _readers_dir(cfg, group)
-    readers = _readers(folder) | {str(cell_key(cfg).dir.absolute())}
+    spec = cell_spec(cfg)
+    if not spec.reads_store:
+        return []
+    group, paths = store_group(spec)
+    folder = _readers_dir(spec.store_dir, group)
+    readers = _readers(folder) | {str(cell_key(spec).dir.absolute())}
     pending = [r for r in readers if not is_done(CellKey("", "", Path(r)))]
     if pending:
         log.info("store group %s kept: %d of its %d readers are not done", group,

@@ -7,7 +7,7 @@
 - **``store.rebuild=true``.** ``force=true`` re-fits the probes and rewrites the rows and
   predictions but reads the embedding store as it is (only missing sequences are embedded).
   ``store.rebuild=true`` deletes the cell's stores first, with the deletion store retention
-  uses (``grid.retention.delete_store``: its index and shards, unless a live writer holds
+  uses (``sweep.retention.delete_store``: its index and shards, unless a live writer holds
   a claim), so
   every sequence is embedded again. A store is rebuilt once per command: the cells of one
   sweep that share it read the rebuilt store (a marker in ``<store_dir>/rebuilt/`` names the
@@ -24,9 +24,10 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from ptransfer.cell.key import CellKey, cell_key
+from ptransfer.cell.spec import cell_spec, reads_store
 from ptransfer.encoders.weights_fingerprint import fetch_weights
-from ptransfer.grid.cell import CellKey, cell_key
-from ptransfer.grid.retention import delete_store, reads_store, store_group
+from ptransfer.sweep.retention import delete_store, store_group
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def prepare_cell(cfg: DictConfig, key: CellKey) -> CellKey:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if fetch_weights(model, str(cfg.checkpoint), cfg.ablation.name,
                      cfg.ablation.get("scope", "full")):
-        key = cell_key(cfg)
+        key = cell_key(cell_spec(cfg))
     if (cfg.get("store") or {}).get("rebuild", False):
         rebuild_stores(cfg)
     return key
@@ -64,10 +65,11 @@ def command_id(output_dir: str | Path) -> str:
 def rebuild_stores(cfg: DictConfig, command: str | None = None) -> list[Path]:
     """Delete the cell's stores unless this command rebuilt them already; returns the
     deleted files."""
-    if not reads_store(cfg):
+    spec = cell_spec(cfg)
+    if not spec.reads_store:
         log.info("store.rebuild=true: this cell reads no embedding store")
         return []
-    group, paths = store_group(cfg)
+    group, paths = store_group(spec)
     return rebuild_group(Path(cfg.store_dir), group, paths, command or _command_id())
 
 
@@ -94,7 +96,7 @@ def rebuild_group(store_dir: Path, group: str, paths: list[Path], command: str) 
 class SweepPreparation:
     """What a two-phase multirun does once, before planning its phases for good.
 
-    Called as ``grid.phases.plan_sweep``'s ``each`` hook, it notes the weights the cells to
+    Called as ``sweep.jobs.plan_sweep``'s ``each`` hook, it notes the weights the cells to
     run read and, under ``store.rebuild=true``, their store groups. ``fetch`` downloads the
     weights not on disk yet (the sweep is then planned again: their content keys cells and
     stores); ``rebuild`` deletes the stores once for the sweep (the phase-2 cells find the
@@ -116,7 +118,7 @@ class SweepPreparation:
         self.weights.setdefault(json.dumps([model, *args], sort_keys=True, default=str),
                                 (model, *args))
         if (cfg.get("store") or {}).get("rebuild", False) and reads_store(cfg):
-            group, paths = store_group(cfg)
+            group, paths = store_group(cell_spec(cfg))
             self.groups.setdefault(group, (Path(cfg.store_dir), paths))
 
     def fetch(self) -> bool:

@@ -25,7 +25,7 @@ def checkpoint_lines(conf_dir: Path, overrides: list[str],
     """Lines listing, per model of the sweep with intermediate checkpoints in use, each
     checkpoint (in step order) with its step and file, and how many files are missing.
 
-    ``expand_sweep`` is ``grid.plan.expand_sweep`` (passed in: plan imports this module)."""
+    ``expand_sweep`` is ``sweep.plan.expand_sweep`` (passed in: plan imports this module)."""
     lines: list[str] = []
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if "," not in o],
