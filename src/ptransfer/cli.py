@@ -31,9 +31,9 @@ PLAN_HELP = """usage: ptransfer plan [HYDRA OVERRIDES ...]
 What `ptransfer run -m` with the same overrides would do, without running anything: the
 cells of the sweep (hydra.sweeper.params of an +experiment preset, plus any key=a,b
 overrides), which are outside the design, which are done, running or interrupted, the
-phase-1 jobs (each store's shards with their estimated GPU time, streaming cells) and the
-phase-2 jobs (cells that only read), the expected embedding disk and a rough GPU-time
-estimate.
+jobs it would dispatch (each store's shards with their estimated GPU time and the streaming
+cells on GPUs, the cells that only read on CPUs), the GPU estimate, the makespan on the
+launcher's slots, the expected embedding disk.
 
 example: ptransfer plan +experiment=gb1 data.root=../shared/data"""
 # Hydra flags that take no value: they may stand anywhere on `ptransfer run`'s command line.

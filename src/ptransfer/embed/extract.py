@@ -21,6 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -35,6 +36,7 @@ from ptransfer.embed.batching import (  # noqa: F401 - batching names: extract's
     split_into_pieces,
     window_starts,
 )
+from ptransfer.embed.claims import Claim
 from ptransfer.embed.diskspace import expected_store_bytes
 from ptransfer.embed.publication import claim_or_wait, retire_shard
 from ptransfer.embed.shard_sizing import ShardSizing, StoreWork
@@ -275,30 +277,39 @@ def extract_to_store(
                                      store.dtype))
     shards = plan_shards(store.path, sequences, store.published_keys(), limits, batching)
     options = ExtractOptions(toks_per_batch, length_policy, precision, progress, flush_bytes)
-    embedded = sum(extract_shard(encoder, store, shard.name, shard.todo, pool, options)
+    embedded = sum(extract_shard(encoder, store, shard.name, shard.todo, pool, options).embedded
                    for shard in shards)
     if shards or not store.path.exists():
         store.finalize()
     return embedded
 
 
+class ShardWrite(NamedTuple):
+    """What writing one shard did: sequences embedded here, and whether this writer's copy
+    was published (False: another writer published the shard, or there was nothing)."""
+
+    embedded: int
+    published: bool
+
+
 def extract_shard(encoder: Encoder, store: EmbeddingStore, name: str, todo: Sequence[str],
-                  pool, options: ExtractOptions, index: bool = False) -> int:
+                  pool, options: ExtractOptions, index: bool = False,
+                  claim: Claim | None = None) -> ShardWrite:
     """Write shard ``name`` of ``store``: the sequences of ``todo`` (in their planned order).
 
-    The shard is claimed first; while another live process writes it, this waits for its
+    The shard is claimed first (``claim``: already held by the caller, which claimed it
+    before taking a device); while another live process writes it, this waits for its
     publication and embeds nothing. A broken shard (a file missing or of the wrong size,
     ``embed.publication``) is removed and written again. A killed writer's committed parts
-    are adopted: a batch
-    whose sequences are all saved is not run again, the others are run as planned (so each
-    row is computed in the same batch as without the kill). Parts are committed only where
-    a batch ends. Returns the number of sequences embedded here.
+    are adopted: a batch whose sequences are all saved is not run again, the others are run
+    as planned (so each row is computed in the same batch as without the kill). Parts are
+    committed only where a batch ends.
     """
     store.shard_dir.mkdir(parents=True, exist_ok=True)
-    claim = claim_or_wait(store.shard_dir, name, store)
+    claim = claim or claim_or_wait(store.shard_dir, name, store)
     if claim is None:
         store.refresh()
-        return 0
+        return ShardWrite(0, False)
     todo = list(dict.fromkeys(todo))
     added = 0
     try:
@@ -315,7 +326,7 @@ def extract_shard(encoder: Encoder, store: EmbeddingStore, name: str, todo: Sequ
                 writer.commit_if_due()  # a batch has ended: the only place parts are cut
     finally:
         claim.release()
-    return added
+    return ShardWrite(added, writer.published)
 
 
 def pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingStore,

@@ -343,8 +343,9 @@ class EmbeddingStore:
 
         ``shard``: the shard's name (a planned shard, ``embed.shards``); default a new one.
         Rows already in the store, or in the shard's committed parts (a killed writer's), are
-        skipped. On a normal exit the shard is published (``publish``) and the index file
-        written (``index``); after an error the buffer is kept as a part, nothing published.
+        skipped. On a normal exit the shard is published (``publish``; ``writer.published``
+        says whether this writer's copy became the shard) and the index file written
+        (``index``); after an error the buffer is kept as a part, nothing published.
         """
         self.refresh()
         name = shard or f"shard-{uuid.uuid4().hex[:16]}"
@@ -359,7 +360,7 @@ class EmbeddingStore:
             raise
         writer.commit()
         if publish:
-            publish_parts(self, name, parts, {"rows_added": writer.n_added})
+            writer.published = publish_parts(self, name, parts, {"rows_added": writer.n_added})
         if index:
             self.finalize()
         else:

@@ -193,6 +193,7 @@ class StoreWriter:
         self.commit_seconds = float(commit_seconds)
         self._last_commit = time.monotonic()
         self.n_added = 0
+        self.published = False  # set when the writer's block ends: its copy is the shard
         self._keys: list[str] = []
         self._lengths: list[int] = []
         self._rows: list[np.ndarray] = []

@@ -1,24 +1,16 @@
-"""scripts/bench_schedule.py's simulation, against schedules worked out by hand."""
+"""The sweep's job order and its model (``sweep.schedule``), against schedules worked out by
+hand."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_schedule.py"
+from ptransfer.sweep import schedule
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_schedule", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return schedule
 
 
 def _stores(bench):
@@ -38,7 +30,7 @@ def test_a_stores_shards_run_together_so_its_readers_start_early(bench):
     # (9.1-18.1), C2 (9.1-9.2), D1 (9.2-18.2), D2 (18.1-18.2); the probes one after the
     # other from A's at t 9: 9-19, 19-29, 29-39, 39-49. (Longest shards first regardless of
     # stores would finish every store at ~18.1 and end at 58.2.)
-    makespan, starts = bench.dispatch(_stores(bench), {"gpu": 2, "cpu": 1})
+    makespan, starts = bench.simulate(_stores(bench), {"gpu": 2, "cpu": 1})
     assert makespan == pytest.approx(49.0)
     assert [starts[name] for name in ("A1", "A2", "B1", "B2", "C1", "C2", "D1", "D2")] == \
         pytest.approx([0.0, 0.0, 0.1, 9.0, 9.1, 9.1, 9.2, 18.1])
@@ -59,4 +51,4 @@ def test_the_lower_bound_and_todays_barriers(bench):
 
 def test_a_kind_without_slots_is_an_error(bench):
     with pytest.raises(ValueError, match="4 jobs never ran"):
-        bench.dispatch(_stores(bench), {"gpu": 2, "cpu": 0})
+        bench.simulate(_stores(bench), {"gpu": 2, "cpu": 0})
