@@ -14,6 +14,19 @@ TEST_DATA_ENV = "PTRANSFER_TEST_DATA"
 SHARED_DATA = Path(os.environ.get(TEST_DATA_ENV) or REPO.parent / "shared" / "data")
 
 
+def needs_data(*files: str):
+    """Skip mark of a test that reads the real datasets: it runs when every path of
+    ``files`` (relative to :data:`SHARED_DATA`) exists; the reason names the first missing
+    path as looked for (``$PTRANSFER_TEST_DATA`` when set) and how to point at a copy."""
+    import pytest
+
+    missing = [SHARED_DATA / f for f in files if not (SHARED_DATA / f).exists()]
+    origin = (f"${TEST_DATA_ENV}={os.environ[TEST_DATA_ENV]}" if os.environ.get(TEST_DATA_ENV)
+              else f"../shared/data beside the clone; set ${TEST_DATA_ENV} to use a copy")
+    reason = f"real data absent: {missing[0]} not found ({origin})" if missing else ""
+    return pytest.mark.skipif(bool(missing), reason=reason)
+
+
 def ptransfer(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 600):
     """Run ``python -m ptransfer.cli ARGS`` in ``cwd``; returns the CompletedProcess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",

@@ -31,13 +31,16 @@ from ptransfer.cell.status import write_status
 EVAL_SETS = ("val", "test")
 
 
-def protein_task(n: int, seed: int = 0, eval_sets=EVAL_SETS) -> dict:
-    """Items and targets of a per-protein regression task (per eval set)."""
+def protein_task(n: int, seed: int = 0, eval_sets=EVAL_SETS, sizes: dict | None = None
+                 ) -> dict:
+    """Items and targets of a per-protein regression task (per eval set): ``n`` proteins
+    each, or ``sizes[eval_set]``."""
     rng = np.random.default_rng(seed)
     out = {}
     for k, eval_set in enumerate(eval_sets):
-        items = np.array([item_id(f"P{k}_{i}") for i in range(n)])
-        out[eval_set] = (items, np.full(n, -1), rng.normal(size=n))
+        m = (sizes or {}).get(eval_set, n)
+        items = np.array([item_id(f"P{k}_{i}") for i in range(m)])
+        out[eval_set] = (items, np.full(m, -1), rng.normal(size=m))
     return out
 
 

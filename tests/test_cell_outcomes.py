@@ -48,11 +48,11 @@ def _status(work: Path) -> dict:
     return json.loads(status.read_text())
 
 
-@pytest.mark.parametrize("case", ["constant validation targets", "one validation row"])
-def test_no_best_layer_is_a_done_cell_with_a_note(tmp_path, monkeypatch, capsys, case):
+def test_no_best_layer_is_a_done_cell_with_a_note(tmp_path, monkeypatch, capsys):
+    # (A validation split of one row, the other case here once, is refused since issue 28
+    # item 13: tests/test_tasks_user_csv.py.)
     monkeypatch.chdir(tmp_path)
-    data = _csv(tmp_path / "t.csv", n_val=1 if case == "one validation row" else 10,
-                constant_val=case == "constant validation targets")
+    data = _csv(tmp_path / "t.csv", constant_val=True)
     code, out = _run(capsys, "task=csv", f"task.path={data}")
     assert code == 0, out
     status = _status(tmp_path)

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 from cell_helpers import cell_config
-from cli_helpers import SHARED_DATA
+from cli_helpers import SHARED_DATA, needs_data
 
 from ptransfer.cell.key import cell_key
 from ptransfer.cell.run import run_cell
 from ptransfer.cell.spec import cell_spec
-
-GB1_SPLITS = SHARED_DATA / "flip_gb1" / "splits.zip"
 
 
 def _digests(cell_dir) -> tuple[str, str]:
@@ -35,7 +32,7 @@ def _run(results, *overrides, tiny=None):
     return key.cell_id, _digests(key.dir)
 
 
-@pytest.mark.skipif(not GB1_SPLITS.is_file(), reason=f"real GB1 data not at {GB1_SPLITS}")
+@needs_data("flip_gb1/splits.zip")
 def test_reference_gb1_onehot_cell_keeps_its_id_and_bytes(tmp_path):
     cell_id, digests = _run(tmp_path, "task=gb1_two_vs_rest", "model=onehot",
                             f"data.root={SHARED_DATA}")

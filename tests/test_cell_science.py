@@ -131,13 +131,15 @@ def test_streaming_alpha_matches_a_brute_force_loop_over_alphas():
     n_val = int((task.splits["val"].flat_targets() != IGNORE).sum())
     spread = []
     for fit in fits:
-        X, y = labelled(feats.get(fit.layer, "train"), task.splits["train"].flat_targets())
+        X, y = labelled(feats.get(fit.layer, "train"), task.splits["train"].flat_targets(),
+                        task.level)
         scaler = StandardScaler().fit(X.astype(np.float64))
         val_acc, test_acc = {}, {}
         for alpha in alphas:  # each alpha fitted on its own, from scratch
             model = RidgeClassifier(alpha=alpha).fit(scaler.transform(X.astype(np.float64)), y)
             for split, out in (("val", val_acc), ("test", test_acc)):
-                Xs, ys = labelled(feats.get(fit.layer, split), task.splits[split].flat_targets())
+                Xs, ys = labelled(feats.get(fit.layer, split), task.splits[split].flat_targets(),
+                                  task.level)
                 out[alpha] = float((model.predict(scaler.transform(Xs.astype(np.float64)))
                                     == ys).mean())
         best = max(val_acc.values())
@@ -148,3 +150,25 @@ def test_streaming_alpha_matches_a_brute_force_loop_over_alphas():
         assert fit.scores["val"]["accuracy"] == pytest.approx(val_acc[chosen], abs=1.0 / n_val)
         assert fit.scores["test"]["accuracy"] == pytest.approx(test_acc[chosen], abs=2e-3)
     assert max(spread) > 0.05  # the grid's alphas really differ on val: a wrong pick shows
+
+
+def test_a_protein_target_of_minus_one_is_fitted_and_scored():
+    # -1 is the per-residue IGNORE class sentinel; per protein it is an ordinary target value
+    # and must neither be dropped from fitting nor from scoring (predictions stay aligned).
+    from scipy.stats import spearmanr
+
+    from ptransfer.heads import RidgeProbe
+    from ptransfer.heads.fit_layers import fit_layer
+
+    rng = np.random.default_rng(0)
+    y = np.array([-1.0, 0.3, -1.0, 1.2, 0.8, -0.4, 2.0, -1.0])
+    X = np.c_[y + 0.01 * rng.normal(size=8), rng.normal(size=8)]
+    seqs = [f"AC{c}" for c in "DEFGHIKL"]
+    split = Split(seqs, y)
+    task = Task("toy", "protein", "regression", {"train": split, "val": split, "test": split},
+                dataset="toy", metric="spearman")
+    fit = fit_layer(RidgeProbe(alphas=[1e-3]), 0, task, lambda _split: X)
+    assert fit.n_train == 8 and fit.n_eval == {"val": 8, "test": 8}
+    test = fit.predictions["test"]
+    assert len(test.rows) == len(test.y_pred) == 8 and np.array_equal(test.y_true, y)
+    assert fit.scores["test"]["spearman"] == pytest.approx(spearmanr(y, test.y_pred)[0])

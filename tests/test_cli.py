@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import SHARED_DATA, main_output
+from cli_helpers import SHARED_DATA, main_output, needs_data
 
 from ptransfer import __version__
 from ptransfer.cli import COMMANDS, SUMMARY
@@ -175,11 +175,27 @@ def test_smoke_preset_has_its_own_results_dir(work, capsys):
     assert smoke.store_dir.startswith(str(smoke.results_dir))
 
 
-needs_data = pytest.mark.skipif(not (SHARED_DATA / "flip_gb1" / "splits.zip").is_file(),
-                                reason="../shared/data not available")
+needs_gb1 = needs_data("flip_gb1/splits.zip")
 
 
-@needs_data
+@needs_gb1
 def test_data_list_on_the_shared_copy(work, capsys):
     code, out = main_output(capsys, "data", "list", f"data.root={SHARED_DATA}")
     assert code == 0 and "gb1      present" in out
+
+
+@pytest.mark.parametrize("flag_at", [0, 1, 2])
+def test_plan_takes_the_multirun_flag_as_run_does(work, capsys, flag_at):
+    # Issue 28 item 2: `ptransfer plan -m task=synthetic model=onehot` printed a 67-line
+    # Hydra/antlr traceback; plan always plans a sweep, so -m (anywhere) changes nothing.
+    argv = ["task=synthetic", "model=onehot,esm2_t6_8M_UR50D"]
+    expected = main_output(capsys, "plan", *argv)
+    argv.insert(flag_at, "-m" if flag_at != 1 else "--multirun")
+    got = main_output(capsys, "plan", *argv)
+    assert got == expected and got[0] == 0
+    assert "2 cells in the design" in got[1] and "Traceback" not in got[1]
+
+
+def test_plan_refuses_another_option_in_one_line(work, capsys):
+    code, out = main_output(capsys, "plan", "--cfg", "job", "task=synthetic")
+    assert code == 1 and out.count("\n") == 1 and "unknown option '--cfg'" in out

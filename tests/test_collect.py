@@ -32,7 +32,7 @@ from ptransfer.cli import main
 
 AA = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 TABLES = ("results.csv", "summary.csv", "summary.md", "repstat.csv", "intervals.csv",
-          "comparisons.csv", "taxonomy.csv", "collect.json")
+          "comparisons.csv", "taxonomy.csv", "depth.csv", "collect.json")
 
 
 def _csv(path: Path, seed: int) -> Path:
@@ -177,8 +177,35 @@ def test_kill_9_at_any_step_leaves_the_old_or_the_new_tables(work, capsys):
         seen = _state(trial)
         assert seen in (old, new), f"killed at step {kill_at} of {steps}: {seen}"
         if kill_at % 4 == 0 or kill_at > steps - 8:  # ... and the next collect, from there,
-            assert _forked_collect(trial, None)[0] == 0 and _state(trial) == new  # completes
+            assert _forked_collect(trial, None)[0] == 0 and _state(trial) == new  # completes,
+            # removing what the killed one left unfinished (issue 28 item 10: they piled up)
+            assert not list((trial / ".collect").glob("*.tmp")), kill_at
         shutil.rmtree(trial)
+
+
+def test_unfinished_runs_of_dead_collects_go_and_live_ones_stay(tmp_path):
+    # Issue 28 item 10: `.collect/*.tmp` of killed collects piled up (kept for an hour).
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / ".collect"
+    runs.mkdir()
+    code = ("import sys; from pathlib import Path; from ptransfer.analysis.collect import "
+            "new_staging; new_staging(Path(sys.argv[1]), 'dead')")
+    subprocess.run([sys.executable, "-c", code, str(runs)], check=True)  # exits: killed
+    collect_module.new_staging(runs, "live")  # this process: a collect still at work
+    for name, host, age in (("other_young", "elsewhere", 60.0), ("other_old", "elsewhere",
+                                                                   7200.0)):
+        folder = runs / f"{name}.tmp"
+        folder.mkdir()
+        (folder / collect_module.OWNER).write_text(json.dumps(
+            {"pid": os.getpid(), "host": host, "proc_start": None}))
+        os.utime(folder, (time.time() - age,) * 2)
+    (runs / "ownerless.tmp").mkdir()  # a killed collect from before owner files
+    os.utime(runs / "ownerless.tmp", (time.time() - 7200.0,) * 2)
+    collect_module.remove_unfinished(runs)
+    assert sorted(p.name for p in runs.iterdir()) == ["live.tmp", "other_young.tmp"]
 
 
 def test_tables_of_an_older_version_are_replaced_atomically_too(work, capsys):
@@ -212,6 +239,27 @@ def test_only_done_cells_are_merged_and_the_rest_are_listed(work, capsys):
     manifest = json.loads((work / "res" / "collect.json").read_text())
     assert manifest["left_out"] == [{"cell": str(beta),
                                      "reason": "status is 'failed': OSError: disk on fire"}]
+
+
+def test_every_cell_left_out_is_listed_with_its_reason(work, capsys):
+    # Issue 28 item 11: a failed cell without rows.csv was neither merged nor listed, and
+    # with no complete cell the error named only the first cell left out.
+    _run(capsys, work, "alpha", "beta", "gamma")
+    failed = _cell(work, "gamma")
+    (work / failed / "rows.csv").unlink()
+    (work / failed / "predictions.parquet").unlink()
+    write_status(work / failed, state="failed", error="ValueError: bad luck")
+    code, out = _collect(capsys)
+    assert code == 0 and f"left out {failed}: status is 'failed': ValueError: bad luck" in out
+    assert "from 2 cells (1 cells left out" in out
+    for task in ("alpha", "beta"):
+        _truncate_at_line(work / _cell(work, task) / "rows.csv")
+    code, out = _collect(capsys)
+    line = out.strip().splitlines()[-1]
+    assert code == 1 and "3 cell(s) left out" in line and "Traceback" not in out
+    for task in ("alpha", "beta"):
+        assert f"{_cell(work, task)}: rows.csv is " in line
+    assert f"{failed}: status is 'failed': ValueError: bad luck" in line
 
 
 # -- item 8 --------------------------------------------------------------------------------

@@ -158,7 +158,8 @@ def test_delta_is_a_gain_for_lower_is_better_metrics():
                "head_config": "h", "data_fingerprint": "fp", "precision": "fp32",
                "length_policy": "window", "pooled_dtype": "float32", "revision": "",
                "family": "esm2", "n_params": 1, "checkpoint_step": np.nan,
-               "checkpoint_fraction": 1.0, "checkpoint_order": 0, "metric": "mse"}
+               "checkpoint_fraction": 1.0, "checkpoint_order": 0, "metric": "mse",
+               "selection": "val"}
         cells = pd.DataFrame({"cell_id": [cell_id], "seed": [0], "n_layers": [1],
                               "best": [0], "last": [0]})
         return Arm(key, cells, {(cell_id, 0): value})
@@ -175,3 +176,22 @@ def test_delta_is_a_gain_for_lower_is_better_metrics():
     half = stats.t.ppf(0.975, 2) * se
     assert (out["ci_low"], out["ci_high"]) == pytest.approx((1.0 - half, 1.0 + half))
     assert out["p_value"] == pytest.approx(2 * stats.t.sf(1.0 / se, 2))
+
+
+def test_holm_families_count_only_the_rows_that_take_part(tmp_path):
+    """Defect 7: a refused row (another probe config) has no p-value and takes no part in
+    its decision's Holm family: one comparable row is a family of one, its Holm p its raw
+    p (the first rules said "(2 rows)" with a Holm p equal to the raw p)."""
+    task = protein_task(300)
+    frames = [write_cell(tmp_path, "t", task, 1.0, n_layers=1),
+              write_cell(tmp_path, "t", task, 0.8, ablation="random_init", n_layers=1),
+              write_cell(tmp_path, "t", task, 0.8, ablation="stat_transfer", n_layers=1,
+                         head_config="other grid")]
+    table = analyse(pd.concat(frames, ignore_index=True), tmp_path).comparisons
+    rows = table[table["decision"] == "pretraining"].set_index("b")
+    assert rows.loc["random_init", "holm_family"] == "pretraining: t/test/m/final (1 row)"
+    assert rows.loc["random_init", "p_holm"] == rows.loc["random_init", "p_value"]
+    assert rows.loc["stat_transfer", "verdict"] == "not comparable"
+    assert rows.loc["stat_transfer", "holm_family"] == \
+        "pretraining: t/test/m/final: takes no part (no p-value)"
+    assert np.isnan(rows.loc["stat_transfer", "p_holm"])

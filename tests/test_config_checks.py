@@ -39,6 +39,88 @@ def test_pretrain_checks_value_types(work, capsys):
     assert code == 1 and "config key 'seed': expected an integer" in _one_error_line(out)
 
 
+# Issue 28 items 1 and 4: every pretrain value is checked before anything runs or is written.
+@pytest.mark.parametrize("override,key,expected", [
+    ("schedule.max_steps=-1", "schedule.max_steps", "an integer >= 1"),
+    ("schedule.max_steps=0", "schedule.max_steps", "an integer >= 1"),
+    ("schedule.max_steps=abc", "schedule.max_steps", "an integer >= 1"),
+    ("schedule.lr=-1", "schedule.lr", "a number > 0"),
+    ("schedule.lr=abc", "schedule.lr", "a number > 0"),
+    ("schedule.warmup_steps=-3", "schedule.warmup_steps", "an integer >= 0"),
+    ("schedule.betas=[0.9]", "schedule.betas", "two numbers in [0, 1)"),
+    ("schedule.checkpoints=[0,-5]", "schedule.checkpoints", "a list of integer steps >= 0"),
+    ("schedule.toks_per_batch=0", "schedule.toks_per_batch", "an integer >= 1"),
+    ("schedule.decay=step", "schedule.decay", "cosine or linear"),
+    ("data.max_len=0", "data.max_len", "an integer >= 1"),
+    ("mlm.to_mask=1.5", "mlm.to_mask", "a number in [0, 1]"),
+    ("cpu_threads=0", "cpu_threads", "null or an integer >= 1"),
+])
+def test_pretrain_checks_every_value_before_writing(work, capsys, override, key, expected):
+    code, out = main_output(capsys, "pretrain", override, "data.root=nowhere", "results_dir=res")
+    line = _one_error_line(out)
+    assert code == 1 and line.startswith(f"ptransfer pretrain: error: config key {key!r}: ")
+    value = override.split("=")[1]
+    assert f"expected {expected}" in line and f"got{value}" in line.replace(" ", "").replace("'", "")
+    assert not (work / "res").exists()  # no hydra/ folder, no out_dir: nothing written
+
+
+def test_pretrain_masking_rates_are_checked_together(work, capsys):
+    code, out = main_output(capsys, "pretrain", "mlm.to_mask=0.95", "mlm.to_random=0.1",
+                            "results_dir=res")
+    assert code == 1 and "sum to at most 1" in _one_error_line(out)
+    assert not (work / "res").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CPU-only torch")
+def test_pretrain_on_cuda_without_cuda_names_the_key(work, capsys):
+    code, out = main_output(capsys, "pretrain", "device=cuda:0", "results_dir=res")
+    line = _one_error_line(out)
+    assert code == 1 and "config key 'device'" in line and "no CUDA" in line
+
+
+# Issue 28 items 3 and 4: sweep-level values and the environment, before anything is written.
+@pytest.mark.parametrize("override,key,expected", [
+    ("extract.shard_tokens=-5", "extract.shard_tokens", "an integer >= 1, got -5"),
+    ("extract.shard_tokens=0", "extract.shard_tokens", "an integer >= 1, got 0"),
+    ("extract.jobs_per_gpu=0", "extract.jobs_per_gpu", "an integer >= 1, got 0"),
+    ("extract.jobs_per_gpu=-1", "extract.jobs_per_gpu", "an integer >= 1, got -1"),
+    ("extract.toks_per_batch=0", "extract.toks_per_batch", "an integer >= 1, got 0"),
+    ("extract.device=gpu", "extract.device", "auto, cpu, cuda or cuda:N, got 'gpu'"),
+])
+def test_sweep_values_are_checked_before_anything_is_written(work, capsys, monkeypatch,
+                                                             override, key, expected):
+    monkeypatch.setenv("PTRANSFER_FAKE_GPUS", "2")  # jobs_per_gpu=0 was ignored with fake GPUs
+    for argv in (["run", "-m", "model=onehot,esm2_t6_8M_UR50D"], ["plan"]):
+        code, out = main_output(capsys, *argv, "task=synthetic", "ablation=random_init",
+                                "results_dir=res", override)
+        line = _one_error_line(out)
+        assert code == 1 and f"config key {key!r}: expected {expected}" in line, argv
+        assert not (work / "res").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "2.5"])
+def test_a_bad_fake_gpu_count_names_the_variable(work, capsys, monkeypatch, value):
+    monkeypatch.setenv("PTRANSFER_FAKE_GPUS", value)
+    code, out = main_output(capsys, "run", "-m", "task=synthetic", "model=onehot",
+                            "results_dir=res")
+    line = _one_error_line(out)
+    assert code == 1 and f"environment variable PTRANSFER_FAKE_GPUS={value!r}" in line
+    assert "non-negative integer" in line and not (work / "res").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CPU-only torch")
+def test_a_cuda_device_on_a_cpu_build_names_the_key(work, capsys):
+    code, out = main_output(capsys, "run", "task=synthetic", "model=onehot",
+                            "extract.device=cuda:0", "results_dir=res")
+    assert code == 1 and "Torch not compiled" not in out
+    assert "config key 'extract.device': 'cuda:0', but this machine has no CUDA device" in out
+    from ptransfer.cell.config_values import resolve_device  # the sweep's jobs resolve it too
+
+    with pytest.raises(ValueError, match="config key 'extract.device': 'cuda'"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu" == resolve_device("cpu")
+
+
 # -- item 5: names that become paths are safe identifiers ---------------------------------
 
 def _small_csv(path):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import SHARED_DATA as SHARED
+from cli_helpers import needs_data
 
 from ptransfer import data
 from ptransfer.data import ChecksumMismatch, DataFile, Dataset, DataUnavailable
 
-needs_shared = pytest.mark.skipif(not (SHARED / "flip_gb1" / "splits.zip").is_file(),
-                                  reason="../shared/data not present")
+needs_shared = needs_data("flip_gb1/splits.zip")
 GB1_SHA = "00a3c3d5be56ce35adfbec838db8ff549be369525e151a6978133da34b9fd86f"
 
 
@@ -149,7 +149,7 @@ def test_checksum_mismatch_leaves_nothing_behind(tmp_path, shared_server, monkey
         data.download("gb1", tmp_path, mirror=url)
     message = str(err.value)
     assert "flip_gb1/splits.zip" in message and wrong in message and GB1_SHA in message
-    assert files_under(tmp_path) == []  # neither the temp file nor the target
+    assert list(tmp_path.iterdir()) == []  # neither the temp file, the target nor its folder
 
 
 def test_unreachable_mirror_says_where_to_place_the_file(tmp_path):
@@ -160,7 +160,7 @@ def test_unreachable_mirror_says_where_to_place_the_file(tmp_path):
     assert f"could not download {mirror}/flip_gb1/splits.zip" in message
     assert data.DATASETS["gb1"].files[0].url in message
     assert f"place it at {tmp_path / 'flip_gb1' / 'splits.zip'}" in message
-    assert files_under(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []  # issue 28 item 17: no empty flip_gb1/ left either
 
 
 def test_missing_file_on_mirror_is_unavailable(tmp_path):
@@ -173,7 +173,7 @@ def test_missing_file_on_mirror_is_unavailable(tmp_path):
     finally:
         stop()
     assert requests == ["/flip_gb1/splits.zip"]
-    assert files_under(tmp_path / "root") == []
+    assert not (tmp_path / "root").exists()  # the folders it made for the file are gone
 
 
 def test_unpinned_file_is_accepted_and_its_hash_logged(tmp_path, caplog):
@@ -286,3 +286,42 @@ def test_the_test_data_folder_can_be_set_by_environment(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == [str(tmp_path)] * 3
+
+
+_SKIP_REASONS = r"""
+import importlib, sys
+import pytest
+found = {}
+for name in sys.argv[1:]:
+    module = importlib.import_module(name)
+    marks = list(getattr(module, "pytestmark", []))
+    for value in vars(module).values():
+        marks += getattr(value, "pytestmark", [])
+        if isinstance(value, pytest.MarkDecorator):
+            marks.append(value.mark)
+    found[name] = sorted({m.kwargs.get("reason", "") for m in marks
+                          if m.name == "skipif" and m.args and m.args[0] is True})
+print(repr(found))
+"""
+
+
+def test_skip_reasons_name_the_data_folder_looked_in(tmp_path):
+    # Issue 28 item 16: with PTRANSFER_TEST_DATA=/nonexist the skip reasons said
+    # ../shared/data, and one test looked only there. Every module that reads the real data
+    # skips, saying where it looked.
+    import ast
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent
+    readers = sorted(p.stem for p in tests.glob("test_*.py")
+                     if "SHARED_DATA" in p.read_text() and p.name != Path(__file__).name)
+    missing = tmp_path / "nonexist"
+    env = {**os.environ, "PTRANSFER_TEST_DATA": str(missing), "PYTHONPATH": str(tests)}
+    out = subprocess.run([sys.executable, "-c", _SKIP_REASONS, *readers], env=env,
+                         capture_output=True, text=True, check=True, cwd=tests).stdout
+    reasons = ast.literal_eval(out.strip().splitlines()[-1])
+    assert len(reasons) >= 8 and all(reasons.values()), reasons  # each module skips some
+    for module, texts in reasons.items():
+        for text in texts:
+            assert f"{missing}/" in text and "PTRANSFER_TEST_DATA" in text, (module, text)

@@ -107,3 +107,52 @@ def test_resolve_n_classes_from_labels():
 def test_labels_of_wrong_length_are_an_error():
     with pytest.raises(ValueError, match="y must be 1-D with 3 rows"):
         check_labels(np.zeros(2, int), 3, "y")
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def _toy_task(kind: str, rng: np.random.Generator, n_train=300, n_val=80, n_test=80):
+    from ptransfer.tasks.base import Split, Task
+
+    def split(n):
+        seqs = ["".join(rng.choice(list("ACDEFGHIKL"), 8)) for _ in range(n)]
+        y = rng.normal(size=n) if kind == "regression" else rng.integers(0, 3, n)
+        return Split(seqs, y)
+
+    return Task("toy", "protein", kind, {"train": split(n_train), "val": split(n_val),
+                                         "test": split(n_test)}, dataset="toy",
+                metric="spearman" if kind == "regression" else "accuracy",
+                classes=None if kind == "regression" else ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("probe_name,kind,width", [("RidgeProbe", "regression", 700),
+                                                   ("RidgeProbe", "regression", 120),
+                                                   ("LogisticProbe", "classification", 120)])
+def test_a_layer_fit_does_not_depend_on_the_callers_thread_count(probe_name, kind, width):
+    # Issue 28 item 8: OpenBLAS's sums depend on its thread count; fit_layer pins one thread.
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import ptransfer.heads as heads
+    from ptransfer.heads.fit_layers import fit_layer
+
+    rng = np.random.default_rng(0)
+    task = _toy_task(kind, rng)
+    features = {s: rng.normal(size=(len(task.splits[s]), width)).astype(np.float32)
+                for s in task.splits}
+    fits = []
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            before = [i["num_threads"] for i in threadpool_info()], torch.get_num_threads()
+            probe = getattr(heads, probe_name)(**({"n_classes": 3} if kind != "regression"
+                                                  else {}))
+            fits.append(fit_layer(probe, 0, task, features.__getitem__))
+            assert ([i["num_threads"] for i in threadpool_info()],
+                    torch.get_num_threads()) == before  # the caller's counts are restored
+    one, two = fits
+    assert one.hparams == two.hparams and one.scores == two.scores
+    for eval_set, p in one.predictions.items():
+        q = two.predictions[eval_set]
+        assert p.y_pred.tobytes() == q.y_pred.tobytes()
+        assert (p.proba is None and q.proba is None) or p.proba.tobytes() == q.proba.tobytes()

@@ -162,3 +162,23 @@ def test_unknown_model_type_and_residue_are_clear_errors():
     encoder = make("esmc", ablation="random_init")
     with pytest.raises(ValueError, match="character"):
         encoder.embed(["MKJ*"])
+
+
+def test_a_config_json_of_another_model_type_names_the_mismatch(saved, tmp_path):
+    # Issue 28 item 14: a BERT folder whose config.json says t5 failed inside transformers
+    # ("T5Model.__init__() ... 'add_pooling_layer'"). Named before transformers reads it.
+    import json
+
+    folder = tmp_path / "relabelled"
+    folder.mkdir()
+    for item in saved["prot_bert"].iterdir():
+        (folder / item.name).write_bytes(item.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    with pytest.raises(WeightsFileError) as err:
+        make("prot_bert", weights=str(folder))
+    message = str(err.value)
+    assert message.startswith(f"{folder}: config.json declares a 't5' model but the config "
+                              "chosen says model.arch.model_type='bert'")
+    assert "weight tensors are named as a 'bert' model's" in message
+    assert "add_pooling_layer" not in message and "\n" not in message

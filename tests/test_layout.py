@@ -2,8 +2,8 @@
 
 Stages, bottom up: tasks and encoders -> embed -> heads -> cell (one cell) -> sweep (many
 cells); analysis (results and conclusions; a cell writes rows through its schema) and
-pretrain beside them; ``cli`` sits on top. ``metrics``, ``data`` and the package root are
-shared foundations. The Hydra config (``omegaconf``) stays at the doors: ``cell``, ``sweep``,
+pretrain beside them; ``cli`` sits on top. ``metrics``, ``data``, ``processes`` and the package
+root are shared foundations. The Hydra config (``omegaconf``) stays at the doors: ``cell``, ``sweep``,
 ``pretrain`` and ``cli``; every stage below takes typed specs or plain values.
 """
 
@@ -19,7 +19,7 @@ import pytest
 import ptransfer
 
 SRC = Path(ptransfer.__file__).resolve().parent
-FOUNDATION = {"ptransfer", "metrics", "data"}
+FOUNDATION = {"ptransfer", "metrics", "data", "processes"}
 # stage -> the stages (besides the foundation) it may import from.
 ALLOWED = {
     "tasks": set(),
@@ -89,7 +89,7 @@ def test_each_stage_is_a_package(stage):
 
 def test_no_top_level_modules_beyond_cli_data_metrics():
     loose = {m.name for m in pkgutil.iter_modules([str(SRC)]) if not m.ispkg}
-    assert loose <= {"cli", "data", "metrics", "__main__"}, loose
+    assert loose <= {"cli", "data", "metrics", "processes", "__main__"}, loose
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -56,3 +56,34 @@ def test_a_bad_margin_is_refused_before_anything_is_written(tmp_path, capsys):
     assert main(["collect", str(tmp_path), "--margin", "spearman=-1"]) == 1
     assert "analysis.margin.spearman: must be a positive number" in capsys.readouterr().err
     assert not (tmp_path / "results.csv").exists()
+
+
+@pytest.mark.parametrize(("item", "widest"), [("spearman=1e9", "2"), ("pearson=2.5", "2"),
+                                              ("accuracy=1.5", "1"), ("roc_auc=1.01", "1"),
+                                              ("ndcg=2", "1"), ("macro_f1=3", "1")])
+def test_a_margin_beyond_the_metric_range_is_refused(item, widest):
+    # Issue 28 item 9: spearman=1e9 was accepted and called -0.258 [-0.41, -0.11] equivalent.
+    metric = item.split("=")[0]
+    with pytest.raises(ValueError, match=rf"^analysis.margin.{metric}=\S+: beyond the widest "
+                                         rf"possible difference of two {metric} values "
+                                         rf"\({widest},"):
+        parse_margins([item])
+
+
+def test_a_large_margin_warns_and_the_range_itself_is_accepted(caplog):
+    with caplog.at_level("WARNING"):
+        margins = parse_margins(["spearman=2", "accuracy=0.1", "pearson=0.2", "mse=1e9"])
+    assert margins == {**DEFAULT_MARGINS, "spearman": 2.0, "accuracy": 0.1, "pearson": 0.2,
+                       "mse": 1e9}
+    warned = [r.getMessage() for r in caplog.records]
+    # above a tenth of the widest difference only: spearman 2 > 0.2; pearson 0.2 and
+    # accuracy 0.1 sit on the bound; mse has no range
+    assert len(warned) == 1 and warned[0].startswith("analysis.margin.spearman=2 is above 0.2")
+
+
+def test_a_margin_beyond_the_range_stops_collect_before_anything_is_written(tmp_path, capsys):
+    _tie(tmp_path)
+    assert main(["collect", str(tmp_path), "analysis.margin.spearman=1e9"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "analysis.margin.spearman=1e+09: beyond" in err
+    assert not (tmp_path / "results.csv").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import SHARED_DATA
+from cli_helpers import SHARED_DATA, needs_data
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -20,7 +20,7 @@ from ptransfer.tasks.user_csv import load_csv_task
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 TRAIN = ["MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIKLMNPQ", "WWWYYYWWWYYY", "PPPPGGGGPPPP"]
-VAL = ["LLLLKKKKLLLL"]
+VAL = ["LLLLKKKKLLLL", "QQQQNNNNQQQQ"]  # two: a split needs two sequences
 TEST = {
     "AYIAKQRQIS": "inside train 0",
     "GGGACDEFGHIKLMNPQGGG": "contains train 1",
@@ -63,7 +63,8 @@ def write_csv(path: Path) -> Path:
     lines += [f"{s},{i},train" for i, s in enumerate(TRAIN)]
     lines += [f"{s},{i},val" for i, s in enumerate(VAL)]
     lines += [f"{s},{i},test" for i, s in enumerate(TEST)]
-    lines += ["AAAWWWYYYWWWYYYAAA,1,extra", "SSSSTTTTSSSS,2,extra"]  # a second test set
+    lines += ["AAAWWWYYYWWWYYYAAA,1,extra", "SSSSTTTTSSSS,2,extra",  # a second test set
+              "EEEERRRREEEE,3,extra"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -85,11 +86,11 @@ def test_drop_removes_substrings_either_way_from_every_test_set(tmp_path):
     task = load_csv_task(write_csv(tmp_path / "t.csv"), overlap="drop")
     assert task.splits["test"].sequences == CLEAN
     assert task.splits["test"].targets.tolist() == [4.0, 5.0]  # targets follow their rows
-    assert task.splits["extra"].sequences == ["SSSSTTTTSSSS"]
+    assert task.splits["extra"].sequences == ["SSSSTTTTSSSS", "EEEERRRREEEE"]
     assert task.overlap_counts() == {"test": 0, "extra": 0}
     assert task.info["overlap"] == {"policy": "drop", "dropped": {"test": 4, "extra": 1}}
     assert "task.overlap=drop removed test=4, extra=1" in task.summary()
-    assert len(task.splits["train"]) == len(TRAIN) and len(task.splits["val"]) == 1
+    assert len(task.splits["train"]) == len(TRAIN) and len(task.splits["val"]) == len(VAL)
 
 
 def test_bad_policy_and_an_emptied_test_set_are_clear_errors(tmp_path):
@@ -124,7 +125,7 @@ def test_rows_carry_the_overlap_count_per_eval_set(tmp_path, policy):
     assert {k: v.tolist() for k, v in counts.items()} == {k: [v] for k, v in expected.items()}
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "flip_gb1").is_dir(), reason="no shared data")
+@needs_data("flip_gb1")
 def test_real_gb1_overlap_is_exact_equality_only():
     """GB1 (every sequence 56 residues): overlap means equality, which the duplicate policy
     already removes from train/val, so nothing overlaps."""

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from cell_helpers import CONF
+from cli_helpers import SHARED_DATA, needs_data
 
 from ptransfer.analysis.cell_files import file_record
 from ptransfer.sweep import plan
@@ -76,14 +77,13 @@ def test_per_residue_cells_stream_and_each_pays_its_forward_passes(tmp_path):
     assert totals["gpu_seconds"] == pytest.approx(2 * per_cell, rel=1e-12)
 
 
-@pytest.mark.skipif(not (CONF.parent.parent / "shared" / "data" / "flip_gb1").is_dir(),
-                    reason="needs ../shared/data")
+@needs_data("flip_gb1")
 def test_disk_estimate_uses_the_subsampled_sequence_counts(tmp_path, capsys, monkeypatch):
     # two_vs_rest has 381 train, 43 val and 8,309 test proteins (FLIP); capped at 100/20/200
     # the cell embeds 320 distinct 56-residue domains, not 8,733.
     overrides = ["task=gb1_two_vs_rest", "model=esm2_t6_8M_UR50D", "ablation=random_init",
                  "subsample={train: 100, val: 20, test: 200}", f"results_dir={tmp_path / 'res'}",
-                 f"data.root={CONF.parent.parent / 'shared' / 'data'}"]
+                 f"data.root={SHARED_DATA}"]
     cells = plan_cells(CONF, overrides)
     totals = plan_totals(cells)
     assert totals["disk_bytes"] == 320 * 7 * 320 * 4

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import SHARED_DATA
+from cli_helpers import SHARED_DATA, needs_data
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -309,8 +309,7 @@ def test_everything_excluded_is_an_error(tmp_path):
         load_pretrain_data(_data_cfg(fasta=str(fasta), exclude_fasta=[str(fasta)]))
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "flip_secondary_structure").is_dir()
-                    or not (SHARED_DATA / "flip_gb1").is_dir(), reason="shared data absent")
+@needs_data("flip_secondary_structure", "flip_gb1")
 def test_default_pretraining_data_holds_no_test_protein_of_the_probed_tasks():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("pretrain", overrides=[f"data.root={SHARED_DATA}"])

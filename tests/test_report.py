@@ -7,6 +7,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 from stats_fakes import protein_task, write_cell
 from test_summary import synthetic_results
 
@@ -38,7 +39,7 @@ def _names(paths) -> set[str]:
 def test_every_expected_file_is_written(full_report):
     out, paths = full_report
     expected = {"summary.csv", "summary.md", "repstat.csv", "intervals.csv", "comparisons.csv",
-                "taxonomy.csv", "index.html"}
+                "taxonomy.csv", "depth.csv", "index.html"}
     for panel in PANELS:
         for kind in ("depth", "scaling", "checkpoints"):
             expected |= {f"{kind}_{panel}.png", f"{kind}_{panel}.svg"}
@@ -179,3 +180,85 @@ def test_bad_rows_error_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"dup\.csv: .*collected twice"):
         make_report(csv, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_table_moved_away_from_its_cells_says_where_it_looked(tmp_path, caplog):
+    # Issue 28 item 15: NaN intervals noted "(older cell)"; the cells were simply not beside
+    # the table. The note and a warning say the cells folder was not found, and where.
+    task = protein_task(60)
+    frames = [write_cell(tmp_path / "res", "t", task, 1.0),
+              write_cell(tmp_path / "res", "t", task, 0.2, ablation="random_init"),
+              write_cell(tmp_path / "res", "t", task, 0.2, model="onehot", family="onehot",
+                         n_params=0, n_layers=1)]
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    csv = moved / "results.csv"
+    pd.concat(frames, ignore_index=True).to_csv(csv, index=False)
+    with caplog.at_level("WARNING"):
+        make_report(csv, tmp_path / "out")
+    said = f"cells folder not found, no cell folder under {moved.resolve()}"
+    assert said in caplog.text
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert said in index and "older cell" not in index
+    # Beside its cells, a cell that lacks its file is the older cell it always was.
+    csv = tmp_path / "res" / "results.csv"
+    pd.concat(frames, ignore_index=True).to_csv(csv, index=False)
+    (next((tmp_path / "res" / "cells").glob("*random_init*")) / "predictions.parquet").unlink()
+    make_report(csv, tmp_path / "out2")
+    index = (tmp_path / "out2" / "index.html").read_text()
+    assert "no predictions.parquet for this cell under" in index and "not found" not in index
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_the_onehot_line_has_its_band_and_the_star_its_legend_entry():
+    # Issue 28 item 18: a tie with one-hot could not be judged from the figure (no band on
+    # its line), and the star was not in the legend.
+    curves = pd.DataFrame({"model": ["m"] * 3, "ablation": ["pretrained"] * 3,
+                           "rel_depth": [0.0, 0.5, 1.0], "mean": [0.1, 0.7, 0.4],
+                           "sd": [np.nan] * 3})
+    best = pd.DataFrame({"model": ["m"], "ablation": ["pretrained"], "rel_depth": [0.5],
+                         "mean": [0.7]})
+    onehot = plots.Reference(0.5, 0.45, 0.56, "ci")
+    fig = plots.depth_figure(curves, onehot, {"m": "#0072B2"}, "spearman", "t", best=best)
+    ax = fig.axes[0]
+    grey = [p for p in ax.patches
+            if np.allclose(p.get_facecolor()[:3], to_rgb(plots.ONEHOT_GREY))]
+    assert len(grey) == 1  # the one-hot band, from its interval
+    ys = ax.transData.inverted().transform(
+        grey[0].get_transform().transform(grey[0].get_path().vertices))[:, 1]
+    assert (ys.min(), ys.max()) == pytest.approx((0.45, 0.56))
+    texts = _legend_texts(fig)
+    assert "layer chosen on validation" in texts and "one-hot baseline" in texts
+    assert plots.BAND_LABELS["ci"] in texts
+    star = next(h for h, t in zip(fig.legends[0].legend_handles, texts)
+                if t == "layer chosen on validation")
+    assert star.get_marker() == "*"
+    # No star drawn, no star in the legend; a one-hot without an interval, no grey band.
+    fig = plots.depth_figure(curves, plots.Reference(0.5), {"m": "#0072B2"}, "spearman", "t")
+    assert "layer chosen on validation" not in _legend_texts(fig)
+    assert not fig.axes[0].patches
+
+
+def test_the_report_bands_the_onehot_line_with_its_interval(tmp_path, monkeypatch):
+    task = protein_task(300)
+    frames = [write_cell(tmp_path, "t", task, 1.0),
+              write_cell(tmp_path, "t", task, 0.8, model="onehot", family="onehot",
+                         n_params=0, n_layers=1)]
+    csv = tmp_path / "results.csv"
+    pd.concat(frames, ignore_index=True).to_csv(csv, index=False)
+    drawn = []
+    real = plots.depth_figure
+    monkeypatch.setattr(plots, "depth_figure",
+                        lambda *a, **k: drawn.append(a[1]) or real(*a, **k))
+    make_report(csv, tmp_path / "out")
+    intervals = pd.read_csv(tmp_path / "out" / "intervals.csv")
+    arm = intervals[(intervals.model == "onehot") & (intervals.layer_choice == "best")].iloc[0]
+    (reference,) = drawn
+    assert reference.band == "ci" and arm.ci_low < reference.mean < arm.ci_high
+    assert (reference.low, reference.high) == (arm.ci_low, arm.ci_high)
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "grey line: one-hot baseline (grey band: 95 % bootstrap interval over test " \
+           "proteins)" in index

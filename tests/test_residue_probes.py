@@ -60,12 +60,13 @@ def test_streaming_equals_one_shot_fit_on_cached_features(encoder):
     assert [f.layer for f in fits] == list(range(encoder.n_layers))
     feats = memory_features(encoder, task, EXTRACT)
     for fit in fits:
-        X, y = labelled(feats.get(fit.layer, "train"), task.splits["train"].flat_targets())
+        X, y = labelled(feats.get(fit.layer, "train"), task.splits["train"].flat_targets(),
+                        "residue")
         probe = StreamingRidgeClassifier(alphas=(fit.hparams["alpha"],), n_classes=3)
         probe.partial_fit(X, y).finalize().select(0)
         for eval_set in ("val", "test", "other"):
             Xe, ye = labelled(feats.get(fit.layer, eval_set),
-                              task.splits[eval_set].flat_targets())
+                              task.splits[eval_set].flat_targets(), "residue")
             expected = float((probe.predict(Xe) == ye).mean())
             assert fit.scores[eval_set]["accuracy"] == pytest.approx(expected, abs=1e-12)
             assert fit.n_eval[eval_set] == int((task.splits[eval_set].flat_targets() >= 0).sum())

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import SHARED_DATA, check, ptransfer
+from cli_helpers import SHARED_DATA, check, needs_data, ptransfer
 
 from ptransfer.analysis.rows import COLUMNS
 
@@ -108,11 +108,10 @@ def test_values_are_finite(smoke):
     assert np.isfinite(_rows(work / "res").value).all()
 
 
-needs_data = pytest.mark.skipif(not (SHARED_DATA / "flip_gb1" / "splits.zip").is_file(),
-                                reason="../shared/data not available")
+needs_gb1 = needs_data("flip_gb1/splits.zip")
 
 
-@needs_data
+@needs_gb1
 def test_gb1_onehot_on_real_data(tmp_path):
     out = check(ptransfer("run", "task=gb1_two_vs_rest", "model=onehot",
                           f"data.root={SHARED_DATA}", "results_dir=res", cwd=tmp_path))
@@ -123,7 +122,7 @@ def test_gb1_onehot_on_real_data(tmp_path):
     assert "gb1_two_vs_rest | onehot" in out
 
 
-@needs_data
+@needs_gb1
 def test_ss3_onehot_writes_accuracy_for_every_test_set(tmp_path):
     check(ptransfer("run", "task=ss3", "model=onehot", "subsample={train: 300, val: 60}",
                     f"data.root={SHARED_DATA}", "results_dir=res", cwd=tmp_path))

@@ -64,10 +64,42 @@ def test_heartbeat_refreshes_and_stops_once_the_cell_is_finished(tmp_path):
     assert st.read_status(tmp_path) == {"state": "done", "cell_id": "c"}
 
 
+def test_a_heartbeat_on_a_full_disk_is_one_log_line_and_beats_again_later(
+        tmp_path, monkeypatch, caplog):
+    # Issue 28 item 12: the heartbeat thread died on ENOSPC with an OSError traceback.
+    import errno
+    import threading
+
+    st.write_status(tmp_path, **st.running_status("c", time.time()))
+    crashes, calls, real_write = [], [], st._write
+
+    def full_then_free(cell_dir, status):
+        calls.append(1)
+        if len(calls) <= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(cell_dir / "x.tmp"))
+        real_write(cell_dir, status)
+
+    monkeypatch.setattr(st, "_write", full_then_free)
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    first = st.read_status(tmp_path)["heartbeat"]
+    with caplog.at_level("WARNING"):
+        thread = st.start_heartbeat(tmp_path, interval=0.02)
+        deadline = time.time() + 10
+        while st.read_status(tmp_path)["heartbeat"] == first and time.time() < deadline:
+            time.sleep(0.02)
+        assert st.read_status(tmp_path)["heartbeat"] > first  # beating again once it can
+        real_write(tmp_path, {"state": "done", "cell_id": "c"})
+        thread.join(timeout=5)
+    assert not thread.is_alive() and not crashes
+    warned = [r.getMessage() for r in caplog.records if r.name == st.__name__]
+    assert len(warned) == 1 and "\n" not in warned[0], warned  # once per streak, one line
+    assert "heartbeat of" in warned[0] and "No space left on device" in warned[0]
+
+
 # A real `ptransfer run` whose probe fitting never ends, so it can be killed mid-cell.
 _STALLED = """
 import sys, time
-import ptransfer.cell.run as cell
+import ptransfer.cell.fit as cell  # layer_fits is looked up there at call time
 cell.layer_fits = lambda *a, **k: time.sleep(3600)
 from ptransfer.cli import main
 sys.exit(main(["run", "+experiment=smoke", "results_dir=res", "extract.progress=false"]))

@@ -326,7 +326,8 @@ def test_undefined_values_are_left_out_of_the_mean_and_logged(caplog):
 def test_write_tables(tmp_path):
     paths = write_tables(synthetic_results(tasks=("gb1_two_vs_rest",)), tmp_path / "out")
     assert [p.name for p in paths] == ["summary.csv", "summary.md", "repstat.csv",
-                                       "intervals.csv", "comparisons.csv", "taxonomy.csv"]
+                                       "intervals.csv", "comparisons.csv", "taxonomy.csv",
+                                       "depth.csv"]
     summary = pd.read_csv(paths[0])
     assert len(summary) == 4 and summary["pretrained_best"].notna().all()
     markdown = paths[1].read_text()
@@ -337,6 +338,10 @@ def test_write_tables(tmp_path):
     intervals = pd.read_csv(paths[3])
     assert intervals["note"].str.contains("no predictions.parquet").all()
     assert len(pd.read_csv(paths[5])) == 4  # one class per (task, test set, model, checkpoint)
+    depth = pd.read_csv(paths[6])  # one row per encoder arm; no predictions: the best layer
+    assert len(depth) == 12 and (depth["shallowest_layer"] == depth["best_layers"]
+                                 .astype(str).str.split().str[0].astype(int)).all()
+    assert depth["note"].str.contains("no predictions.parquet").all()
 
 
 def test_to_markdown_formats_and_escapes():

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import REPO, SHARED_DATA, check, ptransfer
+from cli_helpers import REPO, SHARED_DATA, check, needs_data, ptransfer
 from tiny_models import tiny_esm2_searchpath
 
 from ptransfer.embed.verify import OK, verify_file
@@ -72,7 +72,7 @@ def _tiny_sweep(tiny_conf: str, *extra: str) -> list[str]:
             "extract.shard_tokens=4300", *extra]
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "flip_gb1").is_dir(), reason="needs ../shared/data")
+@needs_data("flip_gb1")
 def test_gb1_dispatched_on_four_simulated_gpus_gives_the_serial_one_shard_rows(tmp_path):
     # The preset's cells for two random-init models and one-hot: 3 splits x 3 = 9 cells.
     common = ["+experiment=gb1", "model=esm2_t6_8M_UR50D,carp_600k,onehot",

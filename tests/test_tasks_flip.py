@@ -10,6 +10,7 @@ import hydra.utils
 import numpy as np
 import pytest
 from cli_helpers import SHARED_DATA as SHARED
+from cli_helpers import needs_data
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
@@ -18,8 +19,7 @@ from ptransfer.tasks.base import Task, TaskDataError
 from ptransfer.tasks.flip import load_flip_task
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
-needs_gb1 = pytest.mark.skipif(not (SHARED / "flip_gb1" / "splits.zip").is_file(),
-                               reason="../shared/data/flip_gb1/splits.zip not present")
+needs_gb1 = needs_data("flip_gb1/splits.zip")
 
 # FLIP GB1 counts (SOURCES.md): train without validation flag, validation=True, test.
 GB1_COUNTS = {"two_vs_rest": (381, 43, 8309), "low_vs_high": (4580, 509, 3644),

@@ -9,6 +9,7 @@ import hydra.utils
 import numpy as np
 import pytest
 from cli_helpers import SHARED_DATA as SHARED
+from cli_helpers import needs_data
 from omegaconf import OmegaConf
 
 from ptransfer.data import DataUnavailable
@@ -18,8 +19,7 @@ from ptransfer.tasks.ss3 import load_ss3_task
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 REAL_FILES = ["flip_secondary_structure/splits.zip", "netsurfp_ss_test/CB513_HHblits.csv",
               "netsurfp_ss_test/TS115_HHblits.csv", "netsurfp_ss_test/CASP12_HHblits.csv"]
-needs_ss = pytest.mark.skipif(not all((SHARED / f).is_file() for f in REAL_FILES),
-                              reason="../shared/data secondary-structure files not present")
+needs_ss = needs_data(*REAL_FILES)
 H, E, C = 0, 1, 2
 
 

@@ -149,6 +149,14 @@ def _cell_files(results: Path) -> list[str]:
      "model=esm2_t6_8M_UR50D"),
     (["MKVA,a,train", "MKLA,a,train", "MKAA,a,val", "MKDA,b,test"], "onehot", "classification",
      "mine.csv: task 'mine' is a classification task but its train split has 1 class(es)"),
+    # Issue 28 item 13: a 1-row test set scored NaN silently, a 1-row train set ended done.
+    (["MKVA,1,train", "MKLA,2,train", "MKAA,3,val", "MKCA,4,val", "MKDA,5,test"], "onehot",
+     "regression", "mine.csv: split 'test' of task 'mine' has 1 sequence(s); every split "
+     "needs at least 2"),
+    (["MKVA,1,train", "MKAA,3,val", "MKCA,4,val", "MKDA,5,test", "MKEA,6,test"], "onehot",
+     "regression", "mine.csv: split 'train' of task 'mine' has 1 sequence(s)"),
+    (["MKVA,1,train", "MKLA,2,train", "MKAA,3,val", "MKDA,5,test", "MKEA,6,test"], "onehot",
+     "regression", "mine.csv: split 'val' of task 'mine' has 1 sequence(s)"),
 ])
 def test_cell_that_cannot_run_fails_before_model_and_store(tmp_path, monkeypatch, capsys,
                                                            rows, model, kind, words):

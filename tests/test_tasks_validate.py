@@ -244,8 +244,8 @@ def test_single_training_class_fails_naming_the_file(tmp_path):
 
 
 def test_class_only_in_a_test_set_is_a_warning(tmp_path, caplog):
-    task = _csv_task(tmp_path, ["MKV,a,train", "MKL,b,train", "MKI,a,val", "MKA,c,test",
-                                "MKC,b,test"])
+    task = _csv_task(tmp_path, ["MKV,a,train", "MKL,b,train", "MKI,a,val", "MKE,b,val",
+                                "MKA,c,test", "MKC,b,test"])
     with caplog.at_level(logging.WARNING):
         check_classes(task)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -256,9 +256,10 @@ def test_class_only_in_a_test_set_is_a_warning(tmp_path, caplog):
 def test_two_training_classes_and_regression_pass_silently(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         check_classes(_csv_task(tmp_path, ["MKV,a,train", "MKL,b,train", "MKI,a,val",
-                                           "MKA,b,test"]))
+                                           "MKE,b,val", "MKA,b,test", "MKC,a,test"]))
         check_classes(_csv_task(tmp_path, ["MKV,1,train", "MKL,1,train", "MKI,2,val",
-                                           "MKA,3,test"], kind="regression"))
+                                           "MKE,1,val", "MKA,3,test", "MKC,2,test"],
+                                kind="regression"))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -271,3 +272,23 @@ def test_source_rows_map_each_sequence_to_its_first_row(tmp_path):
     assert rows == {"MKV": f"{where} row 4", "MKL": f"{where} row 2", "MKI": f"{where} row 3"}
     assert source_rows({"train": [Record("A", 1.0, "x row 1"), Record("A", 1.0, "x row 2")]}) \
         == {"A": "x row 1"}
+
+
+def test_a_split_needs_two_labelled_sequences(tmp_path):
+    # Issue 28 item 13; per residue a sequence counts only when one of its residues is scored.
+    from ptransfer.tasks.base import Split, Task
+    from ptransfer.tasks.validate import check_split_sizes
+
+    def split(*labels):
+        return Split(["MKV" * (i + 1) for i in range(len(labels))],
+                     [np.full(3 * (i + 1), y) for i, y in enumerate(labels)])
+
+    task = Task("toy", "residue", "classification",
+                {"train": split(0, 1), "val": split(0, IGNORE), "test": split(1, 0)},
+                dataset="toy", metric="accuracy", classes=["a", "b"])
+    with pytest.raises(TaskDataError, match=r"^toy: split 'val' of task 'toy' has 1 "
+                                            r"sequence\(s\) with a label; every split needs "
+                                            r"at least 2"):
+        check_split_sizes(task)
+    task.splits["val"] = split(0, 1)
+    check_split_sizes(task)

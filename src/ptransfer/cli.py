@@ -33,7 +33,8 @@ cells of the sweep (hydra.sweeper.params of an +experiment preset, plus any key=
 overrides), which are outside the design, which are done, running or interrupted, the
 jobs it would dispatch (each store's shards with their estimated GPU time and the streaming
 cells on GPUs, the cells that only read on CPUs), the GPU estimate, the makespan on the
-launcher's slots, the expected embedding disk.
+launcher's slots, the expected embedding disk. The overrides are those of `run`
+(-m / --multirun may stand anywhere; plan always plans the whole sweep).
 
 example: ptransfer plan +experiment=gb1 data.root=../shared/data"""
 # Hydra flags that take no value: they may stand anywhere on `ptransfer run`'s command line.
@@ -80,21 +81,24 @@ def cmd_run(argv: list[str]) -> int:
     from ptransfer.cell.config_checks import precheck
     from ptransfer.sweep.done import skip_done_sweep
     from ptransfer.sweep.job import run_job
+    from ptransfer.sweep.parent import sweep_parent
     from ptransfer.sweep.summary import FAILED
     from ptransfer.sweep.task_names import check_task_names
 
     # Hydra's own parser wants -m before the overrides; accept it anywhere, as Hydra's docs do.
     flags = [a for a in argv if a in _MULTIRUN_FLAGS][:1]
     argv = flags + [a for a in argv if a not in _MULTIRUN_FLAGS]
+    checked = not any(a in _HYDRA_INFO_FLAGS for a in argv)
+    overrides = [a for a in argv if not a.startswith("-")]
+    if checked:  # every value first: a bad one writes nothing, not even the key cache
+        precheck(CONF_DIR, overrides)
     if skip_done_sweep(CONF_DIR, argv):  # a finished sweep: nothing for Hydra to launch
         return 0
-    if not any(a in _HYDRA_INFO_FLAGS for a in argv):
-        overrides = [a for a in argv if not a.startswith("-")]
-        precheck(CONF_DIR, overrides)
-        if flags:  # a sweep: one task name must mean one task (sweep/task_names.py)
-            check_task_names(CONF_DIR, overrides)
+    if checked and flags:  # a sweep: one task name must mean one task (sweep/task_names.py)
+        check_task_names(CONF_DIR, overrides)
     FAILED["count"] = 0  # this command's failures only (main() may be called again in-process)
-    _hydra_entry(run_job, ["run", *argv])
+    with sweep_parent():  # its workers stop if this process dies (sweep/parent.py)
+        _hydra_entry(run_job, ["run", *argv])
     return 1 if FAILED["count"] else 0
 
 
@@ -105,6 +109,11 @@ def cmd_plan(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(PLAN_HELP)
         return 0
+    argv = [a for a in argv if a not in _MULTIRUN_FLAGS]  # plan always plans the sweep
+    options = [a for a in argv if a.startswith("-")]
+    if options:
+        raise ValueError(f"unknown option {options[0]!r}: plan takes the overrides of "
+                         "`ptransfer run` (key=value, -m allowed anywhere)")
     precheck(CONF_DIR, argv, writable=False)
     print_plan(CONF_DIR, argv)
     return 0
@@ -148,6 +157,7 @@ def cmd_collect(argv: list[str]) -> int:
           + f" -> {Path(args.dir) / 'results.csv'} (collect run {done.run_id})")
     for path in done.tables[1:]:
         print(f"wrote {path}")
+    print(done.depth_line)
     return 0
 
 
@@ -192,11 +202,15 @@ def cmd_data(argv: list[str]) -> int:
 
 
 def cmd_pretrain(argv: list[str]) -> int:
-    from ptransfer.cell.config_checks import precheck
+    from ptransfer.cell.config_checks import check_writable, precheck
+    from ptransfer.pretrain.settings import check_pretrain_values
     from ptransfer.pretrain.train import run_pretrain
 
-    if not any(a in _HYDRA_INFO_FLAGS for a in argv):
-        precheck(CONF_DIR, [a for a in argv if not a.startswith("-")], config_name="pretrain")
+    if not any(a in _HYDRA_INFO_FLAGS for a in argv):  # every value, then the folder
+        cfg = precheck(CONF_DIR, [a for a in argv if not a.startswith("-")], writable=False,
+                       config_name="pretrain")
+        check_pretrain_values(cfg)
+        check_writable(cfg.results_dir)
     failed: list[str] = []
 
     def job(cfg) -> None:  # under Hydra: its handler would print a chained traceback
@@ -258,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[command](rest)
+    except KeyboardInterrupt:  # Ctrl-C: every write is atomic, so what is finished stays
+        resumes = "; re-run resumes" if command in ("run", "pretrain", "collect") else ""
+        print(f"ptransfer {command}: interrupted{resumes}", file=sys.stderr)
+        return 130
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"ptransfer {command}: error: {err}", file=sys.stderr)
         return 1

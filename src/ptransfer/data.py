@@ -15,6 +15,7 @@ pin it. Task loaders call :func:`require_file`, so a missing file raises the sam
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -250,9 +251,30 @@ def _already_present(target: Path, file: DataFile) -> bool:
     return False
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders it created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
 def _fetch(file: DataFile, target: Path, url: str, root: str | Path) -> None:
-    """Stream ``url`` into a temp file beside ``target``, verify, then rename atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Stream ``url`` into a temp file beside ``target``, verify, then rename atomically.
+
+    A failed download leaves nothing: the temp file is removed, and so are the folders made
+    for it (``data/flip_gb1/`` stayed behind, empty, after an offline ``data download``).
+    """
+    made = _make_folders(target.parent)
+    try:
+        _fetch_into(file, target, url, root)
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: another file landed there
+                folder.rmdir()
+        raise
+
+
+def _fetch_into(file: DataFile, target: Path, url: str, root: str | Path) -> None:
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.",
                                          suffix=".part", delete=False)
     tmp = Path(handle.name)

@@ -49,6 +49,18 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "roc_auc": True,
 }
 
+# metric -> (lowest, highest) value it can take; a difference of two values lies within
+# +-(highest - lowest). mse is unbounded above.
+RANGES: dict[str, tuple[float, float]] = {
+    "spearman": (-1.0, 1.0),
+    "pearson": (-1.0, 1.0),
+    "mse": (0.0, float("inf")),
+    "ndcg": (0.0, 1.0),
+    "accuracy": (0.0, 1.0),
+    "macro_f1": (0.0, 1.0),
+    "roc_auc": (0.0, 1.0),
+}
+
 
 # --------------------------------------------------------------------------- input checks
 

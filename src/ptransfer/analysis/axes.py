@@ -1,15 +1,13 @@
-"""The axes of alignment (pretraining checkpoints, model size) and the descriptive trends.
+"""The points of the alignment axes (pretraining checkpoints, model size) and the trends.
 
-Alignment asks whether the *late part* of an axis still improves the task (rules:
-docs/statistics.md, "Alignment"):
+- *checkpoint*: a model's checkpoints up to the arm's own, positioned by step when every
+  point has one, else by fraction of pretraining (``final`` = 1), else by their order as
+  the model config lists them: an order is enough.
+- *size*: the models of the arm's **family** (never another family) at their final
+  checkpoint, up to the arm's size (``n_params``).
 
-- *checkpoint*: the pretrained arm at its checkpoint against the *mid-pretraining* one: the
-  latest checkpoint at or before half of its own position on the axis (else the earliest).
-  The axis is the checkpoints' step when every point has one, else their fraction of
-  pretraining (``final`` = 1), else their order as the model config lists them: an order
-  is enough.
-- *size*: the pretrained arm of a model at its final checkpoint against the next smaller
-  model of its family (same probe, data and extraction settings), at its final checkpoint.
+Both keep only arms with the same probe, data and extraction settings. What alignment
+concludes from them is in ``alignment``.
 
 Depth is never an axis of alignment (best-in-the-middle layers are normal for PLM probes);
 it stays reported as a description, with the checkpoint and size trends: the Spearman
@@ -32,7 +30,7 @@ TRENDS = ("checkpoint", "depth", "size")
 # Settings that must be equal for two pretrained arms to lie on one axis: the probe, data
 # and extraction (the revision may differ: hub checkpoints are often published as revisions).
 SAME_SETUP = ("task", "eval_set", "head", "head_config", "data_fingerprint", "precision",
-              "length_policy", "pooled_dtype", "ablation_scope")
+              "length_policy", "pooled_dtype", "ablation_scope", "selection")
 
 
 def _same_setup(a: Arm, b: Arm) -> bool:
@@ -65,15 +63,6 @@ def checkpoint_points(arm: Arm, pretrained: list[Arm]) -> tuple[str, list[tuple[
     return "", []
 
 
-def checkpoint_reference(points: list[tuple[float, Arm]]) -> Arm | None:
-    """The mid-pretraining point for the last of ``points``: the latest at or before half of
-    its position, else the earliest; None with one point."""
-    if len(points) < 2:
-        return None
-    earlier = [a for x, a in points[:-1] if x <= points[-1][0] / 2.0]
-    return earlier[-1] if earlier else points[0][1]
-
-
 def size_points(arm: Arm, pretrained: list[Arm], final: dict[str, str]) -> list[tuple[float, Arm]]:
     """[(n_params, arm)] of the family's models at their final checkpoint, up to ``arm``'s
     size; [] when ``arm`` is not at its model's final checkpoint."""
@@ -85,12 +74,6 @@ def size_points(arm: Arm, pretrained: list[Arm], final: dict[str, str]) -> list[
     mine = float(arm.key["n_params"])
     return sorted(((float(a.key["n_params"]), a) for a in models.values()
                    if float(a.key["n_params"]) <= mine), key=lambda point: point[0])
-
-
-def size_reference(points: list[tuple[float, Arm]]) -> Arm | None:
-    """The next smaller model (None when there is none)."""
-    smaller = [a for x, a in points if x < points[-1][0]] if points else []
-    return smaller[-1] if smaller else None
 
 
 def spearman_trend(x: np.ndarray, estimates: np.ndarray, dists: np.ndarray, metric: str,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ptransfer.analysis.cell_files import STATUS_FILE
 from ptransfer.analysis.intervals import (
     N_RESAMPLES,
     REPLICATE,
@@ -98,17 +99,27 @@ def _read_blocks(path: Path, eval_sets: set[str], layers: set[int]) -> pd.DataFr
     return frame[frame["eval_set"].isin(list(eval_sets))]
 
 
-def _panel_blocks(rows: pd.DataFrame, files: dict[str, Path], reps: Replicates) -> dict:
+def missing_predictions_note(root: str | Path | None, files: dict[str, Path]) -> str:
+    """Why a cell has no predictions file: no cell folder under ``root`` at all (a results
+    table moved away from its cells), or none for this cell (an older cell)."""
+    where = Path(root).resolve() if root is not None else None
+    if where is None or not any(where.rglob(STATUS_FILE)):
+        return (f"no predictions.parquet: cells folder not found, no cell folder under "
+                f"{where} (the cells are looked for beside results.csv: was it moved?)")
+    return f"no predictions.parquet for this cell under {where} (older cell)"
+
+
+def _panel_blocks(rows: pd.DataFrame, files: dict[str, Path], reps: Replicates,
+                  layers: dict[str, set[int]], missing_note: str) -> dict:
     """(task, eval_set) -> [(cell_id, frame of that cell's predictions on it)]."""
     blocks: dict[tuple, list] = {}
-    layers = needed_layers(rows)
     for cell_id, cell in rows.groupby("cell_id", sort=False):
         cell_id = str(cell_id)
         eval_sets = set(cell["eval_set"].astype(str))
         task = cell["task"].iloc[0]
         if cell_id not in files:
             for eval_set in eval_sets:
-                reps.notes[(cell_id, eval_set)] = "no predictions.parquet (older cell)"
+                reps.notes[(cell_id, eval_set)] = missing_note
             continue
         frame = _read_blocks(files[cell_id], eval_sets, layers[cell_id])
         for eval_set, part in frame.groupby("eval_set", sort=False, observed=True):
@@ -170,12 +181,20 @@ def _score_panel(metric: str, cells: list, counts: np.ndarray, reps: Replicates,
 
 
 def compute_replicates(rows: pd.DataFrame, root: str | Path | None,
-                       n_resamples: int = N_RESAMPLES, seed: int = 0) -> Replicates:
-    """Replicates of every needed (cell, test set, layer) of ``rows`` (``main_test_rows``)."""
+                       n_resamples: int = N_RESAMPLES, seed: int = 0,
+                       layers: dict[str, set[int]] | None = None) -> Replicates:
+    """Replicates of every needed (cell, eval set, layer) of ``rows`` (``main_test_rows``):
+    ``needed_layers`` and, per cell id, the ``layers`` given."""
     reps = Replicates(n_resamples, seed)
     files = find_predictions(root)
+    missing = missing_predictions_note(root, files)
+    if not files and len(rows):
+        log.warning("%s; no interval can be computed", missing)
     metric_of = rows.groupby("task")["metric"].first().to_dict()
-    for (task, eval_set), cells in _panel_blocks(rows, files, reps).items():
+    wanted = needed_layers(rows)
+    for cell_id, extra in (layers or {}).items():
+        wanted.setdefault(cell_id, set()).update(extra)
+    for (task, eval_set), cells in _panel_blocks(rows, files, reps, wanted, missing).items():
         metric = metric_of[task]
         if metric not in REPLICATE:
             for cell_id, _ in cells:

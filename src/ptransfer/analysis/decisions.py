@@ -6,17 +6,18 @@ three decisions, each from its own rows at the best-validation layer (docs/stati
 - ``transfer``: pretrained vs each comparable one-hot arm;
 - ``pretraining``: pretrained vs each comparable ablation arm (random_init, stat_transfer,
   any scope);
-- ``alignment_checkpoint`` / ``alignment_size``: pretrained vs its mid-pretraining
-  checkpoint / the next smaller model (``axes``).
+- ``alignment_checkpoint`` / ``alignment_size``: pretrained vs every checkpoint at or
+  before mid-pretraining / every smaller model of its family (``alignment``).
 
-Holm's adjustment runs within one decision's rows (``holm_family``): a verdict never depends
-on unrelated cells in the same folder. Every other row (last layer, ablation vs one-hot,
-best vs last, other configurations) is descriptive: its p is unadjusted and says so.
+Holm's adjustment runs within one decision's rows (``holm_family``) that take part (a
+p-value: refused rows do not): a verdict never depends on unrelated cells in the same
+folder. Every other row (last layer, ablation vs one-hot, best vs last, other
+configurations) is descriptive: its p is unadjusted and says so.
 
 A decision is *better* when every row is better, *equivalent* when every row is equivalent
 (intersection-union tests: each row at 5 %, no adjustment needed), *worse* when some row is
-worse after Holm (a union claim); else *unresolved*. Alignment is *aligned* when every axis
-is better, *not aligned* when some axis is equivalent or worse after Holm.
+worse after Holm (a union claim); else *unresolved*. The alignment axes' rules are in
+``alignment``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ptransfer.analysis.axes import (
-    checkpoint_points,
-    checkpoint_reference,
-    size_points,
-    size_reference,
-)
+from ptransfer.analysis.alignment import DECISION, plans
 from ptransfer.analysis.bootstrap import Replicates
 from ptransfer.analysis.comparisons import Arm, comparability, compare
 from ptransfer.analysis.inference import ALPHA, LEVEL, holm, verdict
@@ -63,7 +59,8 @@ def choose_pretrained(group: list[Arm], onehots: list[Arm]) -> tuple[Arm | None,
     """The group's pretrained arm under decision, and the other pretrained configurations.
 
     With several configurations (e.g. two precisions), the one comparable with the most
-    baselines is decided on (then fp32, then the first); the others stay descriptive.
+    baselines is decided on (then the one selected by cross-validation, ``selection`` cv,
+    then fp32, then the first); the others stay descriptive.
     """
     pretrained = [a for a in group if a.key["ablation"] == "pretrained"]
     if not pretrained:
@@ -72,7 +69,7 @@ def choose_pretrained(group: list[Arm], onehots: list[Arm]) -> tuple[Arm | None,
 
     def rank(arm: Arm) -> tuple:
         comparable = sum(not comparability(arm, b) for b in partners)
-        return (-comparable, arm.key["precision"] != "fp32")
+        return (-comparable, arm.key["selection"] != "cv", arm.key["precision"] != "fp32")
 
     ordered = sorted(pretrained, key=rank)
     return ordered[0], ordered[1:]
@@ -82,7 +79,7 @@ def _record(head: dict, choice: str, a: Arm, la: list, b: Arm, lb: list, reps: R
             margins, decision: str = "", labels: tuple[str, str] | None = None) -> dict:
     a_label, b_label = labels or (a.label, b.label)
     return {**head, "layer_choice": choice, "decision": decision, "a": a_label, "b": b_label,
-            **compare(a, la, b, lb, reps, margin_for(a.metric, margins))}
+            **compare(a, la, b, lb, reps, margin_for(a.metric, margins), choice)}
 
 
 def _group_records(head: dict, group: list[Arm], onehots: list[Arm], context: dict,
@@ -111,33 +108,36 @@ def _group_records(head: dict, group: list[Arm], onehots: list[Arm], context: di
 
 def _alignment_records(head: dict, subject: Arm, context: dict, reps: Replicates,
                        margins) -> list[dict]:
-    pretrained, final = context["pretrained"], context["final"]
+    """The subject against every early point of each axis (``alignment.plans``)."""
     records = []
-    _, points = checkpoint_points(subject, pretrained)
-    ref = checkpoint_reference(points)
-    if ref is not None:
-        labels = (f"pretrained @ {subject.key['checkpoint']}", f"pretrained @ {ref.key['checkpoint']}")
-        records.append(_record(head, "best", subject, subject.layers("best"), ref,
-                               ref.layers("best"), reps, margins, "alignment_checkpoint", labels))
-    ref = size_reference(size_points(subject, pretrained, final))
-    if ref is not None:
-        labels = (f"pretrained {subject.key['model']}", f"pretrained {ref.key['model']}")
-        records.append(_record(head, "best", subject, subject.layers("best"), ref,
-                               ref.layers("best"), reps, margins, "alignment_size", labels))
+    for axis, plan in plans(subject, context).items():
+        for ref in plan.references:
+            records.append(_record(head, "best", subject, subject.layers("best"), ref,
+                                   ref.layers("best"), reps, margins, DECISION[axis],
+                                   (plan.label(subject), plan.label(ref))))
     return records
 
 
+HOLM_COLUMNS = {"p_value": "p_holm", "p_equiv": "p_equiv_holm",
+                "p_not_better": "p_not_better_holm"}
+
+
 def _adjust(table: pd.DataFrame) -> pd.DataFrame:
-    """Holm within each decision family; descriptive rows unadjusted, and said so."""
-    table["p_holm"] = np.nan
-    table["p_equiv_holm"] = np.nan
+    """Holm within each decision family, over the rows that take part (a p-value: refused
+    rows take none); descriptive rows unadjusted, and said so."""
+    for column in HOLM_COLUMNS.values():
+        table[column] = np.nan
     table["holm_family"] = NOT_A_DECISION
     decided = table["decision"] != ""
     for key, part in table[decided].groupby([*GROUP, "decision"], sort=False):
-        table.loc[part.index, "p_holm"] = holm(part["p_value"])
-        table.loc[part.index, "p_equiv_holm"] = holm(part["p_equiv"])
-        family = f"{key[-1]}: {'/'.join(map(str, key[:-1]))} ({len(part)} rows)"
-        table.loc[part.index, "holm_family"] = family
+        name = f"{key[-1]}: {'/'.join(map(str, key[:-1]))}"
+        taking_part = part[part["p_value"].notna()]
+        for raw, adjusted in HOLM_COLUMNS.items():
+            table.loc[taking_part.index, adjusted] = holm(taking_part[raw])
+        n = len(taking_part)
+        table.loc[taking_part.index, "holm_family"] = f"{name} ({n} row{'s' * (n != 1)})"
+        table.loc[part.index.difference(taking_part.index), "holm_family"] = (
+            f"{name}: takes no part (no p-value)")
     return table
 
 
@@ -187,16 +187,4 @@ def decide(rows: pd.DataFrame) -> str:
         return "equivalent"
     if (rows.apply(holm_verdict, axis=1) == "worse").any():
         return "worse"
-    return "unresolved"
-
-
-def decide_alignment(rows: pd.DataFrame) -> str:
-    """aligned / not aligned / unresolved / unknown from the alignment rows of a group."""
-    rows = rows[rows["verdict"] != "not comparable"]
-    if rows.empty:
-        return "unknown"
-    if (rows["verdict"] == "better").all():
-        return "aligned"
-    if rows.apply(holm_verdict, axis=1).isin(["equivalent", "worse"]).any():
-        return "not aligned"
     return "unresolved"

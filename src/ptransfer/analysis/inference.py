@@ -124,6 +124,21 @@ class Estimate:
         upper = stats.t.cdf((self.value - margin) / self.se, self.df)
         return floor_p(max(lower, upper))
 
+    def p_not_better(self, margin: float | None) -> float:
+        """One-sided p of "the true value is at least ``margin``" (non-superiority): small
+        when the value is confidently below the margin, i.e. equivalent *or* worse.
+
+        ``t_df.cdf((value - margin) / se)``; without a margin (``None``) the bound is 0, the
+        one-sided test of "worse". The test behind "not aligned" (an early plateau or a
+        decline), where equivalence and decline are one claim.
+        """
+        if not self.valid:
+            return float("nan")
+        bound = margin if margin is not None and np.isfinite(margin) else 0.0
+        if self.se <= 0:
+            return P_FLOOR if self.value < bound else 1.0
+        return floor_p(stats.t.cdf((self.value - bound) / self.se, self.df))
+
 
 def floor_p(p: float) -> float:
     return float(min(1.0, max(p, P_FLOOR))) if np.isfinite(p) else float("nan")

@@ -7,7 +7,12 @@ Why these defaults: docs/statistics.md ("Margins").
 
 from __future__ import annotations
 
+import logging
 import math
+
+from ptransfer.metrics import RANGES
+
+log = logging.getLogger(__name__)
 
 # metric -> margin on the metric's own scale; None: no default (equivalence not tested).
 DEFAULT_MARGINS: dict[str, float | None] = {
@@ -20,6 +25,25 @@ DEFAULT_MARGINS: dict[str, float | None] = {
     "mse": None,  # depends on the target's scale: declare it (analysis.margin.mse=...)
 }
 PREFIXES = ("analysis.margin.", "--margin=")
+# Above this fraction of the widest possible difference (2 for a correlation, 1 for accuracy)
+# a margin is accepted with a warning: it would call differences "equivalent" that the
+# defaults (1-2 % of it) resolve (docs/statistics.md, "Margins").
+SANE_FRACTION = 0.1
+
+
+def check_margin(metric: str, number: float) -> None:
+    """Refuse a margin beyond the widest difference ``metric`` allows (every difference would
+    be "equivalent"); warn above :data:`SANE_FRACTION` of it."""
+    low, high = RANGES[metric]
+    widest = high - low
+    if number > widest:
+        raise ValueError(f"analysis.margin.{metric}={number:g}: beyond the widest possible "
+                         f"difference of two {metric} values ({widest:g}, the metric lies in "
+                         f"[{low:g}, {high:g}]): every difference would be 'equivalent'")
+    if number > SANE_FRACTION * widest:
+        log.warning("analysis.margin.%s=%g is above %g (a tenth of the widest possible "
+                    "difference, %g): differences up to %g will be called 'equivalent'",
+                    metric, number, SANE_FRACTION * widest, widest, number)
 
 
 def parse_margins(items: list[str] | None) -> dict[str, float | None]:
@@ -43,6 +67,7 @@ def parse_margins(items: list[str] | None) -> dict[str, float | None]:
             raise ValueError(f"analysis.margin.{metric}: {value!r} is not a number") from None
         if not math.isfinite(number) or number <= 0:
             raise ValueError(f"analysis.margin.{metric}: must be a positive number, got {value}")
+        check_margin(metric, number)
         margins[metric] = number
     return margins
 

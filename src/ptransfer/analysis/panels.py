@@ -35,7 +35,10 @@ CELL = ["model", "checkpoint", "ablation", "ablation_scope", "seed", "task"]
 # What must be equal for two cells to be compared (docs/statistics.md, "Units"): the probe
 # and its own configuration, the data, and how features were extracted and stored.
 COMPARABILITY = ("head", "head_config", "data_fingerprint", "precision", "length_policy",
-                 "pooled_dtype", "revision")
+                 "pooled_dtype", "revision", "selection")
+# How the layer and hyper-parameters were chosen (selection.method): on the validation set,
+# or by k-fold cross-validation over train and validation. Rows written before the column: val.
+SELECTIONS = ("val", "cv")
 # Extraction settings mean nothing for one-hot features: one-hot compares across them.
 NOT_FOR_ONEHOT = ("precision", "length_policy", "pooled_dtype", "revision")
 ROW_KEY = [*CELL, *COMPARABILITY, "layer", "eval_set", "metric"]
@@ -131,6 +134,7 @@ def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = np.nan
         frame[column] = _as_number(frame, column)
     frame.loc[frame["ablation_scope"] == "", "ablation_scope"] = FULL_SCOPE
+    frame.loc[frame["selection"] == "", "selection"] = SELECTIONS[0]
     return frame
 
 
@@ -156,8 +160,9 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def main_test_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Validated, normalised main-metric rows on test sets (eval_set != "val").
+def main_test_rows(df: pd.DataFrame, validation: bool = False) -> pd.DataFrame:
+    """Validated, normalised main-metric rows on test sets (eval_set != "val"); with
+    ``validation``, the validation rows instead (empty when there are none).
 
     Raises ValueError naming the missing column, the bad row or the repeated key. Rows whose
     value is not finite are kept (NaN): a seed whose metric is undefined is reported as such
@@ -179,13 +184,13 @@ def main_test_rows(df: pd.DataFrame) -> pd.DataFrame:
             f"{frame.at[first, 'layer']} outside 0..n_layers-1 "
             f"(n_layers={frame.at[first, 'n_layers']})")
     frame = _with_defaults(frame)
-    rows = frame[frame["main_metric"] & (frame["eval_set"].astype(str) != "val")]
-    if rows.empty:
+    rows = frame[frame["main_metric"] & ((frame["eval_set"].astype(str) == "val") == validation)]
+    if rows.empty and not validation:
         raise ValueError("results table has no main-metric rows on a test set (eval_set != val)")
     _check_unique(rows)
     _check_main_metric(rows)
     undefined = ~np.isfinite(rows["value"])
-    if undefined.any():
+    if undefined.any() and not validation:
         log.warning("%d main-metric test rows have an undefined value (NaN): reported as "
                     "undefined seeds", int(undefined.sum()))
     return _normalise(rows).reset_index(drop=True)

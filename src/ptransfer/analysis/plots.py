@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib as mpl
@@ -79,6 +80,10 @@ def _new_figure(title: str, metric: str, xlabel: str) -> tuple[Figure, object]:
 
 BAND_LABELS = {"sd": "band: ±1 sd over seeds\n(≥ 2 seeds)",
                "ci": "band: 95 % bootstrap interval\nover test proteins (1 seed)"}
+STAR = {"marker": "*", "markersize": 11, "linestyle": "none", "markeredgecolor": "black"}
+STAR_LABEL = "layer chosen on validation"
+DIAMOND = {"marker": "D", "markersize": 6, "linestyle": "none", "markeredgecolor": "black"}
+DIAMOND_LABEL = "shallowest layer as good\nas the best (validation)"
 
 
 def bands(points: pd.DataFrame) -> pd.DataFrame:
@@ -106,20 +111,36 @@ def _draw(ax, x, mean, low, high, colour: str, ablation: str) -> None:
                         linewidth=0)
 
 
-def _reference(ax, onehot: tuple[float, float] | None) -> None:
-    """One-hot baseline as a grey horizontal line (with its sd band when it has seeds)."""
-    if onehot is None or not np.isfinite(onehot[0]):
+@dataclass(frozen=True)
+class Reference:
+    """The one-hot baseline of a panel: its ``mean`` and band [``low``, ``high``] of kind
+    ``band`` (a key of :data:`BAND_LABELS`: ±1 sd over two or more seeds, else the 95 %
+    interval over test proteins; "" and NaN: no band)."""
+
+    mean: float
+    low: float = float("nan")
+    high: float = float("nan")
+    band: str = ""
+
+    @property
+    def has_band(self) -> bool:
+        return bool(self.band) and bool(np.isfinite(self.low) and np.isfinite(self.high))
+
+
+def _reference(ax, onehot: Reference | None) -> None:
+    """One-hot baseline as a grey horizontal line, with its band (a tie with it can only
+    be judged against both intervals)."""
+    if onehot is None or not np.isfinite(onehot.mean):
         return
-    mean, sd = onehot
-    ax.axhline(mean, color=ONEHOT_GREY, linestyle="-", linewidth=1.2, zorder=1)
-    if np.isfinite(sd) and sd > 0:
-        ax.axhspan(mean - sd, mean + sd, color=ONEHOT_GREY, alpha=0.15, linewidth=0)
+    ax.axhline(onehot.mean, color=ONEHOT_GREY, linestyle="-", linewidth=1.2, zorder=1)
+    if onehot.has_band:
+        ax.axhspan(onehot.low, onehot.high, color=ONEHOT_GREY, alpha=0.15, linewidth=0)
 
 
 def _legend(fig: Figure, colours: dict[str, str], ablations: list[str], onehot: bool,
-            band_kinds: list[str] = ()) -> None:
-    """Legend outside the axes: colour = model/family, line style = ablation, what the
-    shaded bands are (only the kinds drawn)."""
+            band_kinds: list[str] = (), star: bool = False, diamond: bool = False) -> None:
+    """Legend outside the axes: colour = model/family, line style = ablation, the star,
+    what the shaded bands are (only the kinds drawn)."""
     handles = [Line2D([], [], color=c, linewidth=3) for c in colours.values()]
     labels = list(colours)
     for ablation in ablations:
@@ -131,6 +152,12 @@ def _legend(fig: Figure, colours: dict[str, str], ablations: list[str], onehot: 
     if onehot:
         handles.append(Line2D([], [], color=ONEHOT_GREY, linewidth=1.2))
         labels.append("one-hot baseline")
+    if star:
+        handles.append(Line2D([], [], **STAR, color="#333333"))
+        labels.append(STAR_LABEL)
+    if diamond:
+        handles.append(Line2D([], [], **DIAMOND, color="#333333"))
+        labels.append(DIAMOND_LABEL)
     for kind in band_kinds:
         handles.append(Patch(color="#333333", alpha=0.15, linewidth=0))
         labels.append(BAND_LABELS[kind])
@@ -146,35 +173,45 @@ def _lines(ax, points: pd.DataFrame, x: str, colour_by: str, colours: dict[str, 
 
 
 def _finish(fig, ax, points: pd.DataFrame, colour_by: str, colours: dict[str, str],
-            onehot: tuple[float, float] | None) -> Figure:
+            onehot: Reference | None, star: bool = False, diamond: bool = False) -> Figure:
     _reference(ax, onehot)
     used = {g: colours[g] for g in points[colour_by].unique()}
-    kinds = [k for k in BAND_LABELS if (points["band"] == k).any()]
-    _legend(fig, used, list(points["ablation"].unique()), onehot is not None, kinds)
+    drawn = set(points["band"]) | ({onehot.band} if onehot is not None and onehot.has_band
+                                   else set())
+    kinds = [k for k in BAND_LABELS if k in drawn]
+    _legend(fig, used, list(points["ablation"].unique()), onehot is not None, kinds, star,
+            diamond)
     return fig
 
 
-def depth_figure(curves: pd.DataFrame, onehot: tuple[float, float] | None,
+def depth_figure(curves: pd.DataFrame, onehot: Reference | None,
                  colours: dict[str, str], metric: str, title: str,
-                 best: pd.DataFrame | None = None) -> Figure:
+                 best: pd.DataFrame | None = None,
+                 shallow: pd.DataFrame | None = None) -> Figure:
     """Test metric vs relative depth for one panel.
 
     ``curves``: one row per (model, ablation, layer) with columns rel_depth, mean, sd
     (sd over seeds, NaN with one seed) and, optionally, band_low/band_high/band ("ci": a
     one-seed curve's bootstrap interval, ``layer_bands``); the band is otherwise ±1 sd over
     seeds where there are two or more. ``best``: one row per (model, ablation) with
-    rel_depth and mean of the best-validation layer, drawn as a star on its line.
+    rel_depth and mean of the best-validation layer, drawn as a star on its line;
+    ``shallow``: the same for the shallowest layer as good as the best (``depth``), drawn as
+    a diamond.
     """
     fig, ax = _new_figure(title, metric, "relative depth (layer / last layer; 0 = embedding)")
     curves = bands(curves)
     _lines(ax, curves, "rel_depth", "model", colours)
-    for row in (best if best is not None else pd.DataFrame()).itertuples(index=False):
-        ax.plot([row.rel_depth], [row.mean], marker="*", markersize=11, linestyle="none",
-                color=colours.get(row.model, "#333333"), markeredgecolor="black", zorder=5)
-    return _finish(fig, ax, curves, "model", colours, onehot)
+    shallow = shallow if shallow is not None else pd.DataFrame()
+    best = best if best is not None else pd.DataFrame()
+    for marks, style in ((shallow, DIAMOND), (best, STAR)):
+        for row in marks.itertuples(index=False):
+            ax.plot([row.rel_depth], [row.mean], **style,
+                    color=colours.get(row.model, "#333333"), zorder=5)
+    return _finish(fig, ax, curves, "model", colours, onehot, star=not best.empty,
+                   diamond=not shallow.empty)
 
 
-def scaling_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
+def scaling_figure(points: pd.DataFrame, onehot: Reference | None,
                    colours: dict[str, str], metric: str, title: str) -> Figure:
     """Best-validation-layer test metric vs parameter count (log x), per family and ablation.
 
@@ -187,7 +224,7 @@ def scaling_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
     return _finish(fig, ax, points, "family", colours, onehot)
 
 
-def checkpoint_figure(points: pd.DataFrame, onehot: tuple[float, float] | None,
+def checkpoint_figure(points: pd.DataFrame, onehot: Reference | None,
                       colours: dict[str, str], metric: str, title: str) -> Figure:
     """Best-validation-layer test metric vs pretraining step, per model and ablation.
 

@@ -8,8 +8,8 @@ Input is only a merged results table (``results.COLUMNS``). Output, in ``out_dir
 - ``checkpoints_<task>_<eval_set>.{png,svg}``: best-validation-layer metric vs pretraining
   step, only for panels where some model has >= 2 checkpoints with a known step;
 - ``summary.csv``, ``summary.md``, ``repstat.csv``, ``intervals.csv``, ``comparisons.csv``,
-  ``taxonomy.csv`` (see ``summary.write_tables``; predictions are read beside the results
-  file, as ``collect`` leaves them);
+  ``taxonomy.csv``, ``depth.csv`` (see ``summary.write_tables``; predictions are read
+  beside the results file, as ``collect`` leaves them);
 - ``index.html``: every figure with its caption, the classes with their evidence and the
   summary table, with no network resources.
 
@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ptransfer.analysis import plots
@@ -53,6 +54,8 @@ INDEX_FILE = "index.html"
 LINE_KEY = ("colour = model; solid = pretrained, dashed = random init, dotted = statistics "
             "transfer")
 BEST_KEY = "star: the layer chosen on validation (most common over seeds)"
+SHALLOW_KEY = ("diamond: the shallowest layer as good as the best (equivalent within the "
+               "margin on validation; depth.csv)")
 
 
 @dataclass
@@ -85,13 +88,27 @@ def _encoders(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["family"] != ONEHOT_FAMILY]
 
 
-def _onehot_by_panel(rows: pd.DataFrame) -> dict[tuple, tuple[float, float]]:
-    """(task, eval_set) -> one-hot (mean, sd) over seeds; empty when there is no one-hot."""
+def _onehot_by_panel(rows: pd.DataFrame, intervals: pd.DataFrame) -> dict[tuple, plots.Reference]:
+    """(task, eval_set) -> the one-hot reference line: mean over seeds, with ±1 sd over two
+    or more seeds, else the 95 % interval over test proteins of ``intervals`` (the one-hot
+    arm's, when the panel has exactly one); empty when there is no one-hot."""
     onehot = rows[rows["family"] == ONEHOT_FAMILY]
     if onehot.empty:
         return {}
     stats = seed_stats(seed_scores(onehot, "best"), PANEL)
-    return {(r.task, r.eval_set): (r.mean, r.sd) for r in stats.itertuples(index=False)}
+    arms = intervals[(intervals["family"] == ONEHOT_FAMILY)
+                     & (intervals["layer_choice"] == "best")] if len(intervals) else intervals
+    out = {}
+    for r in stats.itertuples(index=False):
+        if r.n_seeds > 1:
+            out[(r.task, r.eval_set)] = plots.Reference(r.mean, r.mean - r.sd, r.mean + r.sd, "sd")
+            continue
+        arm = arms[(arms["task"] == r.task) & (arms["eval_set"] == r.eval_set)] \
+            if len(arms) else arms
+        low, high = (arm.iloc[0]["ci_low"], arm.iloc[0]["ci_high"]) if len(arm) == 1 else \
+            (np.nan, np.nan)
+        out[(r.task, r.eval_set)] = plots.Reference(r.mean, low, high, "ci")
+    return out
 
 
 def _layer_curves(encoders: pd.DataFrame) -> pd.DataFrame:
@@ -123,24 +140,41 @@ def _bootstrap_bands(panel: pd.DataFrame, final: pd.DataFrame, metric: str,
     return panel
 
 
+def _shallow_points(depth: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, eval_set, model, ablation) at the final checkpoint: the shallowest layer
+    as good as the best (``depth``), its rel_depth and test score (the diamond)."""
+    keys = [*PANEL, "model", "ablation"]
+    if depth.empty or depth["shallowest_layer"].isna().all():
+        return pd.DataFrame(columns=[*keys, "rel_depth", "mean"])
+    found = at_final_checkpoint(depth.dropna(subset=["shallowest_layer"]))
+    found = found.drop_duplicates(keys).rename(columns={"shallowest_rel_depth": "rel_depth",
+                                                        "estimate": "mean"})
+    return found[[*keys, "rel_depth", "mean"]]
+
+
 def _depth_figures(rows: pd.DataFrame, out_dir: Path, colours: dict[str, str],
-                   onehot: dict[tuple, tuple[float, float]],
-                   root: Path | None = None) -> list[FigureEntry]:
+                   onehot: dict[tuple, plots.Reference],
+                   root: Path | None = None, depth: pd.DataFrame | None = None
+                   ) -> list[FigureEntry]:
     final = at_final_checkpoint(_encoders(rows))
     checkpoints = ", ".join(sorted(final["checkpoint"].astype(str).unique()))
     files = find_predictions(root)
     entries = []
     best = _best_points(final)
+    shallow = _shallow_points(depth if depth is not None else pd.DataFrame())
     for (task, eval_set), panel in _layer_curves(final).groupby(PANEL, sort=False):
         metric = rows.loc[rows["task"] == task, "metric"].iloc[0]
         here = (final["task"] == task) & (final["eval_set"] == eval_set)
         marks = best[(best["task"] == task) & (best["eval_set"] == eval_set)]
+        diamonds = shallow[(shallow["task"] == task) & (shallow["eval_set"] == eval_set)]
         panel = _bootstrap_bands(panel, final[here], metric, files)
         fig = plots.depth_figure(panel, onehot.get((task, eval_set)), colours, metric,
-                                 f"{task} — {eval_set}: probe on every layer", best=marks)
+                                 f"{task} — {eval_set}: probe on every layer", best=marks,
+                                 shallow=diamonds)
         caption = (f"{task}, test set {eval_set}: test {metric} of a probe fitted on each "
                    f"layer, against relative depth (checkpoint {checkpoints}); {LINE_KEY}; "
-                   f"{BEST_KEY}; {_band_note(final[here], panel)}"
+                   f"{BEST_KEY}; " + (f"{SHALLOW_KEY}; " if len(diamonds) else "")
+                   + f"{_band_note(final[here], panel)}"
                    + _onehot_note(task, eval_set, onehot) + ".")
         entries.append(FigureEntry(*plots.save(fig, out_dir, f"depth_{_slug(task)}_"
                                                              f"{_slug(eval_set)}"), caption))
@@ -175,7 +209,12 @@ def _band_note(rows: pd.DataFrame, panel: pd.DataFrame | None = None) -> str:
 
 
 def _onehot_note(task: str, eval_set: str, onehot: dict) -> str:
-    return "; grey line: one-hot baseline" if (task, eval_set) in onehot else ""
+    reference = onehot.get((task, eval_set))
+    if reference is None:
+        return ""
+    band = {"sd": "±1 sd over seeds", "ci": "95 % bootstrap interval over test proteins"}
+    shaded = f" (grey band: {band[reference.band]})" if reference.has_band else " (no band)"
+    return f"; grey line: one-hot baseline{shaded}"
 
 
 def _scaling_figures(rows: pd.DataFrame, out_dir: Path, onehot: dict) -> list[FigureEntry]:
@@ -259,19 +298,23 @@ th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
 (the validation set only chooses hyper-parameters and the best layer).
 Tables: <a href="summary.csv">summary.csv</a>, <a href="summary.md">summary.md</a>,
 <a href="repstat.csv">repstat.csv</a>, <a href="intervals.csv">intervals.csv</a>,
-<a href="comparisons.csv">comparisons.csv</a>, <a href="taxonomy.csv">taxonomy.csv</a>.</p>
+<a href="comparisons.csv">comparisons.csv</a>, <a href="taxonomy.csv">taxonomy.csv</a>,
+<a href="depth.csv">depth.csv</a>.</p>
 <h2>Classification</h2>
 <p>Per panel and model (final checkpoint), at the best-validation layer, three verdicts, each
 better / equivalent / worse / unresolved from paired interval tests over test proteins (and
 seeds, with their own degrees of freedom) against the declared margin
 ({html.escape(margin_text)}): <b>transfer</b>, pretrained vs one-hot; <b>pretraining</b>,
 pretrained vs every ablation (random init, stat transfer); <b>alignment</b>, whether the late
-part of pretraining (final vs mid-pretraining checkpoint) and of model size (vs the next
-smaller model) still improves: aligned, or not aligned for an early plateau or a decline.
-Class: aligned (transfer and pretraining better, aligned) / benefits, not aligned (transfer
-better, not aligned) / no benefit (transfer equivalent or worse) / inconclusive (what is
-missing is named). Depth is described, never decided on. Rules: docs/statistics.md; the
-evidence column gives every number.</p>
+part of pretraining still improves (the final checkpoint against every checkpoint up to
+mid-pretraining; else the model against every smaller model of its family): aligned, or not
+aligned for an early plateau or a decline. Class: aligned (transfer and pretraining better,
+aligned) / benefits, not aligned (transfer and pretraining better, not aligned) / benefit not
+from pretraining (transfer better, pretraining equivalent or worse: the architecture or the
+weights' statistics explain it) / no benefit (transfer equivalent or worse) / inconclusive
+(what is missing is named). Depth is described, never decided on: depth.csv gives each arm's
+shallowest layer as good as the best. Rules: docs/statistics.md; the evidence column gives
+every number.</p>
 {_html_table(classes)}
 <h2>Figures</h2>
 {figure_html or "<p>No figures: the table holds no test-set rows to draw.</p>"}
@@ -308,9 +351,10 @@ def make_report(results_csv: str | Path, out_dir: str | Path,
     table_paths = write_tables(frame, out_dir, analysis=analysis)
     encoders = _encoders(rows).sort_values(["family", "n_params", "model"])
     colours = plots.colour_map(list(dict.fromkeys(encoders["model"])))
-    onehot = _onehot_by_panel(rows)
+    onehot = _onehot_by_panel(rows, analysis.intervals)
     with plots.paper_style():
-        figures = [*_depth_figures(rows, out_dir, colours, onehot, results_csv.parent),
+        figures = [*_depth_figures(rows, out_dir, colours, onehot, results_csv.parent,
+                                   analysis.depth),
                    *_scaling_figures(rows, out_dir, onehot),
                    *_checkpoint_figures(rows, out_dir, colours, onehot)]
     index = write_index(out_dir, results_csv.name, figures, summary, margins)

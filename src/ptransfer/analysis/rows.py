@@ -61,6 +61,11 @@ COLUMNS: dict[str, str] = {
 }
 
 
+# Columns only some cells write, with the value their absence means. ``selection``: how the
+# best layer and hyper-parameters were chosen; the cross-validated cell a cell writes beside
+# it (``selection.method=cv``) says ``cv``, every other row is ``val`` (its bytes unchanged).
+OPTIONAL_COLUMNS: dict[str, str] = {"selection": "val"}
+
 # Columns added after the first tables were written, with the value an older table means.
 ADDED_COLUMNS: dict[str, object] = {
     "checkpoint_fraction": float("nan"), "checkpoint_order": float("nan"),

@@ -1,23 +1,24 @@
 """Summary tables of a results table, with intervals, comparisons and the task taxonomy.
 
 ``analyse`` turns a results table (and, under ``root``, the cells' ``predictions.parquet``)
-into the ``intervals``, ``comparisons`` and ``taxonomy`` tables; ``summary_table`` /
-``readable_summary`` give per-panel scores with the class and its evidence;
-``write_tables`` writes summary.csv, summary.md, repstat.csv, intervals.csv,
-comparisons.csv and taxonomy.csv. Rules: docs/statistics.md.
+into the ``intervals``, ``comparisons``, ``taxonomy`` and ``depth`` tables;
+``summary_table`` / ``readable_summary`` give per-panel scores with the class and its
+evidence; ``write_tables`` writes summary.csv, summary.md, repstat.csv, intervals.csv,
+comparisons.csv, taxonomy.csv and depth.csv. Rules: docs/statistics.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ptransfer.analysis.bootstrap import compute_replicates
+from ptransfer.analysis.bootstrap import Replicates, compute_replicates
 from ptransfer.analysis.comparisons import arms_of, intervals_table
-from ptransfer.analysis.decisions import comparisons_table
+from ptransfer.analysis.decisions import comparisons_table, final_checkpoints
+from ptransfer.analysis.depth import depth_line, depth_table, shallow_layers, validation_layers
 from ptransfer.analysis.intervals import N_RESAMPLES
 from ptransfer.analysis.margins import DEFAULT_MARGINS
 from ptransfer.analysis.panels import (
@@ -38,6 +39,8 @@ from ptransfer.analysis.panels import (
     panel_scores,
 )
 from ptransfer.analysis.repstat import repstat
+from ptransfer.analysis.seed_pool import attach_pools
+from ptransfer.analysis.selection import cv_tasks, selection_warnings, validation_sizes
 from ptransfer.analysis.taxonomy import taxonomy_table
 
 CI_COLUMNS = [f"{name}_{choice}_ci_{end}" for choice in LAYER_CHOICES[::-1]
@@ -46,29 +49,49 @@ CI_COLUMNS = [f"{name}_{choice}_ci_{end}" for choice in LAYER_CHOICES[::-1]
 
 @dataclass
 class Analysis:
-    """The three tables of ``analyse``."""
+    """The tables of ``analyse``, the selection warnings (task -> text) and the depth line."""
 
     intervals: pd.DataFrame
     comparisons: pd.DataFrame
     taxonomy: pd.DataFrame
+    depth: pd.DataFrame = field(default_factory=pd.DataFrame)
+    warnings: dict = field(default_factory=dict)
+    depth_line: str = ""
+
+
+def _arms(rows: pd.DataFrame) -> list:
+    arms = arms_of(rows) if len(rows) else []
+    attach_pools(arms)  # one-seed arms of a stochastic probe borrow a seed variance
+    return arms
 
 
 def analyse(df: pd.DataFrame, root: str | Path | None = None,
             n_resamples: int = N_RESAMPLES, seed: int = 0,
             margins: dict | None = None) -> Analysis:
-    """Intervals, comparisons and taxonomy of a results table.
+    """Intervals, comparisons, taxonomy and depth of a results table.
 
     ``root``: where the cells' ``predictions.parquet`` files are (``collect``'s folder);
     None or a folder without them gives NaN intervals with a note, and classes that say so.
     ``margins``: metric -> smallest effect of interest (``margins.DEFAULT_MARGINS``).
+    Validation predictions serve the depth description (the shallowest layer as good as
+    the best is chosen on validation) and the validation sizes (``selection``).
     """
-    rows = main_test_rows(df)
-    reps = compute_replicates(rows, root, n_resamples, seed)
-    arms = arms_of(rows)
-    comparisons = comparisons_table(arms, reps, margins if margins is not None
-                                    else DEFAULT_MARGINS)
+    margins = margins if margins is not None else DEFAULT_MARGINS
+    rows, val_rows = main_test_rows(df), main_test_rows(df, validation=True)
+    val_reps = (compute_replicates(val_rows, root, n_resamples, seed,
+                                   validation_layers(val_rows))
+                if len(val_rows) else Replicates(n_resamples, seed))
+    val_arms = _arms(val_rows)
+    reps = compute_replicates(rows, root, n_resamples, seed,
+                              shallow_layers(val_arms, val_reps, margins))
+    arms = _arms(rows)
+    comparisons = comparisons_table(arms, reps, margins)
+    warnings = selection_warnings(validation_sizes(val_rows, val_reps), cv_tasks(val_rows))
+    depth = depth_table(arms, val_arms, reps, val_reps, margins)
+    encoders = [a for a in arms if a.key["family"] != ONEHOT_FAMILY]
     return Analysis(intervals_table(arms, reps), comparisons,
-                    taxonomy_table(arms, comparisons, reps))
+                    taxonomy_table(arms, comparisons, reps, warnings), depth, warnings,
+                    depth_line(depth, final_checkpoints(encoders)))
 
 
 ONEHOT_KEY = [*PANEL, "head", "head_config", "data_fingerprint"]
@@ -108,6 +131,26 @@ def _mixed_data(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["task", "warning"])
 
 
+def task_warnings(df: pd.DataFrame, selection: dict[str, str]) -> pd.DataFrame:
+    """Per task: its warnings (mixed datasets, a small validation set), joined by "; "."""
+    parts = pd.concat([_mixed_data(df), pd.DataFrame(list(selection.items()),
+                                                     columns=["task", "warning"])])
+    if parts.empty:
+        return parts
+    return parts.groupby("task", sort=False)["warning"].agg("; ".join).reset_index()
+
+
+def _depth_columns(depth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The pretrained arm's shallowest equivalent layer and its depth fraction (``depth``)."""
+    names = {"shallowest_layer": "pretrained_shallowest_layer",
+             "shallowest_rel_depth": "pretrained_shallowest_rel_depth"}
+    on = [*GROUP, *COMPARABILITY]
+    if depth.empty:
+        return table.assign(**{c: np.nan for c in names.values()})
+    mine = depth[depth["ablation"] == "pretrained"].drop_duplicates(on)
+    return table.merge(mine[[*on, *names]].rename(columns=names), on=on, how="left")
+
+
 def _not_comparable(comparisons: pd.DataFrame) -> pd.DataFrame:
     """Per group: the distinct reasons some comparison of it was refused ("" when none)."""
     if comparisons.empty:
@@ -128,15 +171,18 @@ def _merge(table: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
 VERDICTS = ["class", "transfer", "pretraining", "alignment", "evidence"]
 SUMMARY_COLUMNS = [*SUMMARY_KEY, *MODEL_INFO, "metric", "higher_is_better", "classification",
                    "transfer", "pretraining", "alignment", *SCORE_COLUMNS, *CI_COLUMNS,
-                   "pretrained_best_rel_depth", *SEED_COUNT_COLUMNS, "not_comparable",
+                   "pretrained_best_rel_depth", "pretrained_shallowest_layer",
+                   "pretrained_shallowest_rel_depth", *SEED_COUNT_COLUMNS, "not_comparable",
                    "warning", "evidence"]
 
 
 def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.DataFrame:
     """Per (task, eval_set, model, checkpoint): every arm's seed mean and sd at the last and
     best-validation layer (``panel_scores``), their 95 % intervals (``*_ci_low/high``), the
-    taxonomy ``classification`` with its ``evidence``, and ``not_comparable`` (why some
-    comparison of the row was refused: probe, data fingerprint or precision differ)."""
+    taxonomy ``classification`` with its ``evidence``, ``not_comparable`` (why some
+    comparison of the row was refused: probe, data fingerprint or precision differ), the
+    pretrained arm's shallowest equivalent layer (``depth``) and the task's ``warning``
+    (mixed datasets, a validation set too small for a stable selection)."""
     analysis = analysis if analysis is not None else analyse(df)
     table = panel_scores(main_test_rows(df))
     table = _interval_columns(analysis.intervals, table)
@@ -145,8 +191,9 @@ def summary_table(df: pd.DataFrame, analysis: Analysis | None = None) -> pd.Data
     table = _merge(table, taxonomy)
     table = _merge(table, _not_comparable(analysis.comparisons))
     table["not_comparable"] = table["not_comparable"].fillna("")
-    mixed = _mixed_data(df)
-    table = table.merge(mixed, on="task", how="left") if len(mixed) else \
+    table = _depth_columns(analysis.depth, table)
+    warnings = task_warnings(df, analysis.warnings)
+    table = table.merge(warnings, on="task", how="left") if len(warnings) else \
         table.assign(warning="")
     table["warning"] = table["warning"].fillna("")
     table["higher_is_better"] = table["metric"].map(higher_is_better)
@@ -168,8 +215,9 @@ def readable_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     out = summary[[*PANEL, "model", "checkpoint", "metric"]].copy()
     if (summary["ablation_scope"] != FULL_SCOPE).any():  # a scope sweep: say which row is which
         out.insert(4, "ablation_scope", summary["ablation_scope"])
-    if summary[["head", "precision"]].drop_duplicates().shape[0] > 1:
-        out.insert(4, "probe", summary["head"] + " " + summary["precision"].replace("", "-"))
+    if summary[["head", "precision", "selection"]].drop_duplicates().shape[0] > 1:
+        out.insert(4, "probe", summary["head"] + " " + summary["precision"].replace("", "-")
+                   + " select=" + summary["selection"])
     for choice in ("best", "last"):
         for name in (*ABLATIONS, "onehot"):
             stem = f"{name}_{choice}"
@@ -219,18 +267,19 @@ SUMMARY_INTRO = (
     "degrees of freedom, when an arm has several). Three verdicts at the best layer, each "
     "better / equivalent / worse / unresolved from interval tests against the declared "
     "margin: `transfer` (pretrained vs one-hot), `pretraining` (pretrained vs every "
-    "ablation), `alignment` (the late checkpoint / size step still improves: aligned, or "
+    "ablation), `alignment` (the final checkpoint against every checkpoint up to "
+    "mid-pretraining, else the model against every smaller one of its family: aligned, or "
     "not aligned for an early plateau or a decline). `classification`: aligned / benefits, "
-    "not aligned / no benefit / inconclusive; `evidence` gives the numbers "
-    "(docs/statistics.md). Every column, unrounded: summary.csv; intervals.csv, "
-    "comparisons.csv, taxonomy.csv.\n\n")
+    "not aligned / benefit not from pretraining / no benefit / inconclusive; `evidence` gives "
+    "the numbers (docs/statistics.md). Every column, unrounded: summary.csv; intervals.csv, "
+    "comparisons.csv, taxonomy.csv, depth.csv (the shallowest layer as good as the best).\n\n")
 
 
 def write_tables(df: pd.DataFrame, out_dir: str | Path,
                  predictions_root: str | Path | None = None,
                  analysis: Analysis | None = None) -> list[Path]:
-    """Write summary.csv, summary.md, repstat.csv, intervals.csv, comparisons.csv and
-    taxonomy.csv (unrounded CSVs) into ``out_dir``; predictions are read under
+    """Write summary.csv, summary.md, repstat.csv, intervals.csv, comparisons.csv,
+    taxonomy.csv and depth.csv (unrounded CSVs) into ``out_dir``; predictions are read under
     ``predictions_root`` (default ``out_dir``)."""
     out_dir = Path(out_dir)
     if analysis is None:
@@ -238,13 +287,15 @@ def write_tables(df: pd.DataFrame, out_dir: str | Path,
     summary = summary_table(df, analysis)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = ["summary.csv", "summary.md", "repstat.csv", "intervals.csv", "comparisons.csv",
-             "taxonomy.csv"]
+             "taxonomy.csv", "depth.csv"]
     paths = [out_dir / name for name in names]
     summary.to_csv(paths[0], index=False)
-    warnings = "".join(f"**Warning**: {w}\n\n" for w in _mixed_data(df)["warning"])
+    warnings = "".join(f"**Warning**: {w}\n\n"
+                       for w in task_warnings(df, analysis.warnings)["warning"])
     paths[1].write_text(SUMMARY_INTRO + warnings + to_markdown(readable_summary(summary)))
     repstat(df).to_csv(paths[2], index=False)
     analysis.intervals.to_csv(paths[3], index=False)
     analysis.comparisons.to_csv(paths[4], index=False)
     analysis.taxonomy.to_csv(paths[5], index=False)
+    analysis.depth.to_csv(paths[6], index=False)
     return paths

@@ -10,11 +10,18 @@ well-typed value can still get wrong, each as one :class:`ConfigError` naming th
   ``results_dir`` and ``task.name=proj/x`` one level down, where ``collect`` never pairs the
   cell with its predictions;
 - **required values** (``???`` in a config, e.g. ``task.path`` of ``task=csv``) must be given;
-- **limits**: ``model.max_len``, when set, is a positive number of residues.
+- **limits**: ``model.max_len``, when set, is a positive number of residues; the
+  extraction's ``toks_per_batch``, ``shard_tokens`` and ``jobs_per_gpu`` are at least 1, and
+  ``extract.device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``;
+- **the environment**: ``PTRANSFER_FAKE_GPUS``, when set, is a non-negative integer.
+
+Whether this machine has the CUDA device asked for is checked where the job runs
+(:func:`resolve_device`): a Slurm sweep is launched from a login node without GPUs.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +31,9 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 NAME_KEYS = ("task.name", "model.name", "checkpoint")
 PRETRAIN_NAME_KEYS = ("arch.name",)
 MAX_NAME = 120  # characters: a cell folder joins several names plus a hash
+AT_LEAST_ONE = ("extract.toks_per_batch", "extract.shard_tokens", "extract.jobs_per_gpu")
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+FAKE_GPUS_ENV = "PTRANSFER_FAKE_GPUS"  # a simulated pool of N GPUs (sweep.devices)
 
 
 class ConfigError(ValueError):
@@ -89,3 +99,48 @@ def check_values(cfg: DictConfig, name_keys: tuple[str, ...] = NAME_KEYS) -> Non
                                 or max_len < 1):
         raise ConfigError(f"config key 'model.max_len': expected null (no cap) or a "
                                f"positive number of residues, got {max_len!r}")
+    check_extract(cfg)
+    fake_gpu_count()
+
+
+def check_extract(cfg: DictConfig) -> None:
+    """The extraction settings a sweep plans with: counts at least 1, a device name."""
+    for key in AT_LEAST_ONE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ConfigError(f"config key {key!r}: expected an integer >= 1, got {value!r}")
+    device = OmegaConf.select(cfg, "extract.device")
+    if device is not None and not DEVICE.fullmatch(str(device)):
+        raise ConfigError(f"config key 'extract.device': expected auto, cpu, cuda or cuda:N, "
+                          f"got {device!r}")
+
+
+def fake_gpu_count() -> int | None:
+    """The simulated GPU count of ``PTRANSFER_FAKE_GPUS`` (None when unset or empty)."""
+    text = os.environ.get(FAKE_GPUS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ConfigError(f"environment variable {FAKE_GPUS_ENV}={text!r}: expected a "
+                          "non-negative integer (the number of GPUs to simulate), or unset")
+    return int(text)
+
+
+def resolve_device(name: str) -> str:
+    """The torch device of ``extract.device=name`` on this machine: ``auto`` is ``cuda``
+    when there is one, else ``cpu``; a CUDA device this machine lacks is a
+    :class:`ConfigError` naming the key (not torch's "Torch not compiled with CUDA")."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device (a CPU-only torch, " \
+                "or no GPU visible)"
+            raise ConfigError(f"config key 'extract.device': {name!r}, but this machine has "
+                              f"{have}; use extract.device=auto or cpu")
+    return name

@@ -35,11 +35,10 @@ def wants_gpu(spec: CellSpec) -> bool:
 
 
 def pick_device(name: str) -> str:
-    import torch
+    """The torch device of ``extract.device`` here (``config_values.resolve_device``)."""
+    from ptransfer.cell.config_values import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return resolve_device(name)
 
 
 def build_encoder(encoder: EncoderSpec) -> Encoder:

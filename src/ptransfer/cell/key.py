@@ -13,6 +13,7 @@ same (every cell of one encoder on any task reads one store).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -32,11 +33,20 @@ RESULT_FILES = (ROWS_FILE, PREDICTIONS_FILE)  # recorded (rows, bytes, SHA-256) 
 _TASK_KEYS_IGNORED = ("root",)
 
 
+CV_SUFFIX = "__cv"  # the cross-validated selection of a cell, written beside it
+
+
 @dataclass(frozen=True)
 class CellKey:
     cell_id: str
     config_hash: str
     dir: Path
+
+    def cross_validated(self) -> CellKey:
+        """The key of this cell's cross-validated selection (``selection``): a sibling
+        folder with its own rows, predictions and status, collected like any cell."""
+        return CellKey(self.cell_id + CV_SUFFIX, self.config_hash,
+                       self.dir.with_name(self.dir.name + CV_SUFFIX))
 
 
 def data_fingerprint(spec: CellSpec) -> str:
@@ -72,6 +82,8 @@ def effective_config(spec: CellSpec, fingerprint: str | None = None) -> dict:
     }
     if spec.extract.pooled_dtype != "float32":  # float16 storage changes the numbers; the
         effective["pooled_dtype"] = spec.extract.pooled_dtype  # default keeps old keys
+    if spec.selection.method != "val":  # cv / auto add the cross-validated cell beside it
+        effective["selection"] = dataclasses.asdict(spec.selection)  # (val keeps old keys)
     return effective
 
 

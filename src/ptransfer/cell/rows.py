@@ -94,9 +94,10 @@ def best_layer(fits: list[LayerFit], metric: str) -> int | None:
 
 def rows_from_fits(spec: CellSpec, key: CellKey, task: Task, encoder: Encoder,
                    ref: CheckpointRef, head: str, fits: list[LayerFit],
-                   fingerprint: str = "") -> pd.DataFrame:
-    """The cell's long-format rows: one per layer x eval set x metric (``analysis.rows``)."""
-    best = best_layer(fits, task.metric)
+                   fingerprint: str = "", best: int | None = None) -> pd.DataFrame:
+    """The cell's long-format rows: one per layer x eval set x metric (``analysis.rows``);
+    ``best``: the layer chosen elsewhere (cross-validation), else the best on validation."""
+    best = best if best is not None else best_layer(fits, task.metric)
     n_layers = encoder.n_layers
     common = {
         "model": encoder.name, "family": encoder.family, "n_params": encoder.n_params,

@@ -5,7 +5,11 @@
 ``results_dir/cells/<cell_id>/`` (``cell.key``) with ``config.yaml`` (the resolved config),
 ``rows.csv`` (long-format rows), ``predictions.parquet`` (per-item predictions) and
 ``status.json`` (done / failed, with the traceback; done records each result file's rows,
-size and SHA-256).
+size and SHA-256). Where ``selection`` asks for cross-validation (``cv``, or ``auto`` below
+``min_val_items`` validation proteins), the same layers with the layer and
+hyper-parameters chosen by k-fold CV over train and validation are written beside, as the
+cell ``<cell_id>__cv`` (rows with ``selection`` = ``cv``), before the cell's own status says
+done: a cell is never done without it.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def run_cell_spec(spec: CellSpec, config_yaml: str, lease=None) -> pd.DataFrame:
     started = time.time()
     log.info("task %s, data fingerprint %s", task.summary(), fingerprint[:FINGERPRINT_CHARS])
     check_before_load(spec, task)  # what needs no model weights: nothing on disk yet
-    device = lease.torch_device if lease is not None else pick_device(spec.extract.device)
+    device = pick_device(lease.torch_device if lease is not None else spec.extract.device)
     device_name = lease.name if lease is not None else device
     write_status(key.dir, **running_status(key.cell_id, started), device=device_name)
     start_heartbeat(key.dir)
@@ -93,4 +97,28 @@ def _fit_and_write(spec: CellSpec, key: CellKey, task, fingerprint: str, device:
     frame = rows_from_fits(spec, key, task, encoder, ref, head, fits, fingerprint)
     write_rows(frame, key.dir / ROWS_FILE)
     write_cell_predictions(task, fits, key.dir)
+    if spec.selection.cross_validates(len(task.splits["val"]), head):
+        _write_cross_validated(spec, key, task, encoder, ref, head, fingerprint, device)
     return frame, loaded
+
+
+def _write_cross_validated(spec: CellSpec, key: CellKey, task, encoder, ref, head: str,
+                           fingerprint: str, device: str) -> None:
+    """The cell's layers with the layer and hyper-parameters chosen by cross-validation,
+    as the complete cell ``<cell_id>__cv`` (rows, predictions, a done status)."""
+    from ptransfer.cell.fit import cv_layer_fits
+    from ptransfer.cell.predictions import write_cell_predictions
+    from ptransfer.cell.rows import rows_from_fits
+
+    started = time.time()
+    fits, best = cv_layer_fits(spec, task, encoder, head, device)
+    sibling = key.cross_validated()
+    frame = rows_from_fits(spec, sibling, task, encoder, ref, head, fits, fingerprint,
+                           best).assign(selection="cv")
+    write_rows(frame, sibling.dir / ROWS_FILE)
+    predictions = write_cell_predictions(task, fits, sibling.dir)
+    files = {ROWS_FILE: file_record(sibling.dir / ROWS_FILE, len(frame)),
+             PREDICTIONS_FILE: file_record(predictions, parquet_rows(predictions))}
+    write_status(sibling.dir, state="done", cell_id=sibling.cell_id, started=started,
+                 seconds=round(time.time() - started, 2), n_rows=len(frame), files=files,
+                 selection="cv", folds=spec.selection.folds, of=key.cell_id)

@@ -102,6 +102,43 @@ class EncoderSpec:
         return int(self.config["dim"])
 
 
+SELECTION_METHODS = ("val", "cv", "auto")
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """``selection``: how the layer and hyper-parameters are chosen (docs/statistics.md).
+
+    ``val``: on the validation set (the cell's rows); ``cv``: also by k-fold cross-validation
+    over train and validation, written beside as a second cell (``<cell_id>__cv``);
+    ``auto``: ``cv`` where the validation set has fewer than ``min_val_items`` proteins.
+    """
+
+    method: str = "val"
+    folds: int = 5
+    min_val_items: int = 100
+
+    @classmethod
+    def from_mapping(cls, values) -> SelectionSpec:
+        spec = cls(**{k: values[k] for k in ("method", "folds", "min_val_items")
+                      if k in (values or {})})
+        if spec.method not in SELECTION_METHODS:
+            raise ValueError(f"config key 'selection.method': expected one of "
+                             f"{list(SELECTION_METHODS)}, got {spec.method!r}")
+        if spec.folds < 2:
+            raise ValueError(f"config key 'selection.folds': expected at least 2, got "
+                             f"{spec.folds}")
+        return spec
+
+    def cross_validates(self, n_val_proteins: int, head: str) -> bool:
+        """Whether a cell with this validation size and probe adds the cross-validated
+        selection (streamed probes have no stored features to cross-validate: never)."""
+        if head == "streaming":
+            return False
+        return self.method == "cv" or (self.method == "auto"
+                                       and n_val_proteins < self.min_val_items)
+
+
 @dataclass(frozen=True)
 class CellSpec:
     """One cell: task x encoder x head, and where it reads and writes."""
@@ -114,6 +151,7 @@ class CellSpec:
     results_dir: Path       # cells/<cell_id>/ and the fingerprint memo live here
     store_dir: Path         # embedding stores, one per encoder identity
     commit_seconds: float   # store.commit_seconds: a running extraction commits this often
+    selection: SelectionSpec = SelectionSpec()
 
     @property
     def planned_head(self) -> str:
@@ -172,6 +210,7 @@ def cell_spec(cfg: DictConfig) -> CellSpec:
         results_dir=Path(cfg.results_dir),
         store_dir=Path(cfg.store_dir),
         commit_seconds=float(store.get("commit_seconds", 120.0)),
+        selection=SelectionSpec.from_mapping(_plain(cfg.get("selection"))),
     )
 
 

@@ -17,6 +17,7 @@ Interrupted cells are redone by the next run, exactly like cells that never ran.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -27,6 +28,8 @@ from pathlib import Path
 # One reader of status files for the grid and collect; a torn file reads as None (redone).
 from ptransfer.analysis.cell_files import STATUS_FILE, read_status
 from ptransfer.embed.claims import proc_start, process_alive
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 60.0
 STALE_S = 10 * HEARTBEAT_S  # several missed beats: a busy machine, not a slow one
@@ -106,18 +109,28 @@ def start_heartbeat(cell_dir: Path, interval: float = HEARTBEAT_S) -> threading.
     """Refresh the ``heartbeat`` of this process's running status every ``interval`` s.
 
     The thread ends by itself once the status is no longer this process's ``running``
-    (the cell wrote done, or the sweep wrote failed), so callers need no stop call.
+    (the cell wrote done, or the sweep wrote failed), so callers need no stop call. A beat
+    that cannot be written (a full disk: the cell itself fails on it and says so) is one
+    warning line per run of failures, and the next beat tries again.
     """
     cell_dir, pid = Path(cell_dir), os.getpid()
 
     def beat() -> None:
+        failing = False
         while True:
             time.sleep(interval)
             with _LOCK:
                 status = read_status(cell_dir)
                 if not status or status.get("state") != RUNNING or status.get("pid") != pid:
                     return
-                _write(cell_dir, {**status, "heartbeat": time.time()})
+                try:
+                    _write(cell_dir, {**status, "heartbeat": time.time()})
+                    failing = False
+                except OSError as err:
+                    if not failing:
+                        log.warning("heartbeat of %s not written: %s: %s", cell_dir.name,
+                                    err.strerror or err, err.filename or cell_dir)
+                    failing = True
 
     thread = threading.Thread(target=beat, name=f"heartbeat {cell_dir.name}", daemon=True)
     thread.start()

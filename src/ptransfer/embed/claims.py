@@ -25,28 +25,10 @@ import time
 import uuid
 from pathlib import Path
 
+from ptransfer.processes import proc_start, process_alive  # noqa: F401 - claims' API
+
 HEARTBEAT_S = 30.0
 STALE_S = 10 * HEARTBEAT_S  # several missed beats: a busy machine, not a slow one
-
-
-def proc_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux), or None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), after "pid (comm)"
-
-
-def process_alive(pid: int, start: str | None) -> bool:
-    """Whether process ``pid`` exists and (when known) started at ``start``."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    return start is None or proc_start(pid) in (None, start)
 
 
 def read_claim(path: Path) -> dict | None:

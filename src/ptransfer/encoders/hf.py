@@ -52,7 +52,7 @@ from ptransfer.encoders.hf_tokens import (
     residue_alphabet,
     residue_features,
 )
-from ptransfer.encoders.hf_weights import model_directory
+from ptransfer.encoders.hf_weights import check_declared_type, model_directory
 from ptransfer.encoders.onehot import check_sequences
 from ptransfer.encoders.weights import (
     ModuleEncoder,
@@ -120,6 +120,7 @@ class HfEncoder(ModuleEncoder):
         return build_module(self.arch, self._kwargs())
 
     def read_module(self, path: Path) -> nn.Module:
+        check_declared_type(Path(path), self.arch.get("model_type"))
         try:
             with _quiet_transformers():
                 module, info = model_class(self.arch).from_pretrained(
@@ -171,9 +172,12 @@ class HfEncoder(ModuleEncoder):
         return self
 
     def _source(self, tokenizer_only: bool = False) -> Path:
-        """The model's folder: ``model.weights``, its package's, or the hub snapshot."""
-        return model_directory(self.repo_id, self.revision, self.weights,
-                               package=self.package, tokenizer_only=tokenizer_only)
+        """The model's folder: ``model.weights``, its package's, or the hub snapshot (its
+        config.json, when there, declares model.arch's model type: the tokenizer reads it too)."""
+        directory = model_directory(self.repo_id, self.revision, self.weights,
+                                    package=self.package, tokenizer_only=tokenizer_only)
+        check_declared_type(directory, self.arch.get("model_type"))
+        return directory
 
     def _read_weights(self, checkpoint: CheckpointRef) -> nn.Module:
         ref = resolve_checkpoint(checkpoint, self.checkpoints)

@@ -28,6 +28,18 @@ from ptransfer.encoders.weights import count_parameters
 MODEL_CLASSES = {"esm": "AutoModel", "esmc": "AutoModel", "bert": "AutoModel",
                  "t5": "T5EncoderModel"}
 ARCH_KEY = "model.arch.model_type"
+# A tensor name part only that model type's checkpoints hold (any prefix: "bert.", "esm.").
+TENSOR_MARKS = {"t5": ".SelfAttention.", "esm": "emb_layer_norm_after",
+                "bert": "token_type_embeddings", "esmc": "self_attn.q_proj"}
+
+
+def tensor_model_type(names) -> str | None:
+    """The model type whose checkpoints hold tensors named like ``names``, if one does: a
+    hint for messages about a folder whose config.json disagrees with its weights."""
+    for model_type, mark in TENSOR_MARKS.items():
+        if any(mark in name for name in names):
+            return model_type
+    return None
 
 
 def check_model_type(arch: Mapping) -> str:

@@ -24,11 +24,18 @@ The cache directory and the offline switch are read from the environment at call
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ptransfer.encoders.weights import OFFLINE_ENV, WeightsUnavailable, downloads_allowed
+from ptransfer.encoders.hf_families import tensor_model_type
+from ptransfer.encoders.weights import (
+    OFFLINE_ENV,
+    WeightsFileError,
+    WeightsUnavailable,
+    downloads_allowed,
+)
 from ptransfer.encoders.weights_location import hf_cache_dir, package_folder, repo_cache_dir
 
 HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
@@ -64,6 +71,44 @@ def check_pretrained_dir(directory: Path, key: str) -> Path:
         raise HfWeightsUnavailable(f"{key}={directory}: not a save_pretrained directory "
                                    f"(missing {', '.join(missing)})")
     return directory
+
+
+def weight_tensor_names(directory: Path) -> list[str]:
+    """Tensor names of a save_pretrained folder's weights, read from the safetensors header
+    or a shard index (no tensor is loaded); a lone ``pytorch_model.bin`` is memory-mapped."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (directory / index).is_file():
+            return sorted(json.loads((directory / index).read_text()).get("weight_map", {}))
+    if (directory / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(directory / "model.safetensors"), "pt") as handle:
+            return sorted(handle.keys())
+    if (directory / "pytorch_model.bin").is_file():
+        import torch
+
+        return sorted(torch.load(directory / "pytorch_model.bin", map_location="cpu",
+                                 weights_only=True, mmap=True))
+    return []
+
+
+def check_declared_type(directory: Path, expected: str) -> None:
+    """Raise ``WeightsFileError`` when ``directory/config.json`` declares another model type
+    than ``model.arch.model_type``, naming both and what the weight tensors look like (a BERT
+    folder whose config.json says t5 failed inside transformers with a T5Model argument
+    error). Unreadable files are left to transformers' own error."""
+    try:
+        declared = json.loads((directory / "config.json").read_text()).get("model_type")
+        looks = tensor_model_type(weight_tensor_names(directory))
+    except (OSError, ValueError, RuntimeError):
+        return
+    if declared == expected:
+        return
+    tensors = f"; its weight tensors are named as a {looks!r} model's" if looks else ""
+    raise WeightsFileError(
+        f"{directory}: config.json declares a {declared!r} model but the config chosen says "
+        f"model.arch.model_type={expected!r}{tensors}: choose the model config of these files "
+        "(or correct config.json's model_type)")
 
 
 def package_directory(package: Mapping) -> Path:

@@ -12,6 +12,8 @@ Fitting them, one per layer (``conf/head/*.yaml`` names each estimator as ``_tar
 - ``fit_layers``: which probe a task gets, one fit per layer from stored features, scores.
 - ``fit_streaming``: the per-cell driver of the streaming probe: passes over the encoder's
   output (train, val, each test set) with no per-residue cache.
+- ``cross_validation``: the layer and hyper-parameters chosen by k-fold cross-validation
+  over train and validation (``selection.method=cv``), each layer's probe refit on both.
 
 All estimators follow the scikit-learn estimator contract (``__init__`` stores parameters, ``fit``
 returns self, learned state ends in ``_``) and expose ``selected_params_``.
@@ -25,6 +27,7 @@ from typing import Any
 # Names are imported on first use: ``ptransfer.heads.fit_layers`` (the head rule a cell
 # needs to key a cell) must not pull in torch and scikit-learn for a cell that is skipped.
 _EXPORTS = {
+    "CrossValidatedSelection": "ptransfer.heads.cross_validation",
     "DEFAULT_CS": "ptransfer.heads.logistic",
     "LogisticProbe": "ptransfer.heads.logistic",
     "DEFAULT_ALPHAS": "ptransfer.heads.ridge",

@@ -8,8 +8,31 @@ only through ``asarray`` and ``to_numpy``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block's CPU arithmetic (numpy/scipy BLAS and LAPACK, OpenMP, torch) on one
+    thread, restoring the caller's thread counts after.
+
+    Why: OpenBLAS splits a product's or an eigendecomposition's sums differently for another
+    thread count, so a probe's numbers moved in the 11th digit with the process that fitted
+    it (a sweep's workers get ``cores / jobs`` threads: the same cell gave other rows with
+    another shard count). On one thread the summation order is fixed by the data alone.
+    """
+    torch_threads = torch.get_num_threads()
+    with threadpool_limits(limits=1):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(torch_threads)
 
 
 class ArrayBackend:

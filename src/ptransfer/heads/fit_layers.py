@@ -17,6 +17,7 @@ import hydra
 import numpy as np
 
 from ptransfer import metrics
+from ptransfer.heads.backend import one_thread
 from ptransfer.heads.rules import AUTO_HEADS, HEADS_ALLOWED, head_for  # noqa: F401 - API
 from ptransfer.heads.spec import HeadSpec
 from ptransfer.tasks.base import IGNORE, Task
@@ -84,8 +85,14 @@ class LayerFit:
     predictions: dict[str, EvalPredictions] = field(default_factory=dict)  # eval_set -> ...
 
 
-def labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop per-residue rows whose label is IGNORE (unresolved residues)."""
+def labelled(X: np.ndarray, y: np.ndarray, level: str) -> tuple[np.ndarray, np.ndarray]:
+    """Drop per-residue rows whose label is IGNORE (unresolved residues).
+
+    Per protein nothing is dropped: ``IGNORE`` (-1) is a per-residue class sentinel, and a
+    regression target may well be -1.0.
+    """
+    if level != "residue":
+        return X, y
     keep = y != IGNORE
     if keep.all():
         return X, y
@@ -120,26 +127,40 @@ def _hard_labels(probe, proba: np.ndarray) -> np.ndarray:
     return picked if classes is None else np.asarray(classes)[picked]
 
 
+def evaluate(task: Task, eval_set: str, y: np.ndarray, pred: np.ndarray, probe
+             ) -> tuple[dict[str, float], EvalPredictions]:
+    """Every metric of one eval set's predictions (values, or N x C probabilities) and the
+    rows for the predictions file."""
+    rows, positions = row_index(task, eval_set)
+    if task.kind == "regression":
+        return score_all(task, y, pred), EvalPredictions(rows, positions, y, pred)
+    keep_proba = "roc_auc" in task_metrics(task)
+    return score_all(task, y, pred), EvalPredictions(
+        rows, positions, y, _hard_labels(probe, pred), pred if keep_proba else None)
+
+
 def fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
-    """Fit ``probe`` on train (selecting on val) with ``get(split) -> X`` and score all sets."""
-    X_tr, y_tr = labelled(get("train"), task.splits["train"].flat_targets())
-    X_va, y_va = labelled(get("val"), task.splits["val"].flat_targets())
+    """Fit ``probe`` on train (selecting on val) with ``get(split) -> X`` and score all sets.
+
+    Fitting and scoring run on one CPU thread (``backend.one_thread``): the values do not
+    depend on the thread count of the process, hence not on how a sweep placed the cell.
+    """
+    with one_thread():
+        return _fit_layer(probe, layer, task, get)
+
+
+def _fit_layer(probe, layer: int, task: Task, get) -> LayerFit:
+    X_tr, y_tr = labelled(get("train"), task.splits["train"].flat_targets(), task.level)
+    X_va, y_va = labelled(get("val"), task.splits["val"].flat_targets(), task.level)
     probe.fit(X_tr, y_tr, X_va, y_va)
     scores, n_eval, predictions = {}, {}, {}
     for eval_set in ["val", *task.test_sets]:
         if eval_set == "val":
             X, y = X_va, y_va
         else:
-            X, y = labelled(get(eval_set), task.splits[eval_set].flat_targets())
+            X, y = labelled(get(eval_set), task.splits[eval_set].flat_targets(), task.level)
         pred = probe.predict(X) if task.kind == "regression" else probe.predict_proba(X)
-        scores[eval_set] = score_all(task, y, pred)
+        scores[eval_set], predictions[eval_set] = evaluate(task, eval_set, y, pred, probe)
         n_eval[eval_set] = int(len(y))
-        rows, positions = row_index(task, eval_set)
-        if task.kind == "regression":
-            predictions[eval_set] = EvalPredictions(rows, positions, y, pred)
-        else:
-            keep_proba = "roc_auc" in task_metrics(task)
-            predictions[eval_set] = EvalPredictions(rows, positions, y, _hard_labels(probe, pred),
-                                                    pred if keep_proba else None)
     return LayerFit(layer, dict(probe.selected_params_), scores, int(len(y_tr)), n_eval,
                     predictions)

@@ -46,6 +46,16 @@ class LogisticProbe(BaseEstimator):
     ``dtype_`` (the working dtype, see the module docstring).
     """
 
+    # How ``heads.cross_validation`` reaches the grid: the parameter that holds it, and the
+    # tie rule of ``select_best`` (True: the larger value, the more regularised model).
+    grid_param = "Cs"
+    prefer_larger = False
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation score the grid is chosen by (``metric``)."""
+        return self.metric
+
     def __init__(
         self,
         Cs=DEFAULT_CS,

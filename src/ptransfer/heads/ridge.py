@@ -84,6 +84,16 @@ class RidgeProbe(BaseEstimator):
     statistics), ``val_scores_`` ({alpha: validation score}).
     """
 
+    # How ``heads.cross_validation`` reaches the grid: the parameter that holds it, and the
+    # tie rule of ``select_best`` (True: the larger value, the more regularised model).
+    grid_param = "alphas"
+    prefer_larger = True
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation score the grid is chosen by (``metric``)."""
+        return self.metric
+
     def __init__(self, alphas=DEFAULT_ALPHAS, metric: str = "spearman", device: str = "cpu"):
         self.alphas = alphas
         self.metric = metric

@@ -67,6 +67,12 @@ class SoftmaxProbe(BaseEstimator):
     ``n_epochs_`` (epochs run), ``n_ignored_`` (training rows labelled -1).
     """
 
+    # How ``heads.cross_validation`` reaches the grid: the parameter that holds it, and the
+    # tie rule of ``select_best`` (True: the larger value, the more regularised model).
+    grid_param = "weight_decays"
+    prefer_larger = True
+    selection_metric = "accuracy"  # the validation score every weight decay is chosen by
+
     def __init__(
         self,
         weight_decays=DEFAULT_WEIGHT_DECAYS,

@@ -43,6 +43,7 @@ from ptransfer.pretrain.mlm import (
     token_budget_batches,
 )
 from ptransfer.pretrain.outputs import write_manifest, write_model_config
+from ptransfer.pretrain.settings import check_pretrain_values, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -105,20 +106,6 @@ def checkpoint_steps(schedule: dict) -> list[int]:
         log.warning("schedule.checkpoints: %d step(s) beyond max_steps=%d dropped: %s",
                     len(beyond), max_steps, beyond)
     return sorted({s for s in wanted if s <= max_steps} | {max_steps})
-
-
-def pick_device(device: str, precision: str) -> tuple[torch.device, torch.dtype | None]:
-    """(device, autocast dtype or None for fp32). bf16 autocast is CUDA only."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if precision == "auto":
-        precision = "bf16" if dev.type == "cuda" else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision={precision!r}: expected auto, fp32 or bf16")
-    if precision == "bf16" and dev.type != "cuda":
-        raise ValueError("precision=bf16 needs a CUDA device (device=cuda); use fp32 on CPU")
-    return dev, (torch.bfloat16 if precision == "bf16" else None)
 
 
 class Pretrainer:
@@ -350,6 +337,7 @@ def run_pretrain(cfg: DictConfig) -> None:
     """Entry point of ``ptransfer pretrain``: train, or resume, or report a finished run."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
+    check_pretrain_values(plain)
     out_dir = Path(plain["out_dir"])
     if plain.get("cpu_threads"):
         torch.set_num_threads(int(plain["cpu_threads"]))  # CPU runs on a shared machine
@@ -373,5 +361,7 @@ def run_pretrain(cfg: DictConfig) -> None:
              "bf16 autocast" if trainer.autocast_dtype else "fp32", len(data.train),
              len(data.val), trainer.steps_to_save)
     trainer.run(show_progress=bool(plain.get("progress", True)))
-    log.info("pretraining done: %d checkpoints, manifest %s, model config %s",
-             len(trainer.progress.manifest), out_dir / MANIFEST_FILE, out_dir / MODEL_FILE)
+    written = [str(out_dir / name) for name in (MANIFEST_FILE, MODEL_FILE)
+               if (out_dir / name).is_file()]  # name only what is there
+    log.info("pretraining done: %d checkpoints%s", len(trainer.progress.manifest),
+             f"; wrote {', '.join(written)}" if written else "")

@@ -35,11 +35,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ptransfer.cell.config_values import FAKE_GPUS_ENV, fake_gpu_count
 from ptransfer.embed.claims import Claim
 
 log = logging.getLogger(__name__)
 
-FAKE_GPUS_ENV = "PTRANSFER_FAKE_GPUS"
 DEVICES_ENV = "PTRANSFER_DEVICES_DIR"
 POLL_S = 1.0
 
@@ -78,9 +78,9 @@ class DeviceLease:
 
 def gpu_pool() -> tuple[list[str], bool]:
     """(physical ids of the GPUs this process may use, simulated?)."""
-    fake = os.environ.get(FAKE_GPUS_ENV, "").strip()
-    if fake:
-        return [f"fake{k}" for k in range(int(fake))], True
+    fake = fake_gpu_count()
+    if fake is not None:
+        return [f"fake{k}" for k in range(fake)], True
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -104,13 +104,13 @@ def acquire_device(cfg: DictConfig, wants_gpu: bool = True, what: str = "job") -
     """The device of a job (see the module docstring); the caller releases the lease."""
     asked = str(cfg.extract.get("device", "auto"))
     if asked != "auto":
-        return DeviceLease(asked, asked)
+        return DeviceLease(asked, asked)  # checked where it is used (cell.encoder.pick_device)
     if not wants_gpu:
         return DeviceLease("cpu", "cpu")
     pool, simulated = gpu_pool()
     if not pool:
         return DeviceLease("cpu", "cpu")
-    per_gpu = max(1, int(cfg.extract.get("jobs_per_gpu", 1) or 1))
+    per_gpu = int(cfg.extract.get("jobs_per_gpu", 1))  # >= 1: config_values.check_extract
     folder = devices_dir() / socket.gethostname()
     folder.mkdir(parents=True, exist_ok=True)
     waited = False

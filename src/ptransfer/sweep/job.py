@@ -46,6 +46,7 @@ from ptransfer.cell.status import (
 from ptransfer.embed.claims import Claim, holder, read_claim
 from ptransfer.sweep.design import excluded_reason
 from ptransfer.sweep.devices import acquire_device
+from ptransfer.sweep.parent import stop_with_parent
 from ptransfer.sweep.prepare import prepare_cell
 from ptransfer.sweep.retention import remove_temporaries, retire_if_unread
 from ptransfer.sweep.summary import FAILED, JOB_STATUS, print_cell_summary
@@ -73,6 +74,7 @@ def _job_output_dir() -> Path | None:
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job = one cell, or one shard of a multirun's phase 1 (``extract.shard``).
     Returns and records {state, cell_id, ...} in the job's ``job_status.json``."""
+    stop_with_parent()  # a worker of a sweep: stop when the sweep's process dies
     check_config(cfg, CONF_DIR)  # names a mistyped key before the cell id needs it
     if cfg.extract.get("shard"):
         return _record(_shard_job(cfg))

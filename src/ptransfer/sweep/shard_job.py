@@ -50,7 +50,7 @@ def _store_for(cfg: DictConfig, todo: dict):
 
 def run_shard_job(cfg: DictConfig) -> dict:
     """Embed and publish the shard named by ``extract.shard``; returns the job's status."""
-    from ptransfer.cell.encoder import load_encoder
+    from ptransfer.cell.encoder import load_encoder, pick_device
     from ptransfer.embed.extract import ExtractOptions, extract_shard, pooling_for
     from ptransfer.embed.publication import claim_or_wait, shard_state
 
@@ -74,7 +74,7 @@ def run_shard_job(cfg: DictConfig) -> dict:
         with acquire_device(cfg, wants_gpu=True, what=f"shard {name}") as lease:
             log.info("shard %s: %d sequences for %s on device %s", name,
                      len(todo["sequences"]), store.path, lease.describe())
-            encoder, _ = load_encoder(encoder_spec(cfg), lease.torch_device)
+            encoder, _ = load_encoder(encoder_spec(cfg), pick_device(lease.torch_device))
             pool = pooling_for(encoder, todo["sequences"], store, None)
             options = ExtractOptions(int(cfg.extract.toks_per_batch),
                                      str(cfg.extract.length_policy),

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 CANONICAL = "ACDEFGHIKLMNPQRSTVWY"
 AMBIGUOUS = "BZXUOJ"  # Asx, Glx, any, selenocysteine, pyrrolysine, Leu/Ile
 ALPHABET = frozenset(CANONICAL + AMBIGUOUS)
+MIN_SPLIT_SIZE = 2  # sequences with a label, per split (see check_split_sizes)
 
 
 @dataclass
@@ -187,14 +188,41 @@ def source_rows(records: dict[str, list[Record]]) -> dict[str, str]:
 
 
 def check_classes(task) -> None:
-    """A classification task needs two classes in train; warn of classes train never shows.
+    """What a probe needs of a task's labels (a cell checks this before loading a model).
 
-    Raises :class:`TaskDataError` naming the task's source when train holds fewer than two
-    classes (no probe can be fitted). A class present only in val or test sets is logged
-    as a warning: the probe can never predict it, so those items are always scored wrong.
+    A classification task needs two classes in train: :class:`TaskDataError` naming the
+    task's source otherwise (no probe can be fitted). A class present only in val or test sets
+    is logged as a warning: the probe can never predict it, so those items are always scored
+    wrong. Then every split needs :data:`MIN_SPLIT_SIZE` labelled sequences
+    (:func:`check_split_sizes`).
     """
-    if task.kind != "classification":
-        return
+    if task.kind == "classification":
+        _check_train_classes(task)
+    check_split_sizes(task)
+
+
+def check_split_sizes(task) -> None:
+    """Raise :class:`TaskDataError` naming the first split with fewer than
+    :data:`MIN_SPLIT_SIZE` sequences that carry a label, and its size.
+
+    A 1-row test set scored NaN for every correlation (the column silently vanished) and a
+    1-row train set standardised every feature to a constant and fitted nothing.
+    """
+    source = task.info.get("source", task.dataset)
+    for name, split in task.splits.items():
+        if task.level == "residue":
+            n = sum(bool((np.asarray(t) != IGNORE).any()) for t in split.targets)
+        else:
+            n = len(split)
+        if n < MIN_SPLIT_SIZE:
+            labelled = " with a label" if task.level == "residue" else ""
+            raise TaskDataError(
+                f"{source}: split {name!r} of task {task.name!r} has {n} sequence(s){labelled}; "
+                f"every split needs at least {MIN_SPLIT_SIZE} to be fitted and scored "
+                "(correlations and intervals over proteins are undefined on one)")
+
+
+def _check_train_classes(task) -> None:
     source = task.info.get("source", task.dataset)
     classes = list(task.classes or [])
 
