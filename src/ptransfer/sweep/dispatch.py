@@ -155,7 +155,7 @@ class SerialRunner:
             future.set_exception(err)
         return future
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         return None
 
 
@@ -178,8 +178,9 @@ class PoolRunner:
                                 self.context.hydra_context, self.context.config,
                                 self.context.task_function, self.state)
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
+    def close(self, failed: bool = False) -> None:
+        """Wait for the pool's workers to end; after an error (Ctrl-C), stop them at once."""
+        self.pool.shutdown(wait=not failed, kill_workers=failed)
 
 
 class ThreadRunner:
@@ -196,8 +197,8 @@ class ThreadRunner:
             launcher = self.context.launcher("extract" if job.job.kind == "gpu" else "probe")
         return self.pool.submit(lambda: launcher.launch([job.overrides + job.extra], index)[0])
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
+    def close(self, failed: bool = False) -> None:
+        self.pool.shutdown(wait=not failed, cancel_futures=failed)
 
 
 def slots_for(context) -> tuple[dict[str, int], str]:

@@ -191,8 +191,10 @@ def run_sweep(config: DictConfig, loader, params: dict | None, arguments: list[s
     dispatcher = Dispatcher(runner, slots, gate.check, gate.record, groups)
     try:
         returns = dispatcher.run(jobs)
-    finally:
-        runner.close()
+    except BaseException:
+        runner.close(failed=True)  # Ctrl-C, or a job that raised: no wait for the others
+        raise
+    runner.close()
     records += [record for _, record in dispatcher.skipped]
     (sweep_dir / NOT_LAUNCHED).write_text(json.dumps(records, indent=1))
     return returns
