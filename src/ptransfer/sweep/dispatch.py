@@ -58,17 +58,9 @@ class Dispatcher:
         self.started: list[str] = []  # names, in the order they started (for tests and logs)
 
     def run(self, jobs: list[QueuedJob]) -> list:
+        """Run every job (see the class docstring); returns the results in end order."""
         key = priorities([job.job for job in jobs])
-        by_name = {job.name: job for job in jobs}
-        waiting = {job.name: set(job.job.deps) for job in jobs}
-        dependents: dict[str, list[str]] = {job.name: [] for job in jobs}
-        for job in jobs:
-            for dep in job.job.deps:
-                dependents[dep].append(job.name)
-        left = {}  # group -> its jobs not ended yet
-        for job in jobs:
-            if job.group:
-                left[job.group] = left.get(job.group, 0) + 1
+        by_name, waiting, dependents, left = _graph(jobs)
         self._open: set[str] = set()
         ready: dict[str, list] = {kind: [] for kind in self.slots}
         free = dict(self.slots)
@@ -138,6 +130,21 @@ class Dispatcher:
         for item in held:
             heapq.heappush(queue, item)
         return chosen
+
+
+def _graph(jobs: list[QueuedJob]) -> tuple[dict, dict, dict, dict]:
+    """(job by name, the inputs each waits for, the jobs waiting for each, the jobs of each
+    store group)."""
+    by_name = {job.name: job for job in jobs}
+    waiting = {job.name: set(job.job.deps) for job in jobs}
+    dependents: dict[str, list[str]] = {job.name: [] for job in jobs}
+    left: dict[str, int] = {}
+    for job in jobs:
+        for dep in job.job.deps:
+            dependents[dep].append(job.name)
+        if job.group:
+            left[job.group] = left.get(job.group, 0) + 1
+    return by_name, waiting, dependents, left
 
 
 # ---------------------------------------------------------------- how a job runs
