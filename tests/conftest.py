@@ -31,6 +31,8 @@ def isolated_torch_home(tmp_path_factory, monkeypatch):
     # The Hugging Face cache too: transformers models load from an empty, offline HF_HOME.
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The host's GPU pool (sweep/devices.py) lives outside results folders: one per test.
+    monkeypatch.setenv("PTRANSFER_DEVICES_DIR", str(home / "devices"))
     return home
 
 

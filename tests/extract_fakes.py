@@ -140,7 +140,7 @@ def main(argv: list[str]) -> None:
         shard = plan_shards(store.path, sequences, frozenset(), args.shard_tokens,
                             batching)[args.shard]
         embedded = extract.extract_shard(encoder, store, shard.name, shard.todo,
-                                         lambda per_seq: per_seq, options)
+                                         lambda per_seq: per_seq, options).embedded
     print(f"embedded {embedded}", flush=True)
 
 

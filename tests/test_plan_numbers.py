@@ -92,3 +92,56 @@ def test_disk_estimate_uses_the_subsampled_sequence_counts(tmp_path, capsys, mon
     monkeypatch.setattr(plan, "plan_cells", lambda *args: cells)
     print_plan(CONF, overrides)
     assert f"~{320 * 7 * 320 * 4 / 1e6:.2f} MB" in capsys.readouterr().out
+
+
+def test_streaming_cells_count_in_the_gpu_line_and_plan_prints_a_makespan(tmp_path, capsys,
+                                                                          monkeypatch):
+    overrides = ["task=ss3", "model=esm2_t6_8M_UR50D", "ablation=random_init", "seed=0,1",
+                 f"results_dir={tmp_path / 'res'}", f"data.root={tmp_path / 'no_data'}",
+                 "hydra/launcher=gpu_box"]
+    cells = plan_cells(CONF, overrides)
+    monkeypatch.setattr(plan, "plan_cells", lambda *args: cells)
+    print_plan(CONF, overrides)
+    out = capsys.readouterr().out
+    per_cell = 2 * 7_512_474 * 11_815 * (255 + 2) / 100e12  # 18.2 s of forward passes
+    assert f"streaming cells {2 * per_cell:.0f} s)" in out
+    # Two GPU jobs on 8 GPU slots: each its own slot, so the makespan is one cell's time.
+    assert f"makespan: ~{per_cell:.0f} s on 8 GPU slot(s) + 8 CPU slot(s)" in out
+
+
+def _store_plan(n_params: int, shard_tokens: int):
+    from pathlib import Path
+
+    from ptransfer.embed.shard_sizing import ShardLimits
+    from ptransfer.embed.shards import PlannedShard
+    from ptransfer.sweep.jobs import StorePlan, SweepPlan
+
+    store = StorePlan(Path("s.h5"), "protein", "float32", {"model": "big"}, 49, 5120, n_params,
+                      ShardLimits(), [], {})
+    store.shards = [PlannedShard("shard-0123", ["M" * (shard_tokens - 2)], 1)]
+    return SweepPlan([], {store.path: store})
+
+
+def test_plan_warns_of_a_shard_over_the_gpu_launchers_time_limit():
+    # ESM-2 15B's cost, 2 x 15e9 FLOPs a token at 100 TFLOP/s: a 1,000,000-token shard takes
+    # 300 s = 5 GPU-minutes; Slurm's GPU jobs get 4 minutes.
+    slurm = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    extract = {"_target_": slurm, "timeout_min": 4, "array_parallelism": 2}
+    probe = {"_target_": slurm, "array_parallelism": 4}
+    lines = plan.job_lines(_store_plan(15_000_000_000, 1_000_000), extract, probe)
+    assert any("shard(s): 1.00M tok ~5.0 GPU-min" in line for line in lines)
+    assert "makespan: ~5.0 min on 2 GPU slot(s) + 4 CPU slot(s)" in "\n".join(lines)
+    warning = [line for line in lines if line.startswith("WARNING")]
+    assert warning == ["WARNING: shard shard-0123 of s.h5 is estimated at 5 GPU-minutes, over "
+                       "the 4-minute time limit of its launcher (hydra.launcher.timeout_min): "
+                       "lower extract.shard_max_gpu_minutes below 4 or raise "
+                       "hydra.launcher.timeout_min"]
+    assert not [line for line in plan.job_lines(_store_plan(15_000_000_000, 1_000_000),
+                                                {**extract, "timeout_min": 6}, probe)
+                if line.startswith("WARNING")]
+
+
+@pytest.mark.parametrize(("tokens", "text"), [(42, "42 tok"), (8_733, "8.7k tok"),
+                                               (2_920_000, "2.92M tok")])
+def test_small_shards_read_in_tokens_not_zero_millions(tokens, text):
+    assert plan.tokens_text(tokens) == text

@@ -138,20 +138,23 @@ def _planned(name: str, identity: str, dataset: str, gb: float) -> PlannedCell:
     return PlannedCell([], name, False, None, gb * 1e9, 0.0, key)
 
 
-def test_plan_peak_is_the_largest_wave_of_stores():
+def test_plan_peak_is_the_largest_store_groups_under_way_together():
     # Identity A on gb1 (10 GB) and aav (20 GB), B on gb1 (5) and aav (7): 42 GB in all.
     grouped = [_planned("a1", "A", "gb1", 10), _planned("a2", "A", "aav", 20),
                _planned("b1", "B", "gb1", 5), _planned("b2", "B", "aav", 7)]
-    # One store group per wave (basic launcher): A (30), then B (12): peak 30.
+    # One store group under way at a time (basic launcher): A (30), then B (12): peak 30.
     assert disk_lines(grouped)[0] == ("store: retain=all keeps ~42.0 GB (the total); "
                                       "retain=until_done peaks at ~30.0 GB")
-    # The sweep order no longer interleaves stores: a wave extracts a whole store group
-    # before its readers run (it was 35 GB here when cells extracted as they ran).
+    # The sweep order does not interleave stores: a group is extracted whole before its
+    # readers run (it was 35 GB here when cells extracted as they ran).
     interleaved = [grouped[0], grouped[2], grouped[1], grouped[3]]
     assert "retain=until_done peaks at ~30.0 GB" in disk_lines(interleaved)[0]
-    # Two groups per wave (two parallel workers): A and B together.
+    # Two groups under way at once (two parallel workers): A and B together.
     assert "retain=until_done peaks at ~42.0 GB" in disk_lines(grouped, 2)[0]
-    assert "waves of 2" in disk_lines(grouped, 2)[1]
+    assert "at most 2 store group(s) under way at once" in disk_lines(grouped, 2)[1]
+    # Three groups, two at once: the two largest together (any two may be under way).
+    three = [*grouped, _planned("c1", "C", "gb1", 25)]
+    assert "retain=until_done peaks at ~55.0 GB" in disk_lines(three, 2)[0]
     # A second cell reading A's gb1 rows adds nothing; streaming/one-hot cells hold no store.
     extra = [grouped[0], _planned("a1b", "A", "gb1", 10),
              PlannedCell([], "onehot", False, None, 0.0, 0.0, "onehot")]
@@ -163,4 +166,4 @@ def test_plan_prints_both_policies_for_a_small_sweep(tmp_path, tiny_conf):
     out = check(ptransfer("plan", *args, "model=tiny_esm2,onehot", cwd=tmp_path))
     # synthetic: 600 sequences x 3 layers x 32 dims x 4 bytes (plan's TASK_SIZES, tiny ESM-2).
     assert f"retain=all keeps ~{600 * 3 * 32 * 4 / 1e6:.2f} MB" in out
-    assert "retain=until_done peaks at" in out and "waves of 1" in out
+    assert "retain=until_done peaks at" in out and "at most 1 store group(s)" in out

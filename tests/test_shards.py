@@ -1,4 +1,4 @@
-"""Shard planning: cuts by tokens only where a batch ends, stable names, bit-identical
+"""Shard planning: cuts by work (tokens, bytes) only where a batch ends, stable names, bit-identical
 features whatever the number of shards and after a killed writer (a real tiny ESM-2)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from tiny_models import model_config
 from ptransfer.embed import extract
 from ptransfer.embed.batching import Batching, plan_batches, split_into_pieces
 from ptransfer.embed.extract import extract_to_store
+from ptransfer.embed.shard_sizing import ShardSizing
 from ptransfer.embed.shards import canonical_order, plan_shards, sequence_tokens, slice_by_tokens
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import CheckpointRef
@@ -96,10 +97,17 @@ def test_features_are_bit_identical_with_one_or_many_shards_and_after_a_kill(
     extract_to_store(tiny_esm2, sequences, one, **options)  # one shard, one writer
     many = _store(tmp_path / "many.h5", tiny_esm2)
     extract_to_store(tiny_esm2, sequences, many, shard_tokens=400, **options)
+    # Sized by bytes instead (extract.shard_max_gb): a fifth of the features a shard.
+    by_bytes = _store(tmp_path / "by_bytes.h5", tiny_esm2)
+    total = sum(map(len, sequences)) * by_bytes.n_layers * by_bytes.dim * 2  # float16
+    extract_to_store(tiny_esm2, sequences, by_bytes, sizing=ShardSizing(max_gb=total / 5e9),
+                     **options)
     assert len(one._shard_files()) == 1 and len(many._shard_files()) >= 5
+    assert len(by_bytes._shard_files()) in (5, 6)
     expected = _all_layers(one, sequences)
-    for got, want in zip(_all_layers(many, sequences), expected):
-        np.testing.assert_array_equal(got, want)
+    for other in (many, by_bytes):
+        for got, want in zip(_all_layers(other, sequences), expected):
+            np.testing.assert_array_equal(got, want)
     # A writer killed after its third batch (parts committed after every batch): the re-run
     # runs the unsaved batches as planned, and every row is what one writer computes.
     killed = _store(tmp_path / "killed.h5", tiny_esm2)

@@ -141,3 +141,28 @@ def test_cell_killed_with_sigkill_is_reported_interrupted_and_redone(tmp_path, m
     assert st.read_status(cell_dir)["state"] == "done" and (cell_dir / "rows.csv").is_file()
     out = _main(capsys, "plan", "+experiment=smoke", "results_dir=res")
     assert "interrupted" not in out and "done:  1 complete, 0 to run" in out
+
+
+def _writers():
+    import pandas as pd
+
+    from ptransfer.analysis.predictions import write_predictions
+    from ptransfer.analysis.rows import write_rows
+
+    frame = pd.DataFrame({"eval_set": ["test"], "item": ["a"], "value": [1.0]})
+    return {"status.json": lambda folder: st.write_status(folder, state="done"),
+            "rows.csv": lambda folder: write_rows(frame, folder / "rows.csv"),
+            "predictions.parquet": lambda folder: write_predictions([frame], folder /
+                                                                    "predictions.parquet")}
+
+
+@pytest.mark.parametrize("name", ["status.json", "rows.csv", "predictions.parquet"])
+def test_a_cell_file_is_written_through_a_temporary_name_of_its_own(tmp_path, name):
+    # Another writer of the same cell (a broken claim) is half-way through its own copy,
+    # under the temporary name ptransfer 0.2 used for every writer: this write leaves it be.
+    theirs = tmp_path / f"{name}.tmp"
+    theirs.write_text("another writer's half-written file")
+    _writers()[name](tmp_path)
+    assert theirs.read_text() == "another writer's half-written file"
+    assert (tmp_path / name).stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, theirs.name])

@@ -29,7 +29,7 @@ from tiny_models import model_config
 
 import ptransfer.embed.diskspace as diskspace
 import ptransfer.embed.store_writer as store_writer
-from ptransfer.cell.key import cell_key
+from ptransfer.cell.key import cell_key, is_done
 from ptransfer.cell.spec import cell_spec
 from ptransfer.cell.status import read_status
 from ptransfer.embed.extract import extract_to_store
@@ -174,9 +174,13 @@ def test_real_full_tmpfs_is_a_clean_error_then_completes_after_space_is_freed(sm
     assert len(store) == 300 and files_under(small_tmpfs, "*.tmp") == []
 
 
-def test_needed_space_counts_the_merge(tmp_path):
-    # existing 10 MB + 2 x new 3 MB, plus the 2 % and 1 MiB margin.
+def test_needed_space_counts_the_rows_once_and_a_bounded_merge(tmp_path):
+    # existing 10 MB + new 3 MB + its merge (parts of at most 64 MiB are merged into one
+    # file), plus the 2 % and 1 MiB margin.
     assert diskspace.needed_for_extraction(3e6, 10e6) == pytest.approx(16e6 * 1.02 + (1 << 20))
+    # 100 GB of new rows: the parts become the shard's files, only 64 MiB may be copied.
+    assert diskspace.needed_for_extraction(100e9, 0.0) == pytest.approx(
+        (100e9 + 67_108_864) * 1.02 + (1 << 20))
     assert diskspace.needed_for_extraction(0.0, 10e6) == 0.0
     assert diskspace.expected_store_bytes(10, 3, 4, "float16") == 10 * 3 * 4 * 2
 
@@ -191,7 +195,7 @@ def _zero_4k_of_layer(path: Path, layer: str = "layer_001") -> None:
         raw.write(b"\0" * 4096)
 
 
-def test_zeroed_block_is_detected_by_a_run_and_by_verify(tmp_path):
+def test_zeroed_block_is_detected_by_a_run_and_by_verify_and_repaired(tmp_path):
     conf = tmp_path / "extra_conf" / "model"
     conf.mkdir(parents=True)
     (conf / "tiny_carp.yaml").write_text(json.dumps(model_config("carp", name="tiny_carp")))
@@ -204,13 +208,24 @@ def test_zeroed_block_is_detected_by_a_run_and_by_verify(tmp_path):
     _zero_4k_of_layer(store)
     proc = ptransfer(*args, "force=true", cwd=tmp_path)
     assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "StoreError" in out and f"delete {store.relative_to(tmp_path)} and re-run" in out
+    # The failed re-run leaves the cell done: its own rows and predictions are intact.
     (status,) = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("status.json")]
-    assert status["state"] == "failed" and "StoreError" in status["error"]
-    assert f"delete {store.relative_to(tmp_path)} and re-run" in status["error"]
+    assert status["state"] == "done" and "stays done" in out
     verify = ptransfer("store", "verify", "results_dir=res", cwd=tmp_path)
     assert verify.returncode == 1
     assert "DAMAGED" in verify.stdout and "layer_001" in verify.stdout
     assert str(store.relative_to(tmp_path)) in verify.stdout
+    # The advice, followed, ends: the deleted shard is missing (exit 1), a re-run redoes it
+    # and publishes it with a fresh manifest, and verify then passes.
+    store.unlink()
+    verify = ptransfer("store", "verify", "results_dir=res", cwd=tmp_path)
+    assert verify.returncode == 1 and "MISSING" in verify.stdout
+    assert "re-run redoes it" in verify.stdout
+    check(ptransfer(*args, "force=true", cwd=tmp_path))
+    verify = check(ptransfer("store", "verify", "results_dir=res", cwd=tmp_path))
+    assert "DAMAGED" not in verify and "MISSING" not in verify
 
 
 def _task(sequences: list[str]) -> Task:
@@ -285,7 +300,7 @@ def test_write_error_while_writing_rows_fails_cleanly(tmp_path, monkeypatch):
     import ptransfer.cell.run as cell
 
     def full_disk(frame, path):
-        path.with_suffix(path.suffix + ".tmp").write_text("half a row")
+        path.with_name(f"{path.name}.{os.getpid()}.0badc0de.tmp").write_text("half a row")
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(cell, "write_rows", full_disk)
@@ -313,3 +328,27 @@ def test_float16_pooled_storage_is_its_own_store_and_cell(tmp_path):
         assert half[name].dtype == np.float16
         # The writer casts the same float32 features: exactly numpy's float16 rounding.
         np.testing.assert_array_equal(half[name], full[name].astype(np.float16))
+
+
+def test_a_failed_forced_rerun_never_demotes_a_done_cell_whose_files_are_intact(
+        tmp_path, monkeypatch):
+    import ptransfer.cell.fit as fit
+
+    cfg = tiny_cfg(tmp_path / "res")
+    assert run_job(cfg)["state"] == "done"
+    key = cell_key(cell_spec(cfg))
+    before = read_status(key.dir)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom while fitting")
+
+    monkeypatch.setattr(fit, "layer_fits", boom)
+    forced = tiny_cfg(tmp_path / "res", "force=true")
+    status = run_job(forced)  # the re-run fails before it rewrites anything
+    assert status["state"] == "failed" and "boom while fitting" in status["error"]
+    assert "stays done" in status["kept"]
+    assert read_status(key.dir) == before and is_done(key)
+    (key.dir / "rows.csv").write_text("not the rows the status records\n")
+    status = run_job(forced)  # its own files are not intact: failed, as before
+    assert status["state"] == "failed" and "kept" not in status
+    assert read_status(key.dir)["state"] == "failed" and not is_done(key)

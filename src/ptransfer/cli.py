@@ -31,10 +31,10 @@ PLAN_HELP = """usage: ptransfer plan [HYDRA OVERRIDES ...]
 What `ptransfer run -m` with the same overrides would do, without running anything: the
 cells of the sweep (hydra.sweeper.params of an +experiment preset, plus any key=a,b
 overrides), which are outside the design, which are done, running or interrupted, the
-phase-1 jobs (each store's shards with their estimated GPU time, streaming cells) and the
-phase-2 jobs (cells that only read), the expected embedding disk and a rough GPU-time
-estimate. The overrides are those of `run` (-m / --multirun may stand anywhere; plan always
-plans the whole sweep).
+jobs it would dispatch (each store's shards with their estimated GPU time and the streaming
+cells on GPUs, the cells that only read on CPUs), the GPU estimate, the makespan on the
+launcher's slots, the expected embedding disk. The overrides are those of `run`
+(-m / --multirun may stand anywhere; plan always plans the whole sweep).
 
 example: ptransfer plan +experiment=gb1 data.root=../shared/data"""
 # Hydra flags that take no value: they may stand anywhere on `ptransfer run`'s command line.
@@ -226,8 +226,9 @@ def cmd_pretrain(argv: list[str]) -> int:
 
 
 def cmd_store(argv: list[str]) -> int:
-    """``ptransfer store verify [DIR | FILE | results_dir=R | store_dir=S]``: exit 1 if damaged."""
-    from ptransfer.embed.verify import DAMAGED, verify_path
+    """``ptransfer store verify [DIR | FILE | results_dir=R | store_dir=S]``: exit 1 if a
+    file is damaged or missing."""
+    from ptransfer.embed.verify import exit_status, verify_path
 
     parser = argparse.ArgumentParser(prog="ptransfer store", description="embedding stores")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -240,7 +241,7 @@ def cmd_store(argv: list[str]) -> int:
     root = {"results_dir": Path(value) / "embeddings", "store_dir": Path(value)}.get(
         key, Path(args.dir)) if value else Path(args.dir)
     verdicts, _ = verify_path(root)
-    return 1 if any(v.state == DAMAGED for v in verdicts) else 0
+    return exit_status(verdicts)
 
 
 COMMANDS = {

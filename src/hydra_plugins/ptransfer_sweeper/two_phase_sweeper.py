@@ -1,10 +1,11 @@
-"""The two-phase sweeper: ``ptransfer run -m`` as phase 1 (extraction) then phase 2 (probes).
+"""ptransfer's sweeper: ``ptransfer run -m`` as shard extraction and probe jobs, each started
+as soon as its inputs are published and a slot of its kind is free.
 
 Thin on purpose: Hydra imports every plugin at start-up, so this module imports nothing of
 ptransfer until a sweep runs; the work is ``ptransfer.sweep.launch.run_sweep``. Settings
-(``conf/hydra/sweeper/two_phase.yaml``): ``params`` (the sweep, as the basic sweeper's),
-``extract_launcher`` and ``probe_launcher`` (settings of ``hydra.launcher`` changed for the
-phase-1 and the phase-2 batches).
+(``conf/hydra/sweeper/two_phase.yaml``; the name stays from the two-phase sweeper it was):
+``params`` (the sweep, as the basic sweeper's), ``extract_launcher`` and ``probe_launcher``
+(settings of ``hydra.launcher`` changed for the GPU jobs and for the CPU jobs).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class TwoPhaseSweeper(Sweeper):
-    """Launches a multirun as two batches per wave: shard extraction, then probes."""
+    """Launches a multirun's jobs as their inputs are ready (``ptransfer.sweep.dispatch``)."""
 
     def __init__(self, max_batch_size: int | None = None, params: dict | None = None,
                  extract_launcher: dict | None = None, probe_launcher: dict | None = None):
@@ -51,19 +52,22 @@ class TwoPhaseSweeper(Sweeper):
                 config=config)
         return self.launchers[phase]
 
+    def launcher_settings(self, phase: str) -> dict:
+        """``hydra.launcher`` as the jobs of a phase get it (plain values)."""
+        from ptransfer.sweep.launch import launcher_config
+
+        config = launcher_config(self.config, self.updates[phase])
+        return OmegaConf.to_container(config.hydra.launcher, resolve=True)
+
     def sweep(self, arguments: list[str]) -> Any:
         from ptransfer.sweep.launch import run_sweep
 
         assert self.config is not None and self.hydra_context is not None
-
-        def launch(phase: str, jobs: list[list[str]], first: int):
-            results = self.launcher(phase).launch(jobs, initial_job_idx=first)
-            for result in results:
-                _ = result.return_value  # a job that raised: raise here, as Hydra's sweeper
-            return results
-
-        return run_sweep(self.config, self.hydra_context.config_loader, self.params,
-                         list(arguments), launch)
+        results = run_sweep(self.config, self.hydra_context.config_loader, self.params,
+                            list(arguments), self)
+        for result in results:
+            _ = result.return_value  # a job that raised: raise here, as Hydra's sweepers do
+        return results
 
 
 def _plain(node, resolve: bool = False) -> dict:

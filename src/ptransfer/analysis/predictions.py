@@ -22,6 +22,8 @@ Stored as Parquet (columnar, dictionary-encoded ids, small integer classes):
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,7 @@ def write_predictions(blocks: list[pd.DataFrame], path: Path) -> None:
     for column in ("eval_set", "item"):
         frame[column] = frame[column].astype("category")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # private
     try:
         frame.to_parquet(tmp, index=False)
         tmp.replace(path)

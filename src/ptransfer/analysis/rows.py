@@ -7,6 +7,8 @@ a dataset.
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -93,7 +95,7 @@ def make_frame(rows: list[dict]) -> pd.DataFrame:
 def write_rows(frame: pd.DataFrame, path: Path) -> None:
     """Write atomically: a reader sees the old file or the complete new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # private
     frame.to_csv(tmp, index=False)
     tmp.replace(path)
 

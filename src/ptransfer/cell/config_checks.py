@@ -53,8 +53,13 @@ def _type_error(key: str, expected: str, value) -> ConfigError:
                        f"({type(value).__name__})")
 
 
+NULLABLE = {"extract.shard_max_gpu_minutes", "extract.shard_max_gb"}  # null: no limit
+
+
 def _check_scalar(key: str, default, value) -> None:
     """Raise unless ``value`` has the type of ``default`` (see the module docstring)."""
+    if value is None and key in NULLABLE:
+        return
     if default is None or isinstance(default, str):
         if isinstance(value, (dict, list, DictConfig, ListConfig)) and isinstance(default, str):
             raise _type_error(key, "a single value", value)
@@ -111,6 +116,7 @@ def check_config(cfg: DictConfig, conf_dir: str | Path) -> None:
     check_subsample(cfg.get("subsample"))
     check_values(cfg)
     check_tune(cfg)
+    check_shard_targets(cfg)
 
 
 def check_tune(cfg: DictConfig) -> None:
@@ -123,6 +129,18 @@ def check_tune(cfg: DictConfig) -> None:
     try:
         TuneSpec.from_mapping(OmegaConf.to_container(node, resolve=True) if node else {})
     except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def check_shard_targets(cfg: DictConfig) -> None:
+    """The shard targets (``extract.shard_*``): positive or null, the key named otherwise."""
+    from ptransfer.embed.shard_sizing import DEFAULT_GB, DEFAULT_GPU_MINUTES, ShardSizing
+
+    extract = cfg.get("extract") or {}
+    try:
+        ShardSizing(extract.get("shard_max_gpu_minutes", DEFAULT_GPU_MINUTES),
+                    extract.get("shard_max_gb", DEFAULT_GB), extract.get("shard_tokens"))
+    except ValueError as err:
         raise ConfigError(str(err)) from None
 
 

@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 
 # One reader of status files for the grid and collect; a torn file reads as None (redone).
@@ -40,7 +41,8 @@ _LOCK = threading.Lock()
 
 def _write(cell_dir: Path, status: dict) -> None:
     cell_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cell_dir / (STATUS_FILE + ".tmp")
+    # A private temporary name: two writers of one cell (a broken claim) never share one.
+    tmp = cell_dir / f"{STATUS_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_text(json.dumps(status, indent=2, default=str))
     tmp.replace(cell_dir / STATUS_FILE)
 

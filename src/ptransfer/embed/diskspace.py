@@ -23,6 +23,7 @@ import numpy as np
 # (measured ~0.1 % on GB1-sized stores); the margin keeps the free-space check conservative.
 OVERHEAD_FRACTION = 0.02
 OVERHEAD_BYTES = 1 << 20
+MERGE_BYTES = 64 << 20  # a shard's parts up to this much in all are merged (copied) into one file
 
 
 def expected_store_bytes(n_rows: int, n_layers: int, dim: int, dtype: str) -> float:
@@ -36,12 +37,13 @@ def expected_store_bytes(n_rows: int, n_layers: int, dim: int, dtype: str) -> fl
 
 
 def needed_for_extraction(new_bytes: float, existing_bytes: float) -> float:
-    """Free bytes an extraction needs: the new rows as shards, then the merged file.
+    """Free bytes an extraction needs: the new rows, written once as a shard's parts.
 
-    The merge writes main + shards into a new file before the old ones are deleted, so the
-    peak is old main + shards + new main = ``existing + 2 x new`` (plus HDF5 overhead).
+    Parts become the published shard without a copy (``embed.publication``), except that a
+    shard's parts of at most ``MERGE_BYTES`` in all are merged into one file: so the peak is
+    ``existing + new + min(new, MERGE_BYTES)`` (plus HDF5 overhead).
     """
-    total = existing_bytes + 2.0 * new_bytes
+    total = existing_bytes + new_bytes + min(new_bytes, MERGE_BYTES)
     return total * (1.0 + OVERHEAD_FRACTION) + OVERHEAD_BYTES if new_bytes > 0 else 0.0
 
 

@@ -17,9 +17,11 @@ retries (recursively) down to single sequences.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -34,8 +36,11 @@ from ptransfer.embed.batching import (  # noqa: F401 - batching names: extract's
     split_into_pieces,
     window_starts,
 )
+from ptransfer.embed.claims import Claim
 from ptransfer.embed.diskspace import expected_store_bytes
-from ptransfer.embed.shards import DEFAULT_SHARD_TOKENS, claim_or_wait, plan_shards
+from ptransfer.embed.publication import claim_or_wait, retire_shard
+from ptransfer.embed.shard_sizing import ShardSizing, StoreWork
+from ptransfer.embed.shards import plan_shards
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
 
@@ -247,12 +252,14 @@ def extract_to_store(
     progress: bool = True,
     pad_to: int | None = None,
     flush_bytes: int | None = None,
-    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    shard_tokens: int | None = None,
+    sizing: ShardSizing | None = None,
 ) -> int:
     """Embed the sequences the store lacks (each unique sequence once) and add them.
 
-    The sequences are planned as shards of at most ``shard_tokens`` tokens, cut where a
-    batch ends (``embed.shards.plan_shards``); each shard with work left is claimed (or
+    The sequences are planned as shards within ``sizing`` (default: the documented targets;
+    ``shard_tokens``, when given, caps each shard's tokens too), cut where a batch ends
+    (``embed.shards.plan_shards``, ``embed.shard_sizing``); each shard with work left is claimed (or
     waited for, while another process writes it), embedded and published, and the store's
     index file is written at the end. Rows are pooled for a protein-level store
     (``encoder.pooling``: ``mean``, or ``flatten`` zero-padded to ``pad_to``, default the
@@ -263,33 +270,50 @@ def extract_to_store(
     check_length_policy(encoder, sequences, length_policy, store.level)
     store.refresh()
     batching = Batching(toks_per_batch, getattr(encoder, "max_len", None), length_policy)
-    shards = plan_shards(store.path, sequences, store.published_keys(), shard_tokens, batching)
+    sizing = sizing or ShardSizing()
+    if shard_tokens is not None:
+        sizing = dataclasses.replace(sizing, max_tokens=shard_tokens)
+    limits = sizing.limits(StoreWork(encoder.n_params, store.level, store.n_layers, store.dim,
+                                     store.dtype))
+    shards = plan_shards(store.path, sequences, store.published_keys(), limits, batching)
     options = ExtractOptions(toks_per_batch, length_policy, precision, progress, flush_bytes)
-    embedded = sum(extract_shard(encoder, store, shard.name, shard.todo, pool, options)
+    embedded = sum(extract_shard(encoder, store, shard.name, shard.todo, pool, options).embedded
                    for shard in shards)
     if shards or not store.path.exists():
         store.finalize()
     return embedded
 
 
+class ShardWrite(NamedTuple):
+    """What writing one shard did: sequences embedded here, and whether this writer's copy
+    was published (False: another writer published the shard, or there was nothing)."""
+
+    embedded: int
+    published: bool
+
+
 def extract_shard(encoder: Encoder, store: EmbeddingStore, name: str, todo: Sequence[str],
-                  pool, options: ExtractOptions, index: bool = False) -> int:
+                  pool, options: ExtractOptions, index: bool = False,
+                  claim: Claim | None = None) -> ShardWrite:
     """Write shard ``name`` of ``store``: the sequences of ``todo`` (in their planned order).
 
-    The shard is claimed first; while another live process writes it, this waits for its
-    publication and embeds nothing. A killed writer's committed parts are adopted: a batch
-    whose sequences are all saved is not run again, the others are run as planned (so each
-    row is computed in the same batch as without the kill). Parts are committed only where
-    a batch ends. Returns the number of sequences embedded here.
+    The shard is claimed first (``claim``: already held by the caller, which claimed it
+    before taking a device); while another live process writes it, this waits for its
+    publication and embeds nothing. A broken shard (a file missing or of the wrong size,
+    ``embed.publication``) is removed and written again. A killed writer's committed parts
+    are adopted: a batch whose sequences are all saved is not run again, the others are run
+    as planned (so each row is computed in the same batch as without the kill). Parts are
+    committed only where a batch ends.
     """
     store.shard_dir.mkdir(parents=True, exist_ok=True)
-    claim = claim_or_wait(store.shard_dir, name)
+    claim = claim or claim_or_wait(store.shard_dir, name, store)
     if claim is None:
         store.refresh()
-        return 0
+        return ShardWrite(0, False)
     todo = list(dict.fromkeys(todo))
     added = 0
     try:
+        retire_shard(store.shard_dir, name, store)  # a broken shard: written again, afresh
         with store.writer(options.flush_bytes, shard=name, index=index) as writer:
             left = [s for s in todo if not writer.has(s)]
             _log_expected_size(encoder, left, store, name)
@@ -302,7 +326,7 @@ def extract_shard(encoder: Encoder, store: EmbeddingStore, name: str, todo: Sequ
                 writer.commit_if_due()  # a batch has ended: the only place parts are cut
     finally:
         claim.release()
-    return added
+    return ShardWrite(added, writer.published)
 
 
 def pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingStore,

@@ -168,7 +168,7 @@ def store_features(
             length_policy=extract.length_policy,
             precision=extract.precision,
             progress=extract.progress,
-            shard_tokens=extract.shard_tokens,
+            sizing=extract.sizing(),
         )
     return StoreFeatures(task, store)
 
@@ -197,9 +197,9 @@ def check_store_space(store: EmbeddingStore, sequences: list[str]) -> None:
         return
     rows = len(todo) if store.level == "protein" else sum(len(s) for s in todo)
     new = expected_store_bytes(rows, store.n_layers, store.dim, store.dtype)
-    # Nothing already on disk is rewritten: new rows are written as parts, then merged
-    # into their shard (twice the new bytes at the peak).
+    # Nothing already on disk is rewritten: new rows are written once, as parts that become
+    # their shard's files (small shards' parts are merged: at most 64 MiB copied).
     check_free_space(store.path.parent, needed_for_extraction(new, 0.0),
                      f"the {store.level}-level embedding store {store.path} ({len(todo)} new "
                      f"sequences x {store.n_layers} layers x {store.dim} dims in {store.dtype}, "
-                     "written as parts, then merged into shards)")
+                     "written as parts, which become the shards' files)")

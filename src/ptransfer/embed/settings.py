@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-# A multirun's shard: at most this many tokens (residues + BOS/EOS); ESM-2 650M ~13 GPU-min.
+from ptransfer.embed.shard_sizing import DEFAULT_GB, DEFAULT_GPU_MINUTES, ShardSizing
+
+# The token cap of a multirun's shard before shards were sized by work (ptransfer 0.2).
 DEFAULT_SHARD_TOKENS = 60_000_000
 
 
@@ -25,9 +27,18 @@ class ExtractSettings:
     pooled_dtype: str = "float32"   # per-protein store dtype
     compression: str | None = None  # None | gzip | lzf
     progress: bool = True
-    shard_tokens: int = DEFAULT_SHARD_TOKENS  # a multirun's shard: at most this many tokens
+    shard_max_gpu_minutes: float | None = DEFAULT_GPU_MINUTES  # a shard's estimated GPU time
+    shard_max_gb: float | None = DEFAULT_GB  # ... and features written (1e9 bytes), at most
+    shard_tokens: int | None = None  # optional extra cap on a shard's tokens
     jobs_per_gpu: int = 1
     shard: str | None = None        # the shard a phase-1 job writes (set by the sweeper)
+
+    def __post_init__(self) -> None:
+        self.sizing()  # a shard target of zero or below is refused here, naming its key
+
+    def sizing(self) -> ShardSizing:
+        """The shard targets (``embed.shard_sizing``), checked."""
+        return ShardSizing(self.shard_max_gpu_minutes, self.shard_max_gb, self.shard_tokens)
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> ExtractSettings:

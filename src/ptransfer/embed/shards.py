@@ -1,23 +1,26 @@
-"""Shards of an embedding store: how sequences are cut into shards, and how one is published.
+"""Shards of an embedding store: how sequences are cut into shards, and the atomic publish.
 
-A store ``<name>.h5`` keeps its rows in immutable shard files ``<name>.h5.shards/<shard>.h5``.
-Each shard has exactly one writer at a time that matters: it writes a temporary file, then
-**publishes** it by ``os.link`` to its final name (atomic, and it fails when the name exists,
-so the first publication wins and a published shard is never rewritten), then writes the
-shard's **manifest** ``<shard>.json`` the same way: sequence keys, lengths, rows, size and
-SHA-256 of the file. No lock is involved: a second writer of the same shard (a broken claim,
-a second sweep) finds the name taken and discards its own copy. Readers see a shard once its
-``.h5`` exists under its final name; a shard published without its manifest (a writer killed
-between the two renames) is complete and gets its manifest from the next reader.
+A store ``<name>.h5`` keeps its rows in immutable shards ``<name>.h5.shards/<shard>.h5``.
+Each shard has exactly one writer at a time that matters: it writes its rows under temporary
+names, then **publishes** the shard by ``os.link`` to its final name (``publish``: atomic,
+and it fails when the name exists, so the first publication wins and a published shard is
+never rewritten), then its **manifest** ``<shard>.json`` the same way (``embed.manifests``;
+what a published shard is made of: ``embed.publication``). No lock is involved: a second
+writer of the same shard (a broken claim, a second sweep) finds the name taken and discards
+its own copy. Readers see a shard once its ``.h5`` exists under its final name; a shard
+published without its manifest (a writer killed between the two) is complete and gets its
+manifest from the next reader.
 
-Shards are planned by tokens (``plan_shards``): the unique sequences a store is asked for,
-longest first (so a batch's padding stays low), cut into consecutive slices of at most
-``extract.shard_tokens`` tokens (residues + BOS/EOS), only where a batch of the whole
-extraction ends (so each shard runs exactly the batches one writer would). The cut depends
-only on the sequences asked for, and a shard's name on the keys of its slice, so a re-run, or
-a second sweep started at once, plans the same shards under the same names: finished shards
-are skipped and only unpublished ones are redone. A shard's *todo* is its slice minus the
-rows already published (by any shard of the store).
+Shards are planned by work (``plan_shards``; sizes in ``embed.shard_sizing``): the unique
+sequences a store is asked for, longest first (so a batch's padding stays low), cut into the
+fewest consecutive slices whose estimated GPU time and bytes stay within the shard targets
+(``extract.shard_max_gpu_minutes``, ``extract.shard_max_gb``, optionally
+``extract.shard_tokens``), balanced by tokens, only where a batch of the whole extraction ends
+(so each shard runs exactly the batches one writer would). The cut depends only on the
+sequences asked for and the limits, and a shard's name on the keys of its slice, so a re-run,
+or a second sweep started at once, plans the same shards under the same names: finished
+shards are skipped and only unpublished ones are redone. A shard's *todo* is its slice minus
+the rows already published (by any shard of the store).
 """
 
 from __future__ import annotations
@@ -28,15 +31,14 @@ import hashlib
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ptransfer.embed.batching import Batching, batch_units
-from ptransfer.embed.claims import Claim, holder, read_claim
 from ptransfer.embed.settings import DEFAULT_SHARD_TOKENS  # noqa: F401 - shards' API too
+from ptransfer.embed.shard_sizing import EXTRA_TOKENS, ShardLimits, balanced_cuts
 from ptransfer.embed.store_files import StoreError, sequence_key
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,6 @@ MANIFEST_SUFFIX = ".json"
 TODO_SUFFIX = ".todo.json"
 CLAIM_SUFFIX = ".claim"
 PARTS_SUFFIX = ".parts"
-EXTRA_TOKENS = 2  # BOS/EOS per sequence, as the extractor's token budget counts them
-MANIFEST_FORMAT = 1
 
 
 def shard_folder(store_path: Path) -> Path:
@@ -93,46 +93,48 @@ def _canonical_keys(unique: dict[str, str]) -> list[str]:
 _SLICES: dict[tuple, list[list[str]]] = {}  # stores asked for the same sequences: cut once
 
 
-def slice_keys(unique: dict[str, str], shard_tokens: int,
+def as_limits(limits: ShardLimits | int) -> ShardLimits:
+    """``ShardLimits`` as given; a number is a token cap alone (``extract.shard_tokens``)."""
+    if isinstance(limits, ShardLimits):
+        return limits
+    return ShardLimits(max_tokens=limits)
+
+
+def slice_keys(unique: dict[str, str], limits: ShardLimits | int,
                batching: Batching | None = None) -> list[list[str]]:
     """The keys of each slice (see ``slice_by_tokens``), memoised per set of sequences."""
-    if int(shard_tokens) < 1:
-        raise ValueError(f"extract.shard_tokens must be >= 1, got {shard_tokens}")
-    memo = (frozenset(unique), int(shard_tokens), batching)
+    limits = as_limits(limits)
+    memo = (frozenset(unique), limits, batching)
     if memo not in _SLICES:
         if len(_SLICES) > 64:
             _SLICES.clear()
         order = _canonical_keys(unique)
         units = (batch_units([unique[k] for k in order], batching) if batching is not None
                  else [[i] for i in range(len(order))])
-        slices: list[list[str]] = []
-        current: list[str] = []
-        used = 0
-        for unit in units:
-            members = [order[i] for i in unit]
-            cost = sum(sequence_tokens(unique[k]) for k in members)
-            if current and used + cost > shard_tokens:
-                slices.append(current)
-                current, used = [], 0
-            current.extend(members)
-            used += cost
-        if current:
-            slices.append(current)
+        lengths = [[len(unique[order[i]]) for i in unit] for unit in units]
+        rows = [sum(unit) if limits.level == "residue" else len(unit) for unit in lengths]
+        tokens = [sum(unit) + EXTRA_TOKENS * len(unit) for unit in lengths]
+        start, slices = 0, []
+        for end in balanced_cuts(tokens, rows, limits):
+            slices.append([order[i] for unit in units[start:end] for i in unit])
+            start = end
         _SLICES[memo] = slices
     return _SLICES[memo]
 
 
-def slice_by_tokens(sequences: Iterable[str] | Mapping[str, str], shard_tokens: int,
-                    batching: Batching | None = None) -> list[list[str]]:
-    """Unique ``sequences`` in canonical order, cut into consecutive slices of at most
-    ``shard_tokens`` tokens; a sequence (or a batch) over the budget gets a slice of its own.
+def slice_by_tokens(sequences: Iterable[str] | Mapping[str, str],
+                    limits: ShardLimits | int, batching: Batching | None = None
+                    ) -> list[list[str]]:
+    """Unique ``sequences`` in canonical order, cut into the fewest consecutive slices within
+    ``limits`` (a number: tokens per slice), balanced by tokens (``embed.shard_sizing``); a
+    sequence (or a batch) over the limits gets a slice of its own.
 
     With ``batching`` (the extraction's), cuts fall only where a batch of the whole
     extraction ends (``embed.batching.batch_units``), so the batches of each shard are the
     batches a single writer runs: the features do not depend on the number of shards.
     """
     unique = keyed(sequences)
-    return [[unique[k] for k in piece] for piece in slice_keys(unique, shard_tokens, batching)]
+    return [[unique[k] for k in piece] for piece in slice_keys(unique, limits, batching)]
 
 
 def shard_name(store_path: Path, sequences: Sequence[str] = (),
@@ -145,12 +147,13 @@ def shard_name(store_path: Path, sequences: Sequence[str] = (),
 
 
 def plan_shards(store_path: Path, sequences: Iterable[str] | Mapping[str, str],
-                published: set[str] | frozenset, shard_tokens: int,
+                published: set[str] | frozenset, limits: ShardLimits | int,
                 batching: Batching | None = None) -> list[PlannedShard]:
-    """The shards with work left for ``sequences`` (``published``: keys the store has)."""
+    """The shards with work left for ``sequences`` (``published``: keys the store has);
+    ``limits``: ``ShardSizing.limits`` of the store, or a number of tokens per shard."""
     unique = keyed(sequences)
     planned = []
-    for piece in slice_keys(unique, shard_tokens, batching):
+    for piece in slice_keys(unique, limits, batching):
         todo = [unique[k] for k in piece if k not in published]
         if todo:
             planned.append(PlannedShard(shard_name(store_path, keys=piece), todo, len(piece)))
@@ -182,95 +185,6 @@ def publish(tmp: Path, final: Path) -> bool:
         return True
     tmp.unlink(missing_ok=True)
     return True
-
-
-def file_sha256(path: Path, block: int = 8 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass
-class Manifest:
-    """What a published shard holds; written once, next to it, as ``<shard>.json``."""
-
-    shard: str
-    n_bytes: int
-    sha256: str
-    keys: list[str]  # hex SHA-256 of each row's sequence, in file order
-    lengths: list[int]
-    n_rows: int  # feature rows: sequences (protein level) or residues (residue level)
-    extra: dict
-
-    def to_json(self) -> str:
-        return json.dumps({"format": MANIFEST_FORMAT, "shard": self.shard, "file":
-                           self.shard + ".h5", "bytes": self.n_bytes, "sha256": self.sha256,
-                           "n_sequences": len(self.keys), "n_rows": self.n_rows,
-                           "keys": self.keys, "lengths": self.lengths, **self.extra})
-
-
-def manifest_path(folder: Path, shard: str) -> Path:
-    return folder / f"{shard}{MANIFEST_SUFFIX}"
-
-
-def read_manifest(path: Path) -> Manifest:
-    """A manifest file, checked for its fields; a StoreError names the file otherwise."""
-    try:
-        data = json.loads(Path(path).read_text())
-        keys, lengths = list(data["keys"]), [int(n) for n in data["lengths"]]
-        manifest = Manifest(str(data["shard"]), int(data["bytes"]), str(data["sha256"]), keys,
-                            lengths, int(data["n_rows"]), {})
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise StoreError(f"{path}: unreadable shard manifest ({err}); delete it (the shard's "
-                         "next reader writes it again)") from err
-    if len(keys) != len(lengths):
-        raise StoreError(f"{path}: {len(keys)} keys but {len(lengths)} lengths; delete it")
-    return manifest
-
-
-def write_manifest(folder: Path, manifest: Manifest) -> bool:
-    """Publish ``<shard>.json`` (first publication wins, as for the shard itself)."""
-    final = manifest_path(folder, manifest.shard)
-    tmp = folder / f"{manifest.shard}.{uuid.uuid4().hex}.json.tmp"
-    tmp.write_text(manifest.to_json())
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    return publish(tmp, final)
-
-
-def make_manifest(path: Path, keys: list[str], lengths: list[int], level: str,
-                  extra: dict | None = None) -> Manifest:
-    lengths = [int(n) for n in lengths]  # numpy ints are not JSON
-    n_rows = sum(lengths) if level == "residue" else len(keys)
-    return Manifest(path.stem, path.stat().st_size, file_sha256(path), keys,
-                    lengths, n_rows, dict(extra or {}))
-
-
-def claim_or_wait(folder: Path, name: str, poll_s: float = 2.0) -> Claim | None:
-    """Claim shard ``name`` for writing; while a live writer holds it, wait for it.
-
-    Returns the held claim, or None once the shard is published (by that writer, or before
-    this call). Claims only save duplicated work (``embed.claims``): a writer that runs
-    without one still publishes correctly.
-    """
-    published = folder / f"{name}.h5"
-    claim = Claim(folder / f"{name}{CLAIM_SUFFIX}", what=f"writing shard {name}")
-    waited = False
-    while True:
-        if published.exists():
-            return None
-        if claim.try_acquire():
-            if published.exists():  # published between the check and the claim
-                claim.release()
-                return None
-            return claim
-        if not waited:
-            log.info("shard %s is being written by %s: waiting for it to publish",
-                     name, holder(read_claim(claim.path)))
-            waited = True
-        time.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- phase-1 inputs

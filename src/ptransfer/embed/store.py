@@ -186,9 +186,16 @@ class EmbeddingStore:
         return not self.read_only and os.access(self.path.parent, os.W_OK)
 
     def refresh(self) -> None:
-        """Re-read the row index from disk (other processes may have published shards)."""
+        """Re-read the row index from disk (other processes may have published shards).
+
+        An index file that cannot be read is derived data: rebuilt from the shards, and
+        rewritten at once when this process can write.
+        """
         self.close()
         self._view = load_view(self, writable=self._writable())
+        if self._view.index_damaged and self._writable():
+            finalize(self, self._view)
+            self._view.index_damaged = ""
 
     def finalize(self) -> bool:
         """Write the index file over the current shards when it is out of date."""
@@ -239,8 +246,10 @@ class EmbeddingStore:
                 self.refresh()
                 return self._locate(sequences, retry=False)
             if found is None:
+                broken = "".join(f"; shard {name} is broken ({why}): re-run to extract its "
+                                 "rows again" for name, why in self._view.broken.items())
                 raise KeyError(f"sequence {_short(sequence)!r} (length {len(sequence)}) is not "
-                               f"in the embedding store {self.path}")
+                               f"in the embedding store {self.path}{broken}")
             where[i] = found
         if len(self._located) >= 8:
             self._located = {}
@@ -334,8 +343,9 @@ class EmbeddingStore:
 
         ``shard``: the shard's name (a planned shard, ``embed.shards``); default a new one.
         Rows already in the store, or in the shard's committed parts (a killed writer's), are
-        skipped. On a normal exit the shard is published (``publish``) and the index file
-        written (``index``); after an error the buffer is kept as a part, nothing published.
+        skipped. On a normal exit the shard is published (``publish``; ``writer.published``
+        says whether this writer's copy became the shard) and the index file written
+        (``index``); after an error the buffer is kept as a part, nothing published.
         """
         self.refresh()
         name = shard or f"shard-{uuid.uuid4().hex[:16]}"
@@ -350,7 +360,7 @@ class EmbeddingStore:
             raise
         writer.commit()
         if publish:
-            publish_parts(self, name, parts, {"rows_added": writer.n_added})
+            writer.published = publish_parts(self, name, parts, {"rows_added": writer.n_added})
         if index:
             self.finalize()
         else:

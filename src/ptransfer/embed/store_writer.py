@@ -6,8 +6,11 @@ each commit is a complete, key-sorted file written under a temporary name and re
 loses at most the buffer (at most ``store.commit_seconds`` of work, or 64 MiB of rows). Parts
 are not rows of the store: readers never see them, and nothing partial is ever published.
 The next writer of the same shard (a re-run) adopts the parts it finds and embeds only the
-rest; at the end the parts are merged into one file (a single part is simply renamed),
-published with its manifest (``embed.store_index.publish_shard``), and deleted.
+rest. At the end the parts become the published shard without a copy: one part is linked as
+the shard file, several are linked as the shard's part files under a small shard file whose
+layers are virtual datasets over them (``embed.publication.publish_shard``); only parts of
+at most ``diskspace.MERGE_BYTES`` (64 MiB) in all are merged into one file first (a bounded
+copy that keeps small shards in one file). Then the parts' own names are deleted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ptransfer.embed import diskspace
 from ptransfer.embed.claims import STALE_S
 from ptransfer.embed.shards import PARTS_SUFFIX, shard_folder
 from ptransfer.embed.store_files import (
@@ -118,13 +122,14 @@ class PartsFolder:
         self.keys.update(keys)
         return final
 
-    def merged_file(self) -> tuple[Path, list[str], list[int], list[Path]] | None:
-        """A complete file holding every part's rows (None when there are none), with its
-        keys and lengths in file order and the parts it holds. One part is used as it is;
-        several are merged. Raises PartsVanished when an adopted part is gone."""
+    def publishable(self) -> tuple[list[Path], list[Path]]:
+        """(the files to publish as the shard, the parts they hold): every part as it is
+        (linked, not copied: ``embed.publication``), or several small parts (together at
+        most ``diskspace.MERGE_BYTES``) merged into one file. Raises PartsVanished when an adopted
+        part is gone."""
         parts = self.adopted + self.files()
         if not parts:
-            return None
+            return [], []
         try:
             handles = [open_store_file(p) for p in parts]
         except StoreError as err:
@@ -134,20 +139,17 @@ class PartsFolder:
         try:
             for handle, path in zip(handles, parts):
                 self.store.check_file(handle, path)
-            sources = [MergeSource(h, self.store.level, self.store.n_layers) for h in handles]
-            if len(parts) == 1:
-                target = parts[0]
-            else:
-                self.own.mkdir(parents=True, exist_ok=True)
-                target = self.own / f"merged-{uuid.uuid4().hex[:8]}.h5.tmp"
-                merge_sources(target, sources, self.store)
+            total = sum(p.stat().st_size for p in parts)
+            if len(parts) == 1 or total > diskspace.MERGE_BYTES:
+                return list(parts), parts
+            self.own.mkdir(parents=True, exist_ok=True)
+            target = self.own / f"merged-{uuid.uuid4().hex[:8]}.h5.tmp"
+            merge_sources(target, [MergeSource(h, self.store.level, self.store.n_layers)
+                                   for h in handles], self.store)
+            return [target], parts
         finally:
             for handle in handles:
                 handle.close()
-        with open_store_file(target) as handle:
-            keys = [k.decode("ascii") for k in handle["keys"][...]]
-            lengths = [int(n) for n in handle["lengths"][...]]
-        return target, keys, lengths, parts
 
     def remove(self, merged: list[Path]) -> None:
         """Delete the merged parts and this writer's folder; then what dead writers left
@@ -191,6 +193,7 @@ class StoreWriter:
         self.commit_seconds = float(commit_seconds)
         self._last_commit = time.monotonic()
         self.n_added = 0
+        self.published = False  # set when the writer's block ends: its copy is the shard
         self._keys: list[str] = []
         self._lengths: list[int] = []
         self._rows: list[np.ndarray] = []
@@ -264,23 +267,19 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 
 
 def publish_parts(store, name: str, parts: PartsFolder, extra: dict) -> bool:
-    """Merge a shard's parts into one file and publish it (with its manifest); False when
+    """Publish a shard's parts (``PartsFolder.publishable``) with its manifest; False when
     there was nothing to publish or another writer published the shard first."""
-    from ptransfer.embed.store_index import publish_shard
+    from ptransfer.embed.publication import publish_shard
 
     final = store.shard_dir / f"{name}.h5"
     try:
-        merged = parts.merged_file()
-    except PartsVanished:
+        files, used = parts.publishable()
+        won = bool(files) and publish_shard(store, name, files, extra)
+    except (PartsVanished, FileNotFoundError):
         if not final.exists():
             raise
-        merged = None  # another writer published the shard with those parts
-    if merged is None:
-        parts.remove([])
-        return False
-    target, keys, lengths, used = merged
-    won = publish_shard(store, target, name, keys, lengths, extra)
-    if not won:
+        files, used, won = [], [], False  # another writer published the shard with those parts
+    if files and not won:
         log.info("%s: shard %s was published by another writer; this copy is dropped",
                  store.path, name)
     parts.remove(used)

@@ -1,7 +1,7 @@
 """Which device a job computes on: one GPU per concurrent job, from a pool of per-host slots.
 
 With ``extract.device=auto`` (the default) a job that wants a GPU takes a *slot* of this
-host's pool and keeps it until it ends:
+host's pool when it is about to compute and keeps it until it ends:
 
 - the pool is the GPUs the process sees (``torch.cuda.device_count()``; a Slurm job sees the
   GPUs of its allocation through ``CUDA_VISIBLE_DEVICES``), or a simulated pool of N
@@ -9,15 +9,19 @@ host's pool and keeps it until it ends:
   the CPU; for tests and for trying a sweep's scheduling without GPUs);
 - each GPU has ``extract.jobs_per_gpu`` slots (default 1: never two jobs on one GPU unless
   asked); a slot is held through a claim file (``embed.claims``: created atomically, broken
-  when its process is gone) ``<results_dir>/.devices/<host>/<gpu>.<slot>.claim``, where
-  ``<gpu>`` is the physical id (the ``CUDA_VISIBLE_DEVICES`` entry), so jobs of several
-  sweeps or Slurm allocations on one node never share a GPU by accident;
+  when its process is gone) ``<pool>/<host>/<gpu>.<slot>.claim``, where ``<gpu>`` is the
+  physical id (the ``CUDA_VISIBLE_DEVICES`` entry), so jobs of several sweeps or Slurm
+  allocations on one node never share a GPU by accident. The pool is one per host, outside
+  any results folder, so every sweep on the host shares it whatever its ``results_dir``:
+  ``$PTRANSFER_DEVICES_DIR`` when set (a folder every user of the GPUs can write), else
+  ``<temp dir>/ptransfer-<user>/devices``;
 - a free slot is taken in the order they were last released (every GPU gets work before any
   gets a second job); when all are held the job waits for one.
 
 ``extract.device=cuda:K`` or ``cpu`` is used as given (no pool). The device a job got is
 logged and written to its status (``status.json`` of a cell, ``job_status.json`` of a
-phase-1 job).
+shard job). A shard job takes its slot only after claiming its shard (``sweep.shard_job``):
+no job holds a GPU while it waits for another writer.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from ptransfer.embed.claims import Claim
 
 log = logging.getLogger(__name__)
 
-DEVICES_DIR = ".devices"  # under results_dir
+DEVICES_ENV = "PTRANSFER_DEVICES_DIR"
 POLL_S = 1.0
 
 
@@ -85,6 +89,17 @@ def gpu_pool() -> tuple[list[str], bool]:
     return [visible[k] if k < len(visible) else str(k) for k in range(count)], False
 
 
+def devices_dir() -> Path:
+    """The host's GPU pool folder (see the module docstring)."""
+    configured = os.environ.get(DEVICES_ENV, "").strip()
+    if configured:
+        return Path(configured).absolute()
+    import getpass
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"ptransfer-{getpass.getuser()}" / "devices"
+
+
 def acquire_device(cfg: DictConfig, wants_gpu: bool = True, what: str = "job") -> DeviceLease:
     """The device of a job (see the module docstring); the caller releases the lease."""
     asked = str(cfg.extract.get("device", "auto"))
@@ -96,7 +111,7 @@ def acquire_device(cfg: DictConfig, wants_gpu: bool = True, what: str = "job") -
     if not pool:
         return DeviceLease("cpu", "cpu")
     per_gpu = int(cfg.extract.get("jobs_per_gpu", 1))  # >= 1: config_values.check_extract
-    folder = Path(cfg.results_dir).absolute() / DEVICES_DIR / socket.gethostname()
+    folder = devices_dir() / socket.gethostname()
     folder.mkdir(parents=True, exist_ok=True)
     waited = False
     while True:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import uuid
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -77,7 +79,7 @@ def done_sweep_counts(conf_dir: Path, argv: list[str]) -> tuple[int, int] | None
         return None
     try:  # remembering is an optimisation: a read-only results_dir only loses it
         record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
+        tmp = record.with_name(f"{record.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps({"cells": cells, "excluded": excluded}))
         tmp.replace(record)
     except OSError as err:

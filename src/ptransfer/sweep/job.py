@@ -21,9 +21,17 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ptransfer.analysis.cell_files import file_problem
 from ptransfer.cell.config_checks import CONF_DIR, check_config
 from ptransfer.cell.encoder import wants_gpu
-from ptransfer.cell.key import UNAVAILABLE, CellKey, cell_key, data_fingerprint, is_done
+from ptransfer.cell.key import (
+    RESULT_FILES,
+    UNAVAILABLE,
+    CellKey,
+    cell_key,
+    data_fingerprint,
+    is_done,
+)
 from ptransfer.cell.logs import enter_cell, leave_cell
 from ptransfer.cell.run import run_cell
 from ptransfer.cell.spec import CellSpec, cell_spec
@@ -33,6 +41,7 @@ from ptransfer.cell.status import (
     effective_state,
     read_status,
     record_failure,
+    write_status,
 )
 from ptransfer.embed.claims import Claim, holder, read_claim
 from ptransfer.sweep.design import excluded_reason
@@ -122,24 +131,34 @@ def _run_claimed(cfg: DictConfig, spec: CellSpec, key: CellKey,
 
 def _run_cell_status(cfg: DictConfig, spec: CellSpec, key: CellKey, lease,
                      log_path: str | None) -> dict[str, Any]:
+    previous = read_status(key.dir) if is_done(key) else None  # force=true on a done cell
     try:
         key = prepare_cell(cfg, key)  # weights fetched (their content keys the cell)
         frame = run_cell(cfg, lease)
         status = {"state": "done", "cell_id": key.cell_id, "n_rows": len(frame),
                   **lease.record(), "ended": time.time(), "rows": str(key.dir)}
     except Exception as err:  # noqa: BLE001 - a cell's failure must not end the sweep
-        return _failed(spec, key, err, log_path, lease.name)
+        return _failed(spec, key, err, log_path, lease.name, previous)
     print_cell_summary(frame)  # display only: the cell is done whatever happens here
     return status
 
 
 def _failed(spec: CellSpec, key: CellKey, err: Exception, log_path: str | None,
-            device: str) -> dict[str, Any]:
+            device: str, previous: dict | None = None) -> dict[str, Any]:
+    """The job's failed status; the cell's own status.json says failed too, unless the cell
+    was done before this run (``force=true``) and its rows and predictions are still the
+    ones that status records: a done cell whose files are intact is never demoted."""
     cause = root_cause(err)
     status = {"state": "failed", "cell_id": key.cell_id,
               "error": f"{type(cause).__name__}: {cause}",
               "traceback": traceback.format_exc(), "log": log_path, "device": device}
     remove_temporaries(key.dir)
+    if previous is not None and file_problem(key.dir, previous, RESULT_FILES) is None:
+        write_status(key.dir, **previous)
+        FAILED["count"] += 1
+        log.error("cell %s: the re-run FAILED (%s); its earlier rows and predictions are "
+                  "intact, so it stays done (log: %s)", key.cell_id, status["error"], log_path)
+        return {**status, "kept": "earlier results intact: the cell stays done"}
     # No data, no cell: a placeholder key would only leave a folder to mistake for one.
     unrecorded = None if data_fingerprint(spec).startswith(UNAVAILABLE) else \
         record_failure(key.dir, status)  # a full disk must not fail this

@@ -1,21 +1,22 @@
-"""A sweep as two phases: jobs that run a model (phase 1), then jobs that only read (phase 2).
+"""A sweep planned: its cells, what each needs, and the shards of the stores they read.
 
 ``plan_sweep`` walks every combination of a sweep (``sweep.expand``) and sorts the cells of
 the design that are not done:
 
-- a cell reading an embedding store (per-protein probes, per-residue ``linear``) is a
-  **phase-2** job; its store gets **phase-1** jobs, one per shard with work left
+- a cell reading an embedding store (per-protein probes, per-residue ``linear``) only reads
+  (``phase`` 2); its store gets shard jobs, one per shard with work left
   (``embed.shards.plan_shards`` over the union of the sequences of the store's readers, minus
-  the rows already published);
+  the rows already published, sized by the ``extract.shard_*`` targets);
 - a ``streaming`` per-residue cell embeds as it fits (no store), and a fine-tune cell
-  (``tune=lora|full``) trains its model (no store): each runs a model, so it is a phase-1
+  (``tune=lora|full``) trains its model (no store): each runs a model (``phase`` 1), a GPU
   job of its own;
-- a one-hot cell needs no model and no store: phase 2.
+- a one-hot cell needs no model and no store (``phase`` 2, no input).
 
-``ptransfer plan`` prints this plan; the two-phase sweeper (``hydra_plugins.ptransfer``) runs
-it. Both load each distinct task once (for the sequences of the shards and the exact disk and
-GPU estimates, subsample included); a task that cannot be loaded (data not downloaded) is
-estimated from planning sizes instead (``PLANNING_SIZES``), and its cells fail clearly when run.
+``ptransfer plan`` prints this plan; the sweeper (``hydra_plugins.ptransfer_sweeper``)
+dispatches it (``sweep.queue``, ``sweep.dispatch``). Both load each distinct task once (for
+the sequences of the shards and the exact disk and GPU estimates, subsample included); a
+task that cannot be loaded (data not downloaded) is estimated from planning sizes instead
+(``PLANNING_SIZES``), and its cells fail clearly when run.
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ptransfer.cell.spec import CellSpec, cell_spec
+from ptransfer.cell.spec import FINETUNE_HEAD, CellSpec, cell_spec
 from ptransfer.embed.batching import Batching
 from ptransfer.embed.diskspace import expected_store_bytes
-from ptransfer.embed.shards import (
-    DEFAULT_SHARD_TOKENS,
-    PlannedShard,
-    plan_shards,
-    sequence_tokens,
-    shard_folder,
+from ptransfer.embed.shard_sizing import (  # noqa: F401 - the plan's rate: jobs' API too
+    EFFECTIVE_TFLOPS,
+    ShardLimits,
+    StoreWork,
+    gpu_seconds,
 )
+from ptransfer.embed.shards import PlannedShard, plan_shards, sequence_tokens, shard_folder
 from ptransfer.embed.store_files import sequence_key
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,6 @@ PLANNING_SIZES = {
     "ss3": (11_815, 255),
     "synthetic": (600, 40),
 }
-EFFECTIVE_TFLOPS = 100.0  # bf16 on one A100/H100 at ~30-40 % utilisation: a rough planning rate
-
-
-def gpu_seconds(n_params: float, tokens: float) -> float:
-    """Forward-pass time of ``tokens`` through a model of ``n_params`` at the planning rate."""
-    return 2.0 * float(n_params) * float(tokens) / (EFFECTIVE_TFLOPS * 1e12)
-
-
 @dataclass
 class TaskData:
     """A task's unique sequences as a cell loads them (None: could not be loaded)."""
@@ -84,7 +77,7 @@ class TaskData:
 
 @dataclass
 class StorePlan:
-    """One store that to-run cells read: what phase 1 must add to it."""
+    """One store that to-run cells read: what its shard jobs must add to it."""
 
     path: Path
     level: str
@@ -93,9 +86,9 @@ class StorePlan:
     n_layers: int
     dim: int
     n_params: int
-    shard_tokens: int
-    overrides: list[str]  # a reading cell's combination: how its phase-1 jobs compose
-    spec: dict  # what a phase-1 job needs to open the store
+    limits: ShardLimits  # a shard's tokens and rows at most (extract.shard_* targets)
+    overrides: list[str]  # a reading cell's combination: how its shard jobs compose
+    spec: dict  # what a shard job needs to open the store
     batching: Batching | None = None  # the extraction's batches: shards are cut between them
     requested: dict[str, str] = field(default_factory=dict)  # key -> sequence (loaded tasks)
     tasks: list = field(default_factory=list)  # the TaskData requested (each once)
@@ -105,14 +98,20 @@ class StorePlan:
     shards: list[PlannedShard] = field(default_factory=list)
 
     def plan(self) -> None:
-        self.shards = plan_shards(self.path, self.requested, self.published,
-                                  self.shard_tokens, self.batching)
+        self.shards = plan_shards(self.path, self.requested, self.published, self.limits,
+                                  self.batching)
 
     def estimated_shards(self) -> list[float]:
-        """Tokens of each shard of the datasets that could not be loaded (planning sizes)."""
+        """Tokens of each shard of the datasets that could not be loaded (planning sizes):
+        as many as the shard targets need, equal."""
         tokens = sum(n * (length + 2) for n, length in self.estimated.values())
-        count = math.ceil(tokens / self.shard_tokens) if tokens else 0
-        return [tokens / count] * count if count else []
+        rows = sum(n * (length if self.level == "residue" else 1)
+                   for n, length in self.estimated.values())
+        if not tokens:
+            return []
+        count = max(math.ceil(tokens / self.limits.max_tokens) if self.limits.max_tokens else 1,
+                    math.ceil(rows / self.limits.max_rows) if self.limits.max_rows else 1)
+        return [tokens / count] * count
 
     def new_bytes(self) -> float:
         todo = [s for shard in self.shards for s in shard.todo]
@@ -245,10 +244,16 @@ def plan_sweep(expander, tasks: TaskCache | None = None, check=None, each=None) 
             store = stores.get(cell.store) or stores.setdefault(
                 cell.store, _store_plan(cfg, cell_spec(cfg), cell))
             _request(store, cell.task)
-    for store in stores.values():
+    plan = SweepPlan(cells, stores)
+    replan_stores(plan)
+    return plan
+
+
+def replan_stores(plan: SweepPlan) -> None:
+    """Each store's published rows read again, and its shards with work left planned."""
+    for store in plan.stores.values():
         store.published = _published(store)
         store.plan()
-    return SweepPlan(cells, stores)
 
 
 def _plan_cell(index: int, combo: list[str], cfg: DictConfig, tasks: TaskCache) -> CellPlan:
@@ -279,6 +284,10 @@ def _plan_cell(index: int, combo: list[str], cfg: DictConfig, tasks: TaskCache) 
     cell.n_params = int(spec.encoder.config.get("n_params", 0))
     if spec.loads_model:  # streaming probes and fine-tunes run their model, read no store
         cell.phase = 1
+        if cell.head == FINETUNE_HEAD:  # its GPU time orders the dispatch; plan prints both
+            from ptransfer.cell.tune import plan_tune
+
+            cell.memory, cell.tune_seconds = plan_tune(spec, EFFECTIVE_TFLOPS)
         return cell
     from ptransfer.embed.store import store_location
     from ptransfer.sweep.retention import store_group
@@ -301,10 +310,11 @@ def _store_plan(cfg: DictConfig, spec: CellSpec, cell: CellPlan) -> StorePlan:
                "compression": extract.compression, "commit_seconds": spec.commit_seconds}
     batching = Batching(extract.toks_per_batch, encoder.config.get("max_len"),
                         extract.length_policy)
-    return StorePlan(path, level, dtype, identity, encoder.n_layers, encoder.dim,
-                     int(encoder.config["n_params"]),
-                     int(extract.shard_tokens or DEFAULT_SHARD_TOKENS),
-                     list(cell.overrides), opening, batching=batching)
+    n_params = int(encoder.config["n_params"])
+    limits = extract.sizing().limits(StoreWork(n_params, level, encoder.n_layers, encoder.dim,
+                                               dtype))
+    return StorePlan(path, level, dtype, identity, encoder.n_layers, encoder.dim, n_params,
+                     limits, list(cell.overrides), opening, batching=batching)
 
 
 def _request(store: StorePlan, task: TaskData) -> None:
@@ -376,7 +386,7 @@ def launcher_parallelism(launcher: dict, n_jobs_hint: int | None = None) -> int:
 
 def wave_size(cfg: DictConfig) -> int:
     """Store groups extracted per wave under ``store.retain=until_done``: ``store.wave_stores``,
-    or (0) the phase-1 launcher's parallelism, so every worker has a store to extract."""
+    or (0) the GPU jobs' launcher's parallelism, so every GPU slot has a store to extract."""
     configured = int((cfg.get("store") or {}).get("wave_stores", 0) or 0)
     if configured > 0:
         return configured
@@ -389,6 +399,18 @@ def wave_size(cfg: DictConfig) -> int:
 
 
 def _plain(node) -> dict:
+    """A launcher node as plain values, each resolved where it can be (``n_jobs:
+    ${hydra.launcher.n_jobs}``); a value that cannot be resolved here stays as written."""
     if node is None:
         return {}
-    return OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else dict(node)
+    if not OmegaConf.is_config(node):
+        return dict(node)
+    plain = OmegaConf.to_container(node, resolve=False)
+    for key in plain:
+        try:
+            value = node[key]  # resolved on access
+        except Exception:  # noqa: BLE001 - e.g. ${now:...} outside a run: keep it unresolved
+            continue
+        if not OmegaConf.is_config(value):
+            plain[key] = value
+    return plain

@@ -1,24 +1,23 @@
-"""Running a multirun in two phases, for every launcher (the sweeper's work, Hydra-free).
+"""Running a multirun, for every launcher (the sweeper's work, Hydra-free): plan it once, then
+dispatch its jobs as soon as each can run.
 
-The two-phase sweeper (``hydra_plugins/ptransfer_sweeper``, the default ``hydra/sweeper``)
-hands its launch step to ``run_sweep``:
+The sweeper (``hydra_plugins/ptransfer_sweeper``, the default ``hydra/sweeper``) hands its
+launch step to ``run_sweep``:
 
-1. Plan (``sweep.jobs.plan_sweep``, as ``ptransfer plan`` does): which combinations are
-   cells of the design, which are done, which stores their readers need, and those
-   stores' shards with work left. Excluded and done combinations get no job at all (they
-   are recorded in ``<sweep dir>/not_launched.json`` for the summary).
-2. Per *wave* of stores (all of them with ``store.retain=all``; ``sweep.jobs.wave_size``
-   store groups at a time with ``until_done``, so disk holds one wave):
-   - **phase 1** with the extraction launcher (``hydra.launcher`` updated by
-     ``hydra.sweeper.extract_launcher``): one job per shard (``sweep.shard_job``), plus
-     the streaming cells (they run a model as they fit);
-   - the wave's stores are finalized (their index files written, ``embed.store_index``);
-   - **phase 2** with the probe launcher (``hydra.launcher`` updated by
-     ``hydra.sweeper.probe_launcher``): the cells reading the wave's stores, which only
-     read (no model is loaded), and the one-hot cells. Readers of a store whose shards did
-     not all publish are not launched; they are reported failed with the shard's error.
-
-Every Hydra launcher blocks until its batch has ended, so phase 2 starts after phase 1.
+1. Plan (``sweep.jobs.plan_sweep``, as ``ptransfer plan`` does), once: which combinations
+   are cells of the design, which are done, which stores their readers need, and those
+   stores' shards with work left (planned again only when weights had to be downloaded:
+   their content keys cells and stores; ``store.rebuild=true`` re-plans the stores' shards
+   alone). Excluded and done combinations get no job at all (they are recorded in
+   ``<sweep dir>/not_launched.json`` for the summary).
+2. Dispatch (``sweep.dispatch``) the sweep's jobs (``sweep.queue``): a shard job per
+   shard of each store and the streaming cells on GPU slots, the probe cells on CPU slots
+   as soon as their store's shard jobs have ended, one-hot cells at once; longest path
+   first (``sweep.schedule``). When a probe cell's inputs are done, its store's index file
+   is written (``embed.store_index``, once per store); readers of a store whose shards did
+   not all publish are not launched: they are reported failed with the shard's error.
+   With ``store.retain=until_done`` at most ``sweep.jobs.wave_size`` store groups are
+   under way at once (a group's last reader deletes its stores: ``sweep.retention``).
 """
 
 from __future__ import annotations
@@ -31,8 +30,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ptransfer.embed.shards import SHARDS_SUFFIX, write_todo
-from ptransfer.sweep.jobs import CellPlan, StorePlan, SweepPlan, TaskCache, plan_sweep, wave_size
+from ptransfer.sweep.jobs import (
+    CellPlan,
+    StorePlan,
+    SweepPlan,
+    TaskCache,
+    plan_sweep,
+    replan_stores,
+    wave_size,
+)
+from ptransfer.sweep.queue import QueuedJob, queued_jobs
 from ptransfer.sweep.summary import NOT_LAUNCHED
 
 log = logging.getLogger(__name__)
@@ -53,9 +60,19 @@ def launcher_config(config: DictConfig, updates: dict | None) -> DictConfig:
     return copied
 
 
+def launcher_settings(config: DictConfig, kind: str) -> dict:
+    """``hydra.launcher`` (plain values) as the jobs of ``kind`` get it: updated by
+    ``hydra.sweeper.extract_launcher`` (GPU jobs) or ``probe_launcher`` (CPU jobs)."""
+    sweeper = config.hydra.get("sweeper") or {}
+    node = sweeper.get("extract_launcher" if kind in ("extract", "gpu") else "probe_launcher")
+    updates = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    launcher = launcher_config(config, updates).hydra.launcher
+    return OmegaConf.to_container(launcher, resolve=True)
+
+
 def plan_for(config: DictConfig, loader, params: dict | None, arguments: list[str],
              each=None) -> SweepPlan:
-    """The sweep's phase plan, composing through Hydra's config loader."""
+    """The sweep's plan, composing through Hydra's config loader."""
     from ptransfer.sweep.expand import SweepExpander, group_checker, sweep_lists
 
     expander = SweepExpander(lambda o: loader.load_sweep_config(config, list(o)),
@@ -67,83 +84,71 @@ def plan_for(config: DictConfig, loader, params: dict | None, arguments: list[st
 def prepared_plan(config: DictConfig, loader, params: dict | None, arguments: list[str]
                   ) -> SweepPlan:
     """The plan after the sweep's weights are on disk and, under ``store.rebuild=true``, its
-    stores deleted (``sweep.prepare.SweepPreparation``): planned again after either."""
+    stores deleted (``sweep.prepare.SweepPreparation``). Planned once; again only when
+    weights were downloaded (their content keys cells and stores); after a rebuild only the
+    stores' shards are planned again."""
     from ptransfer.sweep.prepare import SweepPreparation, command_id
 
     command = command_id(config.hydra.sweep.dir)
     preparation = SweepPreparation(command)
     plan = plan_for(config, loader, params, arguments, each=preparation)
-    if preparation.fetch():  # the downloaded weights' content keys cells and stores
+    if preparation.fetch():
         preparation = SweepPreparation(command)
         plan = plan_for(config, loader, params, arguments, each=preparation)
     if preparation.rebuild():
-        plan = plan_for(config, loader, params, arguments)
+        replan_stores(plan)
     return plan
 
 
-def waves(plan: SweepPlan, config: DictConfig) -> list[list[str]]:
-    """Store groups in the order of their first reader, in waves (see the module docstring)."""
-    order: list[str] = []
-    for cell in plan.phase2_cells():
-        if cell.group and cell.group not in order:
-            order.append(cell.group)
-    retain = str((config.get("store") or {}).get("retain", "all"))
-    size = wave_size(config) if retain == "until_done" else max(1, len(order))
-    return [order[i: i + size] for i in range(0, len(order), size)] or [[]]
+class StoreGate:
+    """The stores of a running sweep: each finalized once, when its first reader may start
+    (its shard jobs have ended), and the problem that keeps its readers from starting."""
 
+    def __init__(self, plan: SweepPlan) -> None:
+        self.plan = plan
+        self.failures: dict[Path, list[dict]] = {}
+        self.problems: dict[Path, dict | None] = {}
 
-def shard_jobs(plan: SweepPlan, groups: list[str]) -> list[list[str]]:
-    """Phase-1 job overrides for the shards of the stores of ``groups``."""
-    stores = [s for s in plan.stores.values() if _group_of(plan, s) in groups]
-    jobs = []
-    for store in stores:
-        for shard in store.shards:
-            todo = write_todo(store.path, shard, store.spec)
-            jobs.append([*store.overrides, f"extract.shard='{todo}'"])
-    return jobs
+    def record(self, job: QueuedJob, result) -> None:
+        """A shard job's failure, kept for the readers of its store."""
+        value = job_value(result)
+        if job.cell is None and isinstance(value, dict) and value.get("state") == "failed":
+            self.failures.setdefault(job.store, []).append(value)
 
+    def check(self, job: QueuedJob) -> dict | None:
+        """None when ``job`` may start; otherwise its not-launched record (a failed reader)."""
+        if job.cell is None or job.store is None:
+            return None
+        if job.store not in self.problems:
+            self.problems[job.store] = self._finalize(self.plan.stores[job.store])
+        problem = self.problems[job.store]
+        return None if problem is None else not_launched(job.cell, problem)
 
-def _group_of(plan: SweepPlan, store: StorePlan) -> str | None:
-    return next((c.group for c in plan.cells if c.store == store.path and c.group), None)
+    def _finalize(self, store: StorePlan) -> dict | None:
+        from ptransfer.embed.store import EmbeddingStore
 
-
-def finalize_stores(plan: SweepPlan, groups: list[str], failures: list[dict]
-                    ) -> dict[Path, dict]:
-    """Write the index file of each store of the wave; returns store -> the failure that left
-    it incomplete (a failed shard job's status, or the error finalizing it)."""
-    from ptransfer.embed.store import EmbeddingStore
-
-    problems: dict[Path, dict] = {}
-    for store in plan.stores.values():
-        if _group_of(plan, store) not in groups:
-            continue
         try:
             opened = EmbeddingStore(store.path, store.identity, store.n_layers, store.dim,
                                     level=store.level, dtype=store.dtype)
             opened.finalize()
             missing = [s for shard in store.shards for s in shard.todo if s not in opened]
         except Exception as err:  # noqa: BLE001 - reported per reader; the sweep goes on
-            problems[store.path] = {"error": f"{type(err).__name__}: {err}", "log": None}
-            continue
-        if missing:
-            failed = next((f for f in failures if _failed_store(f) == store.path.absolute()),
-                          None) or {}
-            problems[store.path] = {
-                "error": f"{failed.get('error', 'a phase-1 shard job did not finish')} "
-                         f"(phase 1: {len(missing)} sequences of {store.path} not extracted)",
+            return {"error": f"{type(err).__name__}: {err}", "log": None}
+        if not missing:
+            return None
+        failed = (self.failures.get(store.path) or [{}])[0]
+        return {"error": f"{failed.get('error', 'a shard job did not finish')} "
+                         f"(extraction: {len(missing)} sequences of {store.path} missing)",
                 "traceback": failed.get("traceback"), "log": failed.get("log")}
-    return problems
 
 
-def _failed_store(status: dict) -> Path | None:
-    """The store of a failed shard job: named in its status, or by its input file's folder."""
-    if status.get("store"):
-        return Path(status["store"]).absolute()
-    todo = Path(str(status.get("shard", "")).strip("'"))
-    folder = todo.parent.absolute()
-    if folder.name.endswith(SHARDS_SUFFIX):
-        return folder.with_name(folder.name[: -len(SHARDS_SUFFIX)])
-    return None
+def job_value(result) -> Any:
+    """A Hydra ``JobReturn``'s value; None when the job raised (its error is raised again
+    by the sweeper at the end, as Hydra's own sweepers do)."""
+    try:
+        return result.return_value
+    except Exception:  # noqa: BLE001 - the job's own exception, re-raised later
+        return None
 
 
 def not_launched(cell: CellPlan, problem: dict | None = None) -> dict[str, Any]:
@@ -160,49 +165,67 @@ def not_launched(cell: CellPlan, problem: dict | None = None) -> dict[str, Any]:
     return status
 
 
-def _failures(results: list) -> list[dict]:
-    """The statuses of the phase-1 jobs of a batch that failed."""
-    statuses = []
-    for result in results:
-        value = result.return_value
-        if isinstance(value, dict) and value.get("state") == "failed":
-            statuses.append(value)
-    return statuses
-
-
 def run_sweep(config: DictConfig, loader, params: dict | None, arguments: list[str],
-              launch) -> list:
-    """Plan and run the sweep; ``launch(phase, job overrides, first job index)`` runs one
-    batch with that phase's launcher and returns its ``JobReturn`` list."""
+              context) -> list:
+    """Plan and run the sweep. ``context``: the sweeper (``hydra_context``,
+    ``task_function``, ``config``, ``launcher(kind)``, ``launcher_settings(kind)``)."""
+    from ptransfer.sweep.dispatch import Dispatcher, runner_for, slots_for
+    from ptransfer.sweep.retention import policy
+
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
     plan = prepared_plan(config, loader, params, arguments)
     _write_readers(plan, config, sweep_dir)
     records = [not_launched(c) for c in plan.cells if not c.to_run]
-    returns, index = [], 0
-    for number, groups in enumerate(waves(plan, config)):
-        first = number == 0
-        phase1 = shard_jobs(plan, groups) + [c.overrides for c in plan.phase1_cells() if first]
-        _log_wave(number, groups, plan, phase1)
-        failures: list[dict] = []
-        if phase1:
-            returns.append(launch("extract", phase1, index))
-            failures = _failures(returns[-1])
-            index += len(phase1)
-        problems = finalize_stores(plan, groups, failures)
-        phase2 = []
-        for cell in plan.phase2_cells():
-            if (cell.group in groups) or (cell.group is None and first):
-                if cell.store in problems:
-                    records.append(not_launched(cell, problems[cell.store]))
-                else:
-                    phase2.append(cell.overrides)
-        if phase2:
-            returns.append(launch("probe", phase2, index))
-            index += len(phase2)
+    jobs = queued_jobs(plan)
+    if str(config.extract.get("device", "auto")) == "auto":
+        for job in jobs:  # a CPU job must not take one of the host's GPU slots
+            if job.cell is not None and job.job.kind == "cpu":
+                job.extra.append("extract.device=cpu")
+    slots, kind = slots_for(context)
+    _log_dispatch(plan, jobs, slots, context)
+    gate = StoreGate(plan)
+    groups = wave_size(config) if policy(config) == "until_done" else None
+    runner = runner_for(context, slots, kind)
+    dispatcher = Dispatcher(runner, slots, gate.check, gate.record, groups)
+    try:
+        returns = dispatcher.run(jobs)
+    except BaseException:
+        runner.close(failed=True)  # Ctrl-C, or a job that raised: no wait for the others
+        raise
+    runner.close()
+    records += [record for _, record in dispatcher.skipped]
     (sweep_dir / NOT_LAUNCHED).write_text(json.dumps(records, indent=1))
     return returns
+
+
+def _log_dispatch(plan: SweepPlan, jobs: list, slots: dict[str, int], context) -> None:
+    from ptransfer.sweep.schedule import duration_text, lower_bound, simulate
+
+    schedule = [job.job for job in jobs]
+    makespan = simulate(schedule, slots)[0] if schedule else 0.0
+    gpu_bound, chain = lower_bound(schedule, slots["gpu"])
+    counts = {kind: sum(job.job.kind == kind for job in jobs) for kind in ("gpu", "cpu")}
+    log.info("dispatch: %d GPU job(s) on %d GPU slot(s), %d CPU job(s) on %d CPU slot(s); "
+             "estimated makespan %s (lower bound %s)", counts["gpu"], slots["gpu"],
+             counts["cpu"], slots["cpu"], duration_text(makespan),
+             duration_text(max(gpu_bound, chain)))
+    for line in time_limit_lines(plan, context):
+        log.warning(line)
+
+
+def time_limit_lines(plan: SweepPlan, context) -> list[str]:
+    """A warning per shard estimated over the GPU launcher's ``timeout_min``."""
+    from ptransfer.embed.shard_sizing import StoreWork, over_time_limit
+
+    limit = context.launcher_settings("extract").get("timeout_min")
+    if not limit:
+        return []
+    return [line for store in plan.stores.values() for line in over_time_limit(
+        store.shards, StoreWork(store.n_params, store.level, store.n_layers, store.dim,
+                                store.dtype), float(limit), "hydra.launcher.timeout_min",
+        store.path.name)]
 
 
 def _write_readers(plan: SweepPlan, config: DictConfig, sweep_dir: Path) -> None:
@@ -217,9 +240,3 @@ def _write_readers(plan: SweepPlan, config: DictConfig, sweep_dir: Path) -> None
     write_reader_groups(str(sweep_dir), Path(config.store_dir), groups)
     log.info("store.retain=until_done: %d stores, each deleted after its last reader",
              len(groups))
-
-
-def _log_wave(number: int, groups: list[str], plan: SweepPlan, phase1: list) -> None:
-    readers = sum(1 for c in plan.phase2_cells() if c.group in groups)
-    log.info("wave %d: %d store group(s): phase 1 %d job(s), then phase 2 with %d store "
-             "reader(s)", number + 1, len(groups), len(phase1), readers)

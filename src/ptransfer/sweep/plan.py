@@ -2,9 +2,10 @@
 
 Expands ``hydra.sweeper.params`` (plus any ``key=a,b`` overrides) into cells exactly as the
 sweeper does (``sweep.expand``: one compose per choice, not per combination), applies the
-design rules (``grid``), checks which cells are already complete, and lists the two phases
-of ``ptransfer run -m`` (``sweep.jobs``): phase-1 jobs (each store's shards with the GPU time
-each is estimated to take, and streaming cells) and phase-2 jobs (cells that only read).
+design rules (``sweep.design``), checks which cells are already complete, and lists the jobs
+``ptransfer run -m`` dispatches (``sweep.queue``): shard jobs (each store's shards with the
+GPU time each is estimated to take) and streaming cells on GPUs, probe cells on CPUs; the
+makespan those jobs are estimated to take on the launcher's slots (``sweep.schedule``).
 Disk and GPU estimates use each task as a cell loads it (``subsample`` included); tasks whose
 data is absent use planning sizes. The numbers the estimates use are stated in the output.
 """
@@ -55,6 +56,7 @@ class PlannedCells(list):
 
     sweep: SweepPlan | None = None
     wave_stores: int = 1
+    launchers: tuple[dict, dict] = ({}, {})  # hydra.launcher as GPU / CPU jobs get it
 
 
 def expand_sweep(cfg: DictConfig, cli_overrides: list[str]) -> list[list[str]]:
@@ -92,16 +94,14 @@ def store_key(cell) -> str:
 def plan_cells(conf_dir: Path, overrides: list[str]) -> PlannedCells:
     from ptransfer.cell.config_checks import _fixed_overrides, check_config
     from ptransfer.cell.memory import plan_memory
-    from ptransfer.cell.spec import FINETUNE_HEAD, cell_spec
-    from ptransfer.cell.tune import plan_tune
+    from ptransfer.cell.spec import cell_spec
     from ptransfer.sweep.expand import SweepExpander, group_checker, sweep_lists
     from ptransfer.sweep.jobs import wave_size
+    from ptransfer.sweep.launch import launcher_settings
 
     def each(cell, cfg) -> None:
         if cell.to_run and cfg.model.get("family") == "onehot":
             cell.memory = plan_memory(cell_spec(cfg))
-        elif cell.to_run and cell.head == FINETUNE_HEAD:
-            cell.memory, cell.tune_seconds = plan_tune(cell_spec(cfg), EFFECTIVE_TFLOPS)
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=_fixed_overrides(overrides), return_hydra_config=True)
@@ -120,6 +120,7 @@ def plan_cells(conf_dir: Path, overrides: list[str]) -> PlannedCells:
                                      disk, gpu, store_key(cell), cell.state, cell.memory))
         cells.sweep = sweep
         cells.wave_stores = wave_size(base)
+        cells.launchers = (launcher_settings(base, "extract"), launcher_settings(base, "probe"))
     return cells
 
 
@@ -145,21 +146,18 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
     real = [c for c in cells if c.excluded is None]
     todo = totals["todo"]
     disk = totals["disk_bytes"]
-    gpu_h = totals["gpu_seconds"] / 3600
     print(f"sweep: {len(cells)} combinations, {len(real)} cells in the design "
           f"({len(cells) - len(real)} outside it)")
     print(f"done:  {len(real) - len(todo)} complete, {len(todo)} to run")
     print_unfinished(todo)
-    for line in phase_lines(getattr(cells, "sweep", None)):
+    launchers = getattr(cells, "launchers", ({}, {}))
+    for line in job_lines(getattr(cells, "sweep", None), *launchers):
         print(line)
     print(f"disk:  ~{disk / 1e9:.1f} GB of new embeddings from {totals['extractions']} "
           f"extractions (cells of one dataset and encoder share one; streaming cells store "
           f"nothing; one-hot needs none)")
     for line in disk_lines(todo, getattr(cells, "wave_stores", 1)):  # retain=all | until_done
         print(line)
-    print(f"GPU:   ~{gpu_h:.1f} GPU-hours of forward passes at {EFFECTIVE_TFLOPS:.0f} effective "
-          f"TFLOP/s (2 x params x tokens; fine-tunes: every epoch of every learning rate, "
-          f"6 x params x tokens (LoRA 4 x); probes not included)")
     for c in todo[:20]:
         print(f"  to run: {c.cell_id}")
     for c in todo:
@@ -171,21 +169,34 @@ def print_plan(conf_dir: Path, overrides: list[str]) -> None:
         print(line)
 
 
-def phase_lines(sweep: SweepPlan | None, max_stores: int = 60) -> list[str]:
-    """The two phases of ``ptransfer run -m``: phase-1 jobs per store (each shard's tokens
-    and estimated GPU time) and streaming cells; phase-2 cells."""
+def job_lines(sweep: SweepPlan | None, extract: dict | None = None,
+              probe: dict | None = None, max_stores: int = 60) -> list[str]:
+    """The jobs ``ptransfer run -m`` dispatches (``sweep.queue``): shard jobs per store
+    (tokens and estimated GPU time of each) and streaming cells on GPU slots, probe cells on
+    CPU slots; the GPU estimate; the makespan estimate for the launchers' slots
+    (``extract`` / ``probe``: ``hydra.launcher`` as GPU / CPU jobs get it); a warning per
+    shard over the GPU launcher's ``timeout_min``."""
     if sweep is None:
         return []
+    from ptransfer.sweep.queue import queued_jobs
+    from ptransfer.sweep.schedule import duration_text
+
+    jobs = queued_jobs(sweep, for_run=False)
     streaming = sweep.phase1_cells()
     stores = [s for s in sweep.stores.values() if s.shards or s.estimated]
-    n_shards = sum(len(s.shards) + len(s.estimated_shards()) for s in stores)
-    lines = [f"phase 1 (extraction, GPU): {n_shards + len(streaming)} jobs: {n_shards} shard(s) "
-             f"of {len(stores)} store(s), {len(streaming)} streaming or fine-tune cell(s) (they "
-             "run their model as they fit)"]
+    shard_jobs = [j for j in jobs if j.cell is None]
+    cells = [j for j in jobs if j.cell is not None and j.cell.phase == 2]
+    onehot = sum(1 for j in cells if j.store is None)
+    lines = [f"jobs (each starts when its inputs are published and a slot is free): "
+             f"{len(shard_jobs)} shard job(s) of {len(stores)} store(s) and {len(streaming)} "
+             f"streaming or fine-tune cell(s) (they run their model) on GPUs; {len(cells)} probe "
+             f"cell(s) ({len(cells) - onehot} store readers, {onehot} one-hot: at once) "
+             f"that load no model, on CPUs ({sum(j.job.kind == 'gpu' for j in cells)} "
+             f"on GPUs: head=linear)"]
     for store in stores[:max_stores]:
         shards = [(s.tokens, "") for s in store.shards]
         shards += [(t, "~") for t in store.estimated_shards()]  # data absent: planning sizes
-        each = ", ".join(f"{mark}{tokens / 1e6:.2f}M tok {_hours(store.n_params, tokens)}"
+        each = ", ".join(f"{mark}{tokens_text(tokens)} {_hours(store.n_params, tokens)}"
                          for tokens, mark in shards[:6])
         more = f", ... ({len(shards) - 6} more)" if len(shards) > 6 else ""
         lines.append(f"  store {store.identity.get('model')} {store.level} "
@@ -193,11 +204,53 @@ def phase_lines(sweep: SweepPlan | None, max_stores: int = 60) -> list[str]:
                      f"shard(s): {each}{more}; ~{size_text(store.new_bytes())} new")
     if len(stores) > max_stores:
         lines.append(f"  ... and {len(stores) - max_stores} more stores")
-    phase2 = sweep.phase2_cells()
-    onehot = sum(1 for c in phase2 if c.store is None)
-    lines.append(f"phase 2 (probes, read published stores, load no model): {len(phase2)} "
-                 f"jobs ({len(phase2) - onehot} store readers, {onehot} one-hot)")
+    shard_s = sum(j.job.seconds for j in shard_jobs)
+    stream_s = sum(j.job.seconds for j in jobs if j.cell is not None and j.cell.phase == 1)
+    lines.append(f"GPU:   ~{(shard_s + stream_s) / 3600:.1f} GPU-hours of forward passes "
+                 f"(shards {duration_text(shard_s)}, streaming and fine-tune cells "
+                 f"{duration_text(stream_s)}) at {EFFECTIVE_TFLOPS:.0f} effective TFLOP/s "
+                 "(2 x params x tokens; fine-tunes: every epoch of every learning rate, "
+                 "6 x params x tokens (LoRA 4 x); probes not included)")
+    return lines + makespan_lines(sweep, jobs, extract or {}, probe or {})
+
+
+def makespan_lines(sweep: SweepPlan, jobs: list, extract: dict, probe: dict) -> list[str]:
+    """The estimated makespan on the launchers' slots (``sweep.schedule``) and the
+    time-limit warnings."""
+    from ptransfer.embed.shard_sizing import StoreWork, over_time_limit
+    from ptransfer.sweep.dispatch import slot_counts
+    from ptransfer.sweep.schedule import duration_text, lower_bound, simulate
+
+    slots, runner = slot_counts(extract, probe)
+    schedule = [j.job for j in jobs]
+    if not schedule:
+        return []
+    gpu_bound, chain = lower_bound(schedule, slots["gpu"])
+    if runner == "serial":  # the basic launcher: one job at a time
+        makespan, where = sum(j.seconds for j in schedule), "one job at a time (basic launcher)"
+    else:
+        makespan = simulate(schedule, slots)[0]
+        where = f"{slots['gpu']} GPU slot(s) + {slots['cpu']} CPU slot(s)"
+    lines = [f"makespan: ~{duration_text(makespan)} on {where}, by the estimates above and a "
+             f"probe model (sweep/schedule.py); lower bound "
+             f"{duration_text(max(gpu_bound, chain))} (GPU work / GPU slots "
+             f"{duration_text(gpu_bound)}, longest chain {duration_text(chain)})"]
+    limit = extract.get("timeout_min")
+    if limit:
+        for store in sweep.stores.values():
+            work = StoreWork(store.n_params, store.level, store.n_layers, store.dim,
+                             store.dtype)
+            lines += [f"WARNING: {line}" for line in over_time_limit(
+                store.shards, work, float(limit), "hydra.launcher.timeout_min",
+                store.path.name)]
     return lines
+
+
+def tokens_text(tokens: float) -> str:
+    """``42 tok``, ``8.7k tok``, ``2.92M tok``: readable at every size a shard has."""
+    if tokens < 1e3:
+        return f"{tokens:.0f} tok"
+    return f"{tokens / 1e3:.1f}k tok" if tokens < 1e6 else f"{tokens / 1e6:.2f}M tok"
 
 
 def _hours(n_params: int, tokens: float) -> str:

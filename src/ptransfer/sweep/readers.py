@@ -1,5 +1,5 @@
 """The Hydra callback of store retention: the sweep's readers manifests (``sweep.retention``),
-for sweeps run by another sweeper than the two-phase one (which writes them itself).
+for sweeps run by another sweeper than ptransfer's (which writes them itself).
 
 Its own module because it expands the sweep (``plan``) and applies the design rules
 (``sweep``), both of which sit above ``retention`` in the import graph.
@@ -32,7 +32,7 @@ class StoreReaders(Callback):
         if policy(config) != "until_done":
             return
         if str(config.hydra.sweeper.get("_target_", "")).endswith("TwoPhaseSweeper"):
-            return  # the two-phase sweeper writes them from its own plan (sweep.launch)
+            return  # ptransfer's sweeper writes them from its own plan (sweep.launch)
         loader = GlobalHydra.instance().config_loader()
         cells = []
         for combo in expand_sweep(config, list(config.hydra.overrides.task)):

@@ -2,10 +2,11 @@
 
 A sweep of the paper's size embeds far more than a scratch disk holds (``ptransfer plan``
 prints the total), but a store is only needed while the cells that read it run. The
-two-phase sweeper therefore extracts stores in waves (``sweep.launch``: a wave's stores,
-then their readers, then the next wave), and:
+sweeper therefore has at most ``store.wave_stores`` store groups under way at once
+(``sweep.dispatch``: a group's shard jobs, then its readers; the next group starts when a
+group's last job ends), and:
 
-1. **Readers manifest.** At the start of a multirun (the two-phase sweeper,
+1. **Readers manifest.** At the start of a multirun (ptransfer's sweeper,
    ``sweep.launch``, in the launching process for every launcher: basic, joblib, Slurm;
    ``sweep.readers.StoreReaders`` under another sweeper), the sweep is planned exactly as
    ``ptransfer plan`` does it and, per store, the result folders of the cells that read it
@@ -31,7 +32,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -90,7 +93,7 @@ def write_reader_groups(sweep_dir: str, store_dir: Path, groups: dict[str, list[
     for group, readers in groups.items():
         folder = Path(store_dir).absolute() / READERS_DIR / group
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (name + ".tmp")
+        tmp = folder / f"{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(json.dumps({"sweep_dir": str(sweep_dir), "readers": readers}, indent=1))
         tmp.replace(folder / name)
 
@@ -161,8 +164,13 @@ def retire_if_unread(cfg: DictConfig) -> list[Path]:
 
 
 def remove_temporaries(cell_dir: Path) -> None:
-    """Delete a failed cell's half-written files (``rows.csv.tmp``, ``status.json.tmp``...)."""
-    for tmp in Path(cell_dir).glob("*.tmp") if Path(cell_dir).is_dir() else []:
+    """Delete the half-written files this process left in a failed cell's folder
+    (``rows.csv.<pid>.<token>.tmp``, ...; another writer's are its own business) and the
+    fixed-name ones of ptransfer < 0.3 (``rows.csv.tmp``)."""
+    folder = Path(cell_dir)
+    mine = list(folder.glob(f"*.{os.getpid()}.*.tmp")) if folder.is_dir() else []
+    old = [p for p in folder.glob("*.tmp") if p.name.count(".") == 2] if folder.is_dir() else []
+    for tmp in mine + old:
         try:
             tmp.unlink()
         except OSError as err:
@@ -173,24 +181,24 @@ def disk_lines(cells: list, wave_stores: int = 1) -> list[str]:
     """``plan``'s lines: total and peak store disk of the cells to run, per retention policy.
 
     ``cells``: ``PlannedCell`` in sweep order (``disk_bytes`` per dataset and store). A
-    multirun under ``until_done`` extracts the store groups in waves of ``wave_stores``
-    (in the order of their first reader), runs their readers, deletes them, then starts the
-    next wave: the peak is the largest wave.
+    multirun under ``until_done`` has at most ``wave_stores`` store groups under way at once
+    (``sweep.dispatch``) and deletes each once its readers are done: the peak is at most the
+    ``wave_stores`` largest groups together.
     """
     sizes: dict[str, dict[str, float]] = {}
     for cell in cells:
         group = _plan_group(cell)
         if group:
             sizes.setdefault(group, {})[cell.store_key] = cell.disk_bytes
-    groups = [sum(parts.values()) for parts in sizes.values()]  # first-reader order
+    groups = sorted((sum(parts.values()) for parts in sizes.values()), reverse=True)
     everything = sum(groups)
     size = max(1, int(wave_stores))
-    peak = max((sum(groups[i: i + size]) for i in range(0, len(groups), size)), default=0.0)
+    peak = sum(groups[:size])
     return [f"store: retain=all keeps ~{size_text(everything)} (the total); "
             f"retain=until_done peaks at ~{size_text(peak)}",
-            f"       (peak: a multirun extracts the stores in waves of {size} (store.wave_stores,"
-            " default the phase-1 launcher's parallelism; 1 with the basic launcher) and "
-            "deletes each wave's stores once their readers are done)"]
+            f"       (peak: a multirun has at most {size} store group(s) under way at once "
+            "(store.wave_stores, default the GPU launcher's parallelism; 1 with the basic "
+            "launcher) and deletes each once its readers are done)"]
 
 
 def _plan_group(cell) -> str | None:

@@ -50,16 +50,18 @@ def summarise_sweep(sweep_dir: Path, phase: str | None = None) -> dict[str, list
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: how many shards were extracted, how many cells ran, were
-    skipped, failed (with errors)."""
+    """At the end of a multirun: how many shards this sweep published and how many another
+    writer published while its jobs waited (a second sweep on the same folder), how many
+    cells ran, were skipped, failed (with errors)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         shards = summarise_sweep(sweep_dir, phase="extract")
         if any(shards.values()):
+            adopted = len(shards.get("adopted", [])) + len(shards["skipped"])
             print(f"\nextraction: {sum(len(v) for v in shards.values())} shard jobs: "
-                  f"{len(shards['done'])} published, {len(shards['skipped'])} skipped "
-                  f"(already published), {len(shards['failed'])} failed")
+                  f"{len(shards['done'])} published, {adopted} adopted from another writer, "
+                  f"{len(shards['failed'])} failed")
         groups = summarise_sweep(sweep_dir)
         total = sum(len(v) for k, v in groups.items() if k != "excluded")
         print(f"\nsweep: {total} cells: {len(groups['done'])} run, "
