@@ -104,7 +104,7 @@ def test_streaming_cells_count_in_the_gpu_line_and_plan_prints_a_makespan(tmp_pa
     print_plan(CONF, overrides)
     out = capsys.readouterr().out
     per_cell = 2 * 7_512_474 * 11_815 * (255 + 2) / 100e12  # 18.2 s of forward passes
-    assert f"streaming cells {2 * per_cell:.0f} s)" in out
+    assert f"streaming and fine-tune cells {2 * per_cell:.0f} s)" in out
     # Two GPU jobs on 8 GPU slots: each its own slot, so the makespan is one cell's time.
     assert f"makespan: ~{per_cell:.0f} s on 8 GPU slot(s) + 8 CPU slot(s)" in out
 

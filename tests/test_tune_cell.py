@@ -199,9 +199,9 @@ def test_a_multirun_of_frozen_and_fine_tune_cells_collects_their_verdicts(tmp_pa
         "model=tiny_esm2", "ablation=pretrained,random_init", "tune=frozen,full", "seed=0,1",
         "grid.deterministic_seed=0", "tune.max_epochs=2", "tune.learning_rates=[1e-3]",
         "results_dir=res", "extract.progress=false", cwd=tmp_path))
-    # phase 1: a shard per store (the 3 frozen arms' encoders) and the 4 fine-tunes; phase 2:
-    # the 3 frozen cells read their stores
-    assert "phase 1 7 job(s), then phase 2 with 3 store reader(s)" in out
+    # GPU jobs: a shard per store (the 3 frozen arms' encoders) and the 4 fine-tunes; CPU
+    # jobs: the 3 frozen cells read their stores
+    assert "dispatch: 7 GPU job(s) on 1 GPU slot(s), 3 CPU job(s)" in out
     assert "7 cells: 7 run" in out
     statuses = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("status.json")]
     assert len(statuses) == 7 and {s["state"] for s in statuses} == {"done"}

@@ -141,7 +141,8 @@ def cmd_collect(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(
         prog="ptransfer collect", description="merge the complete cells' rows.csv under DIR; "
-        "write results.csv, summary, intervals, comparisons and taxonomy, all at once")
+        "write results.csv, summary, intervals, comparisons, taxonomy, depth, repstat and "
+        "collect.json, all at once")
     parser.add_argument("dir", nargs="?", default="results", help="results root (default results)")
     parser.add_argument("--resamples", type=int, default=1000,
                         help="bootstrap resamples for intervals and comparisons (default 1000, "

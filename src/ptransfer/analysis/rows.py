@@ -16,7 +16,8 @@ import pandas as pd
 ROWS_FILE = "rows.csv"
 RESULTS_FILE = "results.csv"
 
-# Column -> meaning. The README's schema table is generated from the same words.
+# Column -> meaning (README's rows table documents each; tests/test_readme_schemas.py checks
+# that the two name the same columns).
 COLUMNS: dict[str, str] = {
     "model": "model name as its package names it (esm2_t6_8M_UR50D, carp_600k, onehot)",
     "family": "esm1 | esm1b | esm2 | carp | hf_esm2 | esmc | prot_bert | prot_t5 | ankh | antiberty | onehot",
