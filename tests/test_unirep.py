@@ -122,6 +122,28 @@ def test_padding_and_batch_order_never_change_a_sequence(tiny_npz):
         np.testing.assert_allclose(batched[:, i, : len(sequence)], alone, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(("small_step", "threads_in_steps"), [(1 << 40, 1), (0, 2)])
+def test_small_recurrences_run_on_one_cpu_thread_and_the_count_is_restored(
+        tiny_npz, monkeypatch, small_step, threads_in_steps):
+    from ptransfer.encoders import unirep_module
+
+    encoder = make(tiny_npz)
+    expected = encoder.embed(SEQUENCES)
+    seen = []
+    steps = unirep_module.MLSTMCell._steps
+
+    def spy(self, *args):
+        seen.append(torch.get_num_threads())
+        return steps(self, *args)
+
+    monkeypatch.setattr(unirep_module, "SMALL_STEP", small_step)
+    monkeypatch.setattr(unirep_module.MLSTMCell, "_steps", spy)
+    torch.set_num_threads(2)  # the conftest fixture restores 1 afterwards
+    features = encoder.embed(SEQUENCES)
+    assert set(seen) == {threads_in_steps} and torch.get_num_threads() == 2
+    np.testing.assert_allclose(features, expected, atol=1e-6, rtol=0)
+
+
 def test_alphabet_is_jax_unireps_and_refuses_other_letters(tiny_npz):
     assert AA_TO_INT == REFERENCE_CODES
     encoder = make(tiny_npz)
