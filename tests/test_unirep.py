@@ -124,7 +124,6 @@ def test_padding_and_batch_order_never_change_a_sequence(tiny_npz):
 
 @pytest.mark.parametrize(("constants", "threads_in_steps", "n_workers"), [
     ({}, {1}, 1),                             # tiny positions: one group, one thread
-    ({"BIG_STEP": 0}, {2}, 1),                # positions worth every thread: one group, all
     ({"GROUP_STEP": 1}, {1}, 2),              # a group of rows per thread, one thread each
 ])
 def test_cpu_threads_run_groups_of_rows_and_the_count_is_restored(

