@@ -249,11 +249,6 @@ def test_weights_found_in_an_installed_package_without_importing_it(fake_package
     from_package = make(package=fake_package)
     assert "fake_unirep" not in sys.modules
     assert torch.equal(from_package.embed(SEQUENCES), make(tiny_npz).embed(SEQUENCES))
-    model = {**OmegaConf.to_container(OmegaConf.load(CONF / "model" / "unirep_64.yaml")),
-             "package": fake_package}
-    import hashlib
-    assert weights_fingerprint(model, "final", "pretrained", "full") == \
-        "sha256:" + hashlib.sha256(tiny_npz.read_bytes()).hexdigest()
 
 
 def test_missing_package_is_one_line_with_the_install_command():
@@ -267,8 +262,7 @@ def test_missing_package_is_one_line_with_the_install_command():
     assert "model.weights" in message
     model = {"family": "unirep", "name": "unirep_64", "package": package}
     assert weights_fingerprint(model, "final", "pretrained", "full") == \
-        "absent: model.package (no_such_unirep_pkg)"
-    assert weights_fingerprint(model, "final", "random_init", "full") is None  # reads none
+        "absent: model.package (no_such_unirep_pkg)"  # the cell key says so too
 
 
 def test_bad_weights_files_are_clear_errors(tmp_path, tiny_npz):
