@@ -229,6 +229,19 @@ def test_only_unirep_pools_a_prefix(tiny_npz):
     assert torch.equal(row_function(encoder, "residue", None)(per_seq), per_seq)
 
 
+def test_pooling_one_protein_runs_on_one_cpu_thread(tiny_npz, monkeypatch):
+    from ptransfer.embed import extract
+
+    seen = []
+    pool = extract.mean_pool
+    monkeypatch.setattr(extract, "mean_pool",
+                        lambda *args: seen.append(torch.get_num_threads()) or pool(*args))
+    rows = row_function(make(tiny_npz), "protein", None)
+    torch.set_num_threads(2)  # the conftest fixture restores 1 afterwards
+    rows(torch.ones(CELLS + 1, 3, DIM))
+    assert seen == [1] and torch.get_num_threads() == 2
+
+
 # --- weights ------------------------------------------------------------------------------
 
 

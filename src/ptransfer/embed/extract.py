@@ -38,6 +38,7 @@ from ptransfer.embed.diskspace import expected_store_bytes
 from ptransfer.embed.shards import DEFAULT_SHARD_TOKENS, claim_or_wait, plan_shards
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
+from ptransfer.encoders.threads import intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -332,10 +333,16 @@ def row_function(encoder: Encoder, level: str, pad_to: int | None):
         return lambda per_seq: per_seq
     if encoder.pooling == "mean":
         prefix = encoder.pooled_prefix()
-        return lambda per_seq: mean_pool(per_seq, prefix)
-    if encoder.pooling == "flatten":
-        return lambda per_seq: flatten_pool(per_seq, pad_to)
-    raise ValueError(f"encoder {encoder.name} has unknown pooling {encoder.pooling!r}")
+        pool = lambda per_seq: mean_pool(per_seq, prefix)  # noqa: E731
+    elif encoder.pooling == "flatten":
+        pool = lambda per_seq: flatten_pool(per_seq, pad_to)  # noqa: E731
+    else:
+        raise ValueError(f"encoder {encoder.name} has unknown pooling {encoder.pooling!r}")
+
+    def one_protein(per_seq: torch.Tensor) -> torch.Tensor:
+        with intra_op_threads(1):  # one protein's reduction: never worth a parallel region
+            return pool(per_seq)
+    return one_protein
 
 
 def _log_expected_size(encoder: Encoder, todo: list[str], store: EmbeddingStore,

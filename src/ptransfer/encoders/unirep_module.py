@@ -36,12 +36,13 @@ rescaled to keep that variance) for the weight matrices and the embedding, and j
 
 from __future__ import annotations
 
-import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
+
+from ptransfer.encoders.threads import intra_op_threads
 
 AA_TO_INT = {
     "-": 0, "M": 1, "R": 2, "H": 3, "K": 4, "D": 5, "E": 6, "S": 7, "T": 8, "N": 9, "Q": 10,
@@ -60,19 +61,6 @@ GROUP_STEP = 1 << 18  # least multiply-adds per position for a group of rows of 
 _CODES = torch.zeros(128, dtype=torch.long)
 for _letter, _code in AA_TO_INT.items():
     _CODES[ord(_letter)] = _code
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    """Run the block with ``n`` intra-op CPU threads, then restore the caller's number."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
 
 
 def _in_callers_modes(function):
@@ -197,7 +185,7 @@ class MLSTMCell(nn.Module):
             rows = active[start]
             inputs = torch.addmm(b_in, x[:rows, start: start + span].reshape(-1, x.shape[-1]),
                                  w_in).view(rows, -1, 5 * dim)  # rows x span x 5D
-            with _threads(threads):
+            with intra_op_threads(threads):
                 state = self._steps(inputs, active[start: start + span], state, wmh, wh,
                                     out[:, start: start + span])
 
