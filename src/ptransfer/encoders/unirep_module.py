@@ -21,7 +21,9 @@ once; the input terms ``x [Wmx | Wx] + [0 | b]`` of a block of positions are one
 product; the cells run one after another over the whole sequence (each needs the previous
 one's output); rows are sorted longest first and a row leaves the batch after its last
 residue (what ``pack_padded_sequence`` does), so padding costs nothing and never reaches a
-real position. On the CPU a cell splits its rows into one group per intra-op thread (of
+real position; positions that every row shares (a mutational scan's residues before its
+first mutated site) run once, for one row (``share_prefix``). On the CPU a cell splits its
+rows into one group per intra-op thread (of
 about equal residues, each worth at least ``GROUP_STEP`` multiply-adds per position), and
 each group runs its positions on one thread: ten ops per position, each a parallel region
 whose barrier waits for the slowest thread, cost far more than they save (17x the CPU time
@@ -153,32 +155,37 @@ class MLSTMCell(nn.Module):
         for key in ("gmx", "gmh", "gx", "gh", "b"):
             nn.init.normal_(getattr(self, key), std=GAIN_STD)
 
-    def forward(self, x: torch.Tensor, active: list[int], out: torch.Tensor) -> None:
+    def forward(self, x: torch.Tensor, active: list[int], out: torch.Tensor,
+                state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple | None:
         """Run over ``x`` (B x T x I, rows longest first) into ``out`` (B x T x D).
 
         ``active[t]``: rows still inside their sequence at position t; padding positions
-        of ``out`` are left as they are.
+        of ``out`` are left as they are. ``state``: (h, c) before the first position (B x D
+        each; None: zeros). Returns the last position's (h, c) when the rows ran as one group.
         """
         weights = (torch.cat([weight_norm(self.wmx, self.gmx), weight_norm(self.wx, self.gx)], 1),
                    torch.cat([self.b.new_zeros(self.dim), self.b]),  # I x 5D, 5D: [m | z] terms
                    weight_norm(self.wmh, self.gmh), weight_norm(self.wh, self.gh))
+        if state is None:
+            state = (x.new_zeros(active[0], self.dim), x.new_zeros(active[0], self.dim))
         groups = row_groups(active, 5 * self.dim * self.dim, torch.get_num_threads(),
                             x.device.type == "cpu")
         if len(groups) == 1:
-            self._rows(x, active, out, weights)
-            return
+            return self._rows(x, active, out, weights, state)
         run = _in_callers_modes(self._rows)
         with ThreadPoolExecutor(len(groups)) as pool:  # one group of rows per thread
             jobs = [pool.submit(run, x[a:b], [min(n - a, b - a) for n in active if n > a],
-                                out[a:b], weights) for a, b in groups]
+                                out[a:b], weights, (state[0][a:b], state[1][a:b]))
+                    for a, b in groups]
             for job in jobs:
                 job.result()
+        return None
 
-    def _rows(self, x: torch.Tensor, active: list[int], out: torch.Tensor, weights) -> None:
+    def _rows(self, x: torch.Tensor, active: list[int], out: torch.Tensor, weights,
+              state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The recurrence for rows ``x`` (B x T x I), block of positions by block."""
         w_in, b_in, wmh, wh = weights
         dim = self.dim
-        state = (x.new_zeros(active[0], dim), x.new_zeros(active[0], dim))  # h, c
         span = max(1, BLOCK_ELEMENTS // max(1, active[0] * 5 * dim))
         threads = 1 if x.device.type == "cpu" else torch.get_num_threads()
         for start in range(0, len(active), span):
@@ -188,6 +195,7 @@ class MLSTMCell(nn.Module):
             with intra_op_threads(threads):
                 state = self._steps(inputs, active[start: start + span], state, wmh, wh,
                                     out[:, start: start + span])
+        return state
 
     def _steps(self, inputs: torch.Tensor, active: list[int], state: tuple, wmh: torch.Tensor,
                wh: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,8 +214,22 @@ class MLSTMCell(nn.Module):
         return h, c
 
 
+def shared_prefix(tokens: torch.Tensor, shortest: int) -> int:
+    """How many leading positions (at most ``shortest``) hold the same token in every row."""
+    same = (tokens[:, :shortest] == tokens[:1, :shortest]).all(0).tolist()
+    return same.index(False) if False in same else len(same)
+
+
 class UnirepModule(nn.Module):
-    """Embedding (26 x E) and ``n_cells`` stacked mLSTM cells of width ``dim``."""
+    """Embedding (26 x E) and ``n_cells`` stacked mLSTM cells of width ``dim``.
+
+    ``share_prefix`` (default True): the positions every row of a batch shares (the start
+    token; in a mutational scan, every residue before the first mutated site) are computed
+    once, for one row, and the rows go on from that state; a left-to-right model's state
+    there depends on nothing else, so the features are those of separate runs.
+    """
+
+    share_prefix = True
 
     def __init__(self, n_cells: int, dim: int, embed_dim: int = EMBED_DIM) -> None:
         super().__init__()
@@ -242,8 +264,20 @@ class UnirepModule(nn.Module):
         x = self.embedding[tokens]  # B x T x E
         out = x.new_zeros(len(self.cells) + 1, batch, length, self.dim)
         out[0, :, :, : x.shape[-1]] = x
-        for k, cell in enumerate(self.cells, start=1):
-            cell(out[k - 1, :, :, : cell.input_dim], active, out[k])
+        shared = shared_prefix(tokens, sorted_lengths[-1]) if self.share_prefix else 0
+        shared = shared if shared > 1 and batch > 1 else 0  # the start token alone: no gain
+        states = [None] * len(self.cells)
+        if shared:  # every row starts alike: run the shared positions once, on row 0
+            for k, cell in enumerate(self.cells, start=1):
+                h, c = cell(out[k - 1, :1, :shared, : cell.input_dim], [1] * shared,
+                            out[k, :1, :shared])
+                states[k - 1] = (h.expand(batch, -1).contiguous(),
+                                 c.expand(batch, -1).contiguous())
+            out[1:, 1:, :shared] = out[1:, :1, :shared]
+        if shared < length:
+            for k, cell in enumerate(self.cells, start=1):
+                cell(out[k - 1, :, shared:, : cell.input_dim], active[shared:],
+                     out[k, :, shared:], states[k - 1])
         if torch.equal(order, torch.arange(batch)):  # extraction's batches: longest first
             return out
         return out[:, torch.argsort(order).to(out.device)]
