@@ -28,7 +28,8 @@ about equal residues, each worth at least ``GROUP_STEP`` multiply-adds per posit
 each group runs its positions on one thread: ten ops per position, each a parallel region
 whose barrier waits for the slowest thread, cost far more than they save (17x the CPU time
 for UniRep-64, 1.4x for UniRep-1900 on the busy 2-core development machine, docs/unirep.md),
-while groups meet once per cell.
+while groups meet once per cell. Everything else a forward does on the CPU (weight
+normalisation, allocations) runs on one thread too, for the same reason.
 
 ``reset_parameters`` is jax-unirep's own initialiser (``MLSTMCell.__init__``, ``MLSTM``):
 jax's ``glorot_normal`` (variance 2 / (fan_in + fan_out), truncated at 2 standard deviations,
@@ -155,21 +156,24 @@ class MLSTMCell(nn.Module):
         for key in ("gmx", "gmh", "gx", "gh", "b"):
             nn.init.normal_(getattr(self, key), std=GAIN_STD)
 
-    def forward(self, x: torch.Tensor, active: list[int], out: torch.Tensor,
-                state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple | None:
+    def normalised(self) -> tuple[torch.Tensor, ...]:
+        """(I x 5D [Wmx | Wx], 5D [0 | b], Wmh, Wh): the weight-normalised matrices."""
+        return (torch.cat([weight_norm(self.wmx, self.gmx), weight_norm(self.wx, self.gx)], 1),
+                torch.cat([self.b.new_zeros(self.dim), self.b]),
+                weight_norm(self.wmh, self.gmh), weight_norm(self.wh, self.gh))
+
+    def forward(self, x: torch.Tensor, active: list[int], out: torch.Tensor, weights: tuple,
+                state: tuple | None = None, threads: int = 1) -> tuple | None:
         """Run over ``x`` (B x T x I, rows longest first) into ``out`` (B x T x D).
 
         ``active[t]``: rows still inside their sequence at position t; padding positions
-        of ``out`` are left as they are. ``state``: (h, c) before the first position (B x D
-        each; None: zeros). Returns the last position's (h, c) when the rows ran as one group.
+        of ``out`` are left as they are. ``weights``: ``normalised()``. ``state``: (h, c)
+        before the first position (B x D each; None: zeros). ``threads``: CPU threads, one
+        group of rows each. Returns the last (h, c) when the rows ran as one group.
         """
-        weights = (torch.cat([weight_norm(self.wmx, self.gmx), weight_norm(self.wx, self.gx)], 1),
-                   torch.cat([self.b.new_zeros(self.dim), self.b]),  # I x 5D, 5D: [m | z] terms
-                   weight_norm(self.wmh, self.gmh), weight_norm(self.wh, self.gh))
         if state is None:
             state = (x.new_zeros(active[0], self.dim), x.new_zeros(active[0], self.dim))
-        groups = row_groups(active, 5 * self.dim * self.dim, torch.get_num_threads(),
-                            x.device.type == "cpu")
+        groups = row_groups(active, 5 * self.dim * self.dim, threads, x.device.type == "cpu")
         if len(groups) == 1:
             return self._rows(x, active, out, weights, state)
         run = _in_callers_modes(self._rows)
@@ -187,14 +191,12 @@ class MLSTMCell(nn.Module):
         w_in, b_in, wmh, wh = weights
         dim = self.dim
         span = max(1, BLOCK_ELEMENTS // max(1, active[0] * 5 * dim))
-        threads = 1 if x.device.type == "cpu" else torch.get_num_threads()
         for start in range(0, len(active), span):
             rows = active[start]
             inputs = torch.addmm(b_in, x[:rows, start: start + span].reshape(-1, x.shape[-1]),
                                  w_in).view(rows, -1, 5 * dim)  # rows x span x 5D
-            with intra_op_threads(threads):
-                state = self._steps(inputs, active[start: start + span], state, wmh, wh,
-                                    out[:, start: start + span])
+            state = self._steps(inputs, active[start: start + span], state, wmh, wh,
+                                out[:, start: start + span])
         return state
 
     def _steps(self, inputs: torch.Tensor, active: list[int], state: tuple, wmh: torch.Tensor,
@@ -256,6 +258,13 @@ class UnirepModule(nn.Module):
         included). Layer 0 is the embedding, zero-padded from E to D columns; layer k the
         k-th cell's hidden states. Positions t >= lengths[i] are padding (undefined).
         """
+        threads = torch.get_num_threads()
+        cpu = tokens.device.type == "cpu"
+        with intra_op_threads(1 if cpu else threads):  # CPU: threads run groups of rows
+            return self._forward(tokens, lengths, threads)
+
+    def _forward(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                 threads: int) -> torch.Tensor:
         order = torch.argsort(lengths, descending=True, stable=True)
         tokens, sorted_lengths = tokens[order.to(tokens.device)], lengths[order].tolist()
         batch, length = tokens.shape
@@ -267,17 +276,18 @@ class UnirepModule(nn.Module):
         shared = shared_prefix(tokens, sorted_lengths[-1]) if self.share_prefix else 0
         shared = shared if shared > 1 and batch > 1 else 0  # the start token alone: no gain
         states = [None] * len(self.cells)
+        weights = [cell.normalised() for cell in self.cells]
         if shared:  # every row starts alike: run the shared positions once, on row 0
             for k, cell in enumerate(self.cells, start=1):
                 h, c = cell(out[k - 1, :1, :shared, : cell.input_dim], [1] * shared,
-                            out[k, :1, :shared])
+                            out[k, :1, :shared], weights[k - 1])
                 states[k - 1] = (h.expand(batch, -1).contiguous(),
                                  c.expand(batch, -1).contiguous())
             out[1:, 1:, :shared] = out[1:, :1, :shared]
         if shared < length:
             for k, cell in enumerate(self.cells, start=1):
                 cell(out[k - 1, :, shared:, : cell.input_dim], active[shared:],
-                     out[k, :, shared:], states[k - 1])
+                     out[k, :, shared:], weights[k - 1], states[k - 1], threads)
         if torch.equal(order, torch.arange(batch)):  # extraction's batches: longest first
             return out
         return out[:, torch.argsort(order).to(out.device)]
