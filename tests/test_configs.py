@@ -55,3 +55,23 @@ def test_experiments_expand(conf):
 def test_config_dir_is_the_repository_conf():
     assert CONF_DIR == Path(__file__).resolve().parents[1] / "conf"
     assert (CONF_DIR / "config.yaml").is_file()
+
+
+def test_unirep_size_preset_is_the_size_axis_with_ablations_and_one_hot(tmp_path):
+    from ptransfer.sweep.plan import plan_cells
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=unirep_size"])
+    assert cfg.extract.toks_per_batch == 32768
+    cells = plan_cells(CONF_DIR, ["+experiment=unirep_size", f"results_dir={tmp_path}"])
+    real = [c.cell_id.split("__") for c in cells if c.excluded is None]
+    # per task: 3 sizes x (pretrained at seed 42 + 2 ablations x 3 seeds) + one-hot = 22
+    assert len(real) == 4 * 22
+    tasks = {"gb1_two_vs_rest", "gb1_low_vs_high", "gb1_sampled", "ss3"}
+    assert {r[0] for r in real} == tasks
+    for size in ("unirep_64", "unirep_256", "unirep_1900"):
+        arms = {(r[3], r[4]) for r in real if r[1] == size}
+        assert arms == {("pretrained", "s42")} | {(a, s) for a in ("random_init", "stat_transfer")
+                                                  for s in ("s42", "s0", "s12345")}
+    assert {(r[1], r[3], r[4]) for r in real if r[1] == "onehot"} == {("onehot", "pretrained",
+                                                                       "s42")}

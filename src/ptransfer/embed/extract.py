@@ -43,6 +43,7 @@ from ptransfer.embed.shard_sizing import ShardSizing, StoreWork
 from ptransfer.embed.shards import plan_shards
 from ptransfer.embed.store import EmbeddingStore
 from ptransfer.encoders.base import Encoder
+from ptransfer.encoders.threads import intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +215,15 @@ def embed_sequences(
                 yield done_indices, done_features
 
 
-def mean_pool(per_seq: torch.Tensor) -> torch.Tensor:
-    """n_layers x L x D (real residues only) -> n_layers x D, the mean over residues."""
+def mean_pool(per_seq: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """n_layers x L x D (real residues only) -> n_layers x D, the mean over residues, and over
+    the P positions of ``prefix`` (n_layers x P x D, ``Encoder.pooled_prefix``) when given."""
     if per_seq.ndim != 3 or per_seq.shape[1] == 0:
         raise ValueError("mean_pool expects n_layers x L x D with L >= 1, "
                          f"got {tuple(per_seq.shape)}")
-    return per_seq.mean(dim=1)
+    if prefix is None:
+        return per_seq.mean(dim=1)
+    return (prefix.sum(dim=1) + per_seq.sum(dim=1)) / (prefix.shape[1] + per_seq.shape[1])
 
 
 def flatten_pool(per_seq: torch.Tensor, pad_to: int) -> torch.Tensor:
@@ -335,19 +339,34 @@ def pooling_for(encoder: Encoder, sequences: Sequence[str], store: EmbeddingStor
     if store.n_layers != encoder.n_layers:
         raise ValueError(f"store {store.path} has n_layers={store.n_layers}, encoder "
                          f"{encoder.name} has {encoder.n_layers}")
-    if store.level == "residue":
-        expected_dim, pool = encoder.dim, (lambda per_seq: per_seq)
-    elif encoder.pooling == "mean":
-        expected_dim, pool = encoder.dim, mean_pool
-    elif encoder.pooling == "flatten":
-        width = pad_to if pad_to is not None else max((len(s) for s in sequences), default=0)
-        expected_dim, pool = width * encoder.dim, (lambda per_seq: flatten_pool(per_seq, width))
-    else:
-        raise ValueError(f"encoder {encoder.name} has unknown pooling {encoder.pooling!r}")
+    width = pad_to if pad_to is not None else max((len(s) for s in sequences), default=0)
+    pool = row_function(encoder, store.level, width)
+    flat = store.level == "protein" and encoder.pooling == "flatten"
+    expected_dim = width * encoder.dim if flat else encoder.dim
     if store.dim != expected_dim:
         raise ValueError(f"store {store.path} has dim={store.dim} but {store.level}-level rows "
                          f"of {encoder.name} ({encoder.pooling} pooling) have {expected_dim}")
     return pool
+
+
+def row_function(encoder: Encoder, level: str, pad_to: int | None):
+    """per-sequence features (n_layers x L x D) -> the rows a ``level`` store or array holds:
+    per residue as they are; per protein ``encoder.pooling``'s ``mean`` (with the encoder's
+    ``pooled_prefix``) or ``flatten`` (zero-padded to ``pad_to`` residues)."""
+    if level == "residue":
+        return lambda per_seq: per_seq
+    if encoder.pooling == "mean":
+        prefix = encoder.pooled_prefix()
+        pool = lambda per_seq: mean_pool(per_seq, prefix)  # noqa: E731
+    elif encoder.pooling == "flatten":
+        pool = lambda per_seq: flatten_pool(per_seq, pad_to)  # noqa: E731
+    else:
+        raise ValueError(f"encoder {encoder.name} has unknown pooling {encoder.pooling!r}")
+
+    def one_protein(per_seq: torch.Tensor) -> torch.Tensor:
+        with intra_op_threads(1):  # one protein's reduction: never worth a parallel region
+            return pool(per_seq)
+    return one_protein
 
 
 def _log_expected_size(encoder: Encoder, todo: list[str], store: EmbeddingStore,

@@ -17,10 +17,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ptransfer.embed.diskspace import check_free_space, expected_store_bytes, needed_for_extraction
-from ptransfer.embed.extract import embed_sequences, extract_to_store, flatten_pool, mean_pool
+from ptransfer.embed.extract import embed_sequences, extract_to_store, row_function
 from ptransfer.embed.settings import ExtractSettings
 from ptransfer.embed.store import (  # noqa: F401 - store_location: features' API
     DEFAULT_COMMIT_SECONDS,
@@ -112,9 +111,10 @@ def memory_features(encoder: Encoder, task: Task, extract: ExtractSettings) -> M
         precision=extract.precision,
         progress=extract.progress,
     )
+    pool = row_function(encoder, task.level, pad_to)
     for indices, tensors in batches:
         for i, feats in zip(indices, tensors):  # feats: n_layers x L x D
-            row = _pool(encoder, task, feats, pad_to)
+            row = pool(feats).numpy()
             for split, where in slots[i]:
                 arrays[split][:, where] = row
     return MemoryFeatures(task, arrays)
@@ -137,14 +137,6 @@ def _allocate(task: Task, unique: list[str], n_layers: int, width: int):
         n_rows = offset if task.level == "residue" else len(split.sequences)
         arrays[name] = np.zeros((n_layers, n_rows, width), dtype=np.float32)
     return arrays, slots
-
-
-def _pool(encoder: Encoder, task: Task, feats: torch.Tensor, pad_to: int | None) -> np.ndarray:
-    if task.level == "residue":
-        return feats.numpy()
-    if encoder.pooling == "flatten":
-        return flatten_pool(feats, pad_to).numpy()
-    return mean_pool(feats).numpy()
 
 
 def store_features(

