@@ -5,6 +5,7 @@ validation proteins and one planted spurious layer)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.linear_model import Ridge
@@ -16,7 +17,7 @@ from ptransfer.analysis.intervals import (
     replicates,
     resample_counts,
 )
-from ptransfer.analysis.selection import selection_warnings
+from ptransfer.analysis.selection import decision_rows, selection_warnings
 from ptransfer.heads import LogisticProbe, RidgeProbe
 from ptransfer.heads.cross_validation import CrossValidatedSelection, fold_of
 from ptransfer.heads.fit_cv import fit_cv_layers
@@ -199,3 +200,14 @@ def test_a_cells_cv_fits_score_validation_out_of_fold_and_keep_the_cv_choice():
         oof = cv.out_of_fold(layer, layers[layer][seen], y[seen], val_rows)
         assert np.allclose(fit.predictions["val"].y_pred, oof)
         assert fit.n_train == seen.sum() and fit.hparams == {"alpha": cv.values_[layer]}
+
+
+def test_decision_rows_keep_the_cross_validated_rows_of_a_task_that_has_them():
+    rows = pd.DataFrame({
+        "task": ["small", "small", "small", "large"],
+        "selection": ["val", "cv", "cv", "val"],
+        "value": [1.0, 2.0, 3.0, 4.0]})
+    kept = decision_rows(rows)
+    # the small-validation task keeps its cv rows only; a task without cv keeps its val rows
+    assert kept["value"].tolist() == [2.0, 3.0, 4.0]
+    assert decision_rows(rows.iloc[:0]).empty

@@ -353,3 +353,17 @@ def test_main_test_rows_accepts_string_booleans():
     df = panel_results(0.7, [0.3, 0.31], onehot=0.3)
     df["best_layer"] = df["best_layer"].map({True: "True", False: "False"})
     assert main_test_rows(df)["best_layer"].dtype == bool
+
+
+def test_one_hot_is_matched_on_selection_never_pooled_across_it():
+    """selection.method=auto writes a validation-selected and a cross-validated one-hot cell
+    for a small-validation task: each encoder row shows the one-hot of its own selection
+    (pooling the two as if seeds gave their mean and a spurious sd)."""
+    val = panel_results(0.5, [0.4], onehot=0.30)
+    cv = panel_results(0.6, [0.45], onehot=0.36).assign(selection="cv")
+    cv["cell_id"] = cv["cell_id"] + "__cv"
+    table = summary_table(pd.concat([val.assign(selection="val"), cv], ignore_index=True))
+    by_selection = table.set_index("selection")
+    assert by_selection.loc["val", "onehot_best"] == pytest.approx(0.30)
+    assert by_selection.loc["cv", "onehot_best"] == pytest.approx(0.36)
+    assert table["onehot_best_sd"].isna().all()

@@ -245,7 +245,9 @@ def at_final_checkpoint(frame: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- scores in wide form
 
-ONEHOT_MATCH = ["head", "head_config", "data_fingerprint"]
+# A one-hot baseline matches an encoder arm on everything comparable except the extraction
+# settings (probe, its config, data, selection): never pooled across selections.
+ONEHOT_MATCH = [key for key in COMPARABILITY if key not in NOT_FOR_ONEHOT]
 
 
 def _onehot_columns(rows: pd.DataFrame) -> pd.DataFrame:

@@ -43,6 +43,7 @@ from ptransfer.analysis.panels import (
     seed_stats,
 )
 from ptransfer.analysis.rows import read_results
+from ptransfer.analysis.selection import decision_rows
 from ptransfer.analysis.summary import (
     analyse,
     classification_table,
@@ -345,7 +346,8 @@ def make_report(results_csv: str | Path, out_dir: str | Path,
     results_csv, out_dir = Path(results_csv), Path(out_dir)
     frame = _load(results_csv)
     try:
-        rows = main_test_rows(frozen_rows(frame))  # figures: probes per layer (frozen cells)
+        # figures: probes per layer (frozen cells), of the selection the decisions use
+        rows = decision_rows(main_test_rows(frozen_rows(frame)))
         analysis = analyse(frame, results_csv.parent, margins=margins)  # predictions beside
         summary = summary_table(frame, analysis)
     except ValueError as err:

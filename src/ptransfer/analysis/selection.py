@@ -36,6 +36,16 @@ def cv_tasks(val_rows: pd.DataFrame) -> set[str]:
         val_rows) else set()
 
 
+def decision_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without the validation-selected rows of tasks that also have cross-validated
+    ones (``selection.method=auto``): what the decisions use, so figures draw it alone
+    rather than two selections of one arm side by side (or one-hot pooled over them)."""
+    if not len(rows):
+        return rows
+    cv = cv_tasks(rows)
+    return rows[~(rows["task"].isin(cv) & (rows["selection"] != CV_SELECTION))]
+
+
 def validation_sizes(val_rows: pd.DataFrame, val_reps: Replicates) -> dict[str, int]:
     """task -> the smallest number of validation proteins any validation-selected cell of
     it chose on (tasks whose size is unknown are absent)."""

@@ -38,6 +38,7 @@ from ptransfer.analysis.panels import (
     LAYER_CHOICES,
     MODEL_INFO,
     ONEHOT_FAMILY,
+    ONEHOT_MATCH,
     PANEL,
     SCORE_COLUMNS,
     SEED_COUNT_COLUMNS,
@@ -111,7 +112,7 @@ def analyse(df: pd.DataFrame, root: str | Path | None = None,
                     depth_line(depth, final_checkpoints(encoders)))
 
 
-ONEHOT_KEY = [*PANEL, "head", "head_config", "data_fingerprint"]
+ONEHOT_KEY = [*PANEL, *ONEHOT_MATCH]
 
 
 def _interval_columns(intervals: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
