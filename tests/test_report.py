@@ -262,3 +262,21 @@ def test_the_report_bands_the_onehot_line_with_its_interval(tmp_path, monkeypatc
     index = (tmp_path / "out" / "index.html").read_text()
     assert "grey line: one-hot baseline (grey band: 95 % bootstrap interval over test " \
            "proteins)" in index
+
+
+def test_one_hot_band_is_the_interval_of_the_selection_the_decisions_use():
+    """selection.method=auto: intervals.csv holds a validation- and a cv-selected one-hot arm
+    for a small-validation task; the figure's one-hot line and band are the cv arm's."""
+    from ptransfer.analysis.report import _onehot_by_panel
+
+    rows = pd.DataFrame({"task": ["t"], "eval_set": ["test"], "model": ["onehot"],
+                         "family": ["onehot"], "checkpoint": ["final"], "ablation": ["pretrained"],
+                         "ablation_scope": ["full"], "seed": [0], "layer": [0],
+                         "best_layer": [True], "value": [0.57], "selection": ["cv"],
+                         "cell_id": ["t__onehot__cv"]})
+    intervals = pd.DataFrame({"task": ["t", "t"], "eval_set": ["test", "test"],
+                              "family": ["onehot", "onehot"], "layer_choice": ["best", "best"],
+                              "selection": ["val", "cv"], "ci_low": [0.50, 0.55],
+                              "ci_high": [0.60, 0.59]})
+    reference = _onehot_by_panel(rows, intervals)[("t", "test")]
+    assert (reference.low, reference.high) == (0.55, 0.59)

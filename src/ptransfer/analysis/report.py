@@ -100,6 +100,7 @@ def _onehot_by_panel(rows: pd.DataFrame, intervals: pd.DataFrame) -> dict[tuple,
     if onehot.empty:
         return {}
     stats = seed_stats(seed_scores(onehot, "best"), PANEL)
+    intervals = decision_rows(intervals)  # the one-hot cell of the decisions' selection
     arms = intervals[(intervals["family"] == ONEHOT_FAMILY)
                      & (intervals["layer_choice"] == "best")] if len(intervals) else intervals
     out = {}
@@ -359,7 +360,7 @@ def make_report(results_csv: str | Path, out_dir: str | Path,
     onehot = _onehot_by_panel(rows, analysis.intervals)
     with plots.paper_style():
         figures = [*_depth_figures(rows, out_dir, colours, onehot, results_csv.parent,
-                                   analysis.depth),
+                                   decision_rows(analysis.depth)),
                    *_scaling_figures(rows, out_dir, onehot),
                    *_checkpoint_figures(rows, out_dir, colours, onehot)]
     index = write_index(out_dir, results_csv.name, figures, summary, margins)
