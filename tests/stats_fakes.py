@@ -89,7 +89,7 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
                head_config="hc", precision="fp32", length_policy="window",
                pooled_dtype="float32", revision="", fingerprint="fp", predictions=True,
                noise_key=None, shared=0.9, constant=(), name=None,
-               tune="frozen") -> pd.DataFrame:
+               tune="frozen", selection="val") -> pd.DataFrame:
     """One cell: ``quality`` (see ``_quality``) sets each layer's prediction quality;
     ``constant``: eval sets whose predictions are constant (an undefined Spearman);
     ``tune``: lora | full writes a fine-tune cell (its last layer only, head ``mlp``)."""
@@ -99,7 +99,7 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
     metric = "accuracy" if residue else "spearman"
     score = metrics.accuracy if residue else metrics.spearman
     cell_id = name or (f"{task_name}-{model}-{checkpoint}-{ablation}-{scope}-{seed}-{head}-"
-                       f"{head_config}-{precision}-{fingerprint}")
+                       f"{head_config}-{precision}-{fingerprint}") + "__cv" * (selection == "cv")
     rng = np.random.default_rng(zlib.crc32(cell_id.encode()))
     blocks, values = [], {}
     for layer in range(0 if tune == "frozen" else n_layers - 1, n_layers):
@@ -131,7 +131,7 @@ def write_cell(root: Path, task_name: str, task: dict, quality, *, model="m", fa
                    n_train=10, n_eval=len(task[eval_set][0]), best_layer=layer == best,
                    main_metric=True, cell_id=cell_id, config_hash="h", ptransfer_version="t")
         rows.append(row)
-    frame = make_frame(rows)
+    frame = make_frame(rows).assign(selection=selection)  # an optional column, as tune
     if tune != "frozen":  # a fine-tune cell's optional column (analysis.rows.OPTIONAL_COLUMNS)
         frame = frame.assign(tune=tune)
     cell_dir = Path(root) / "cells" / cell_id

@@ -34,11 +34,12 @@ def _taxonomy(root, frames, **kwargs) -> pd.DataFrame:
     return analyse(pd.concat(frames, ignore_index=True), root, **kwargs).taxonomy.set_index(KEY)
 
 
-def _baselines(root, task, ablation=0.2, onehot=0.3, seeds=(0, 1, 2), name="t", **kwargs):
+def _baselines(root, task, ablation=0.2, onehot=0.3, seeds=(0, 1, 2), name="t",
+               selection="val", **kwargs):
     """random_init and stat_transfer at ``seeds``, and the one-hot baseline."""
-    frames = [write_cell(root, name, task, ablation, ablation=a, seed=s, **kwargs)
-              for a in ("random_init", "stat_transfer") for s in seeds]
-    return frames + [write_cell(root, name, task, onehot, **ONEHOT)]
+    frames = [write_cell(root, name, task, ablation, ablation=a, seed=s, selection=selection,
+                         **kwargs) for a in ("random_init", "stat_transfer") for s in seeds]
+    return frames + [write_cell(root, name, task, onehot, selection=selection, **ONEHOT)]
 
 
 SHARED = 0.97
@@ -384,3 +385,21 @@ def test_axis_rules_by_hand():
     assert combine(SPAN, "not aligned") == ("not aligned", "")
     assert combine("unresolved", "absent") == ("unresolved", "")
     assert combine("absent", "absent") == ("unknown", "")
+
+
+def test_auto_selection_decides_like_with_like_and_says_nothing_of_cross_pairings(tmp_path):
+    """selection.method=auto: every arm has a validation- and a cv-selected cell. The cv
+    pretrained arm is decided against the cv ablations and one-hot only; the val arms'
+    pairings with it are descriptive, not refused rows inside the decision."""
+    task = protein_task(400)
+    frames = []
+    for selection in ("val", "cv"):
+        frames.append(write_cell(tmp_path, "t", task, 1.5, selection=selection))
+        frames += _baselines(tmp_path, task, ablation=0.5, onehot=0.6, selection=selection)
+    analysis = analyse(pd.concat(frames, ignore_index=True), tmp_path)
+    row = analysis.taxonomy.set_index(KEY).loc[("t", "test", "m", "final")]
+    assert (row["transfer"], row["pretraining"]) == ("better", "better")
+    assert "not comparable" not in row["evidence"]
+    decided = analysis.comparisons[analysis.comparisons["decision"].isin(
+        ["pretraining", "transfer"])]
+    assert len(decided) == 3 and (decided["not_comparable"].fillna("") == "").all()

@@ -75,6 +75,20 @@ def choose_pretrained(group: list[Arm], onehots: list[Arm]) -> tuple[Arm | None,
     return ordered[0], ordered[1:]
 
 
+def _decides(subject: Arm, partner: Arm, partners: list[Arm]) -> bool:
+    """Whether ``subject`` vs ``partner`` is a row of the decision: yes unless ``partner``
+    differs from it in selection alone and another arm of its ablation is comparable
+    (``selection.method=auto`` writes a validation- and a cv-selected arm of each: the
+    decision pairs like with like, the other pairing is descriptive). Any other refused
+    row stays in the decision, whose evidence then says what could not be compared."""
+    reason = comparability(subject, partner)
+    if not reason.startswith("selection differs") or ";" in reason:
+        return True
+    siblings = [b for b in partners if b.key["ablation"] == partner.key["ablation"]
+                and b.key["family"] == partner.key["family"]]
+    return not any(not comparability(subject, b) for b in siblings)
+
+
 def _record(head: dict, choice: str, a: Arm, la: list, b: Arm, lb: list, reps: Replicates,
             margins, decision: str = "", labels: tuple[str, str] | None = None) -> dict:
     a_label, b_label = labels or (a.label, b.label)
@@ -92,12 +106,14 @@ def _group_records(head: dict, group: list[Arm], onehots: list[Arm], context: di
         decided = choice == "best"
         for p in pretrained:
             for x in ablations:
+                counts = decided and p is subject and _decides(subject, x, ablations)
                 records.append(_record(head, choice, p, p.layers(choice), x, x.layers(choice),
-                                       reps, margins, "pretraining" * (decided and p is subject)))
+                                       reps, margins, "pretraining" * counts))
         for x in [*pretrained, *ablations]:
             for o in onehots:
+                counts = decided and x is subject and _decides(subject, o, onehots)
                 records.append(_record(head, choice, x, x.layers(choice), o, o.layers(choice),
-                                       reps, margins, "transfer" * (decided and x is subject)))
+                                       reps, margins, "transfer" * counts))
     for a in group:
         records.append(_record(head, "best vs last", a, a.layers("best"), a, a.layers("last"),
                                reps, margins, labels=(f"{a.label} (best)", f"{a.label} (last)")))
