@@ -280,3 +280,23 @@ def test_one_hot_band_is_the_interval_of_the_selection_the_decisions_use():
                               "ci_high": [0.60, 0.59]})
     reference = _onehot_by_panel(rows, intervals)[("t", "test")]
     assert (reference.low, reference.high) == (0.55, 0.59)
+
+
+def test_scaling_points_of_one_seed_get_the_test_interval_as_band():
+    """Score vs size: a one-seed arm (pretrained) is banded by its 95 % interval over test
+    proteins (intervals.csv, best layer, final checkpoint); a seeded arm keeps ±1 sd."""
+    from ptransfer.analysis.report import _interval_bands
+
+    points = pd.DataFrame({"task": ["t", "t"], "eval_set": ["test", "test"],
+                           "model": ["m", "m"], "ablation": ["pretrained", "random_init"],
+                           "mean": [0.8, 0.6], "sd": [np.nan, 0.02], "band_low": np.nan,
+                           "band_high": np.nan, "band": ""})
+    intervals = pd.DataFrame({
+        "task": "t", "eval_set": "test", "model": "m", "checkpoint": "final",
+        "checkpoint_step": np.nan, "ablation": ["pretrained", "pretrained", "random_init"],
+        "layer_choice": ["best", "last", "best"], "n_seeds": [1, 1, 3],
+        "selection": "val", "ci_low": [0.75, 0.1, 0.5], "ci_high": [0.85, 0.2, 0.7]})
+    banded = _interval_bands(points, intervals).set_index("ablation")
+    assert tuple(banded.loc["pretrained", ["band_low", "band_high", "band"]]) == \
+        (0.75, 0.85, "ci")
+    assert np.isnan(banded.loc["random_init", "band_low"])  # plots.bands adds its ±1 sd

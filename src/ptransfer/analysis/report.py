@@ -222,9 +222,30 @@ def _onehot_note(task: str, eval_set: str, onehot: dict) -> str:
     return f"; grey line: one-hot baseline{shaded}"
 
 
-def _scaling_figures(rows: pd.DataFrame, out_dir: Path, onehot: dict) -> list[FigureEntry]:
+def _interval_bands(points: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
+    """``points`` (one per panel, model and ablation) with the 95 % interval over test
+    proteins as the band of one-seed arms (``band`` "ci"), from ``intervals.csv``'s
+    best-layer arm at the final checkpoint, where that arm is one; others as they were."""
+    keys = [*PANEL, "model", "ablation"]
+    if not len(intervals):
+        return points
+    arms = at_final_checkpoint(decision_rows(intervals))
+    arms = arms[(arms["layer_choice"] == "best") & (arms["n_seeds"] == 1)]
+    arms = arms.drop_duplicates(keys, keep=False)[[*keys, "ci_low", "ci_high"]]
+    out = points.merge(arms, on=keys, how="left")
+    one_seed = ~np.isfinite(out["sd"].astype(float)) & out["ci_low"].notna()
+    out.loc[one_seed, "band_low"] = out.loc[one_seed, "ci_low"]
+    out.loc[one_seed, "band_high"] = out.loc[one_seed, "ci_high"]
+    out.loc[one_seed, "band"] = "ci"
+    return out.drop(columns=["ci_low", "ci_high"])
+
+
+def _scaling_figures(rows: pd.DataFrame, out_dir: Path, onehot: dict,
+                     intervals: pd.DataFrame) -> list[FigureEntry]:
     best = seed_scores(at_final_checkpoint(_encoders(rows)), "best")
     points = seed_stats(best, [*PANEL, "family", "model", "n_params", "ablation"])
+    points = _interval_bands(points.assign(band_low=np.nan, band_high=np.nan, band=""),
+                             intervals)
     colours = plots.colour_map(list(dict.fromkeys(
         points.sort_values(["family", "n_params"])["family"])))
     entries = []
@@ -237,7 +258,7 @@ def _scaling_figures(rows: pd.DataFrame, out_dir: Path, onehot: dict) -> list[Fi
         caption = (f"{task}, test set {eval_set}: test {metric} at the layer chosen on "
                    f"validation against encoder parameter count (log scale), final "
                    f"checkpoints; colour = model family; line style = ablation; "
-                   f"{_band_note(best[(best.task == task) & (best.eval_set == eval_set)])}"
+                   f"{_band_note(best[(best.task == task) & (best.eval_set == eval_set)], panel)}"
                    + _onehot_note(task, eval_set, onehot) + ".")
         stem = f"scaling_{_slug(task)}_{_slug(eval_set)}"
         entries.append(FigureEntry(*plots.save(fig, out_dir, stem), caption))
@@ -361,7 +382,7 @@ def make_report(results_csv: str | Path, out_dir: str | Path,
     with plots.paper_style():
         figures = [*_depth_figures(rows, out_dir, colours, onehot, results_csv.parent,
                                    decision_rows(analysis.depth)),
-                   *_scaling_figures(rows, out_dir, onehot),
+                   *_scaling_figures(rows, out_dir, onehot, analysis.intervals),
                    *_checkpoint_figures(rows, out_dir, colours, onehot)]
     index = write_index(out_dir, results_csv.name, figures, summary, margins)
     log.info("report: %d figures, tables and %s in %s", len(figures), INDEX_FILE, out_dir)
