@@ -174,10 +174,16 @@ def comparisons_table(arms: list[Arm], reps: Replicates, margins=None) -> pd.Dat
         head = {**dict(zip(GROUP, key)), **{k: group[0].key[k] for k in GROUP_INFO}}
         records += _group_records(head, group, onehots.get(key[:2], []), context, reps,
                                   margins)
+    return finish_table(records, reps, _adjust)
+
+
+def finish_table(records: list[dict], reps: Replicates, adjust) -> pd.DataFrame:
+    """``records`` as a comparisons table: Holm within each family (``adjust``), then the
+    test level, interval level and resample count on every row."""
     table = pd.DataFrame(records)
     if table.empty:
         return table
-    table = _adjust(table)
+    table = adjust(table)
     table["alpha"], table["level"], table["n_resamples"] = ALPHA, LEVEL, reps.n_resamples
     return table
 

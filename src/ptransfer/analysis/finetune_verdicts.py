@@ -27,8 +27,14 @@ import pandas as pd
 
 from ptransfer.analysis.bootstrap import Replicates
 from ptransfer.analysis.comparisons import Arm, compare
-from ptransfer.analysis.decisions import GROUP_INFO, NOT_A_DECISION, decide, group_of
-from ptransfer.analysis.inference import ALPHA, LEVEL, holm
+from ptransfer.analysis.decisions import (
+    GROUP_INFO,
+    NOT_A_DECISION,
+    decide,
+    finish_table,
+    group_of,
+)
+from ptransfer.analysis.inference import holm
 from ptransfer.analysis.margins import margin_for
 from ptransfer.analysis.panels import GROUP, ONEHOT_FAMILY
 
@@ -127,12 +133,7 @@ def finetune_comparisons(arms: list[Arm], tunes: dict[str, str], reps: Replicate
             continue
         head = {**dict(zip(GROUP, key)), **{k: group[0].key[k] for k in GROUP_INFO}}
         records += _group_rows(head, group, tunes, reps, margins)
-    table = pd.DataFrame(records)
-    if table.empty:
-        return table
-    table = _adjust(table)
-    table["alpha"], table["level"], table["n_resamples"] = ALPHA, LEVEL, reps.n_resamples
-    return table
+    return finish_table(records, reps, _adjust)
 
 
 def _evidence(rows: pd.DataFrame) -> str:
