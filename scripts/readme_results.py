@@ -95,10 +95,16 @@ def size_table(summary: pd.DataFrame, taxonomy: pd.DataFrame) -> str:
     return markdown(lines)
 
 
-def finetune_table(intervals: pd.DataFrame, taxonomy: pd.DataFrame, model: str) -> str:
+def finetune_table(intervals: pd.DataFrame, taxonomy: pd.DataFrame, model: str,
+                   results: pd.DataFrame) -> str:
     """One row per task and test set: the frozen arms at their best layer, each fine-tune arm,
     one-hot, and the two fine-tune decisions."""
-    best = intervals[intervals["layer_choice"] == "best"]
+    modes = results.dropna(subset=["tune"]).drop_duplicates("head_config")
+    mode_of = dict(zip(modes["head_config"], modes["tune"]))
+    best = intervals[intervals["layer_choice"] == "best"].assign(
+        tune=lambda f: f["head_config"].map(mode_of).fillna("frozen"))
+    best = best[(best["tune"] != "frozen") | ~best["task"].isin(
+        best.loc[best["selection"] == "cv", "task"]) | (best["selection"] == "cv")]
     arms = [("pretrained", "frozen"), ("random_init", "frozen"), ("pretrained", "lora"),
             ("random_init", "lora"), ("pretrained", "full"), ("random_init", "full")]
     header = ["task / test set", "metric"] + [f"{ARM_TITLES[a]} {mode}" for a, mode in arms]
@@ -118,9 +124,7 @@ def finetune_table(intervals: pd.DataFrame, taxonomy: pd.DataFrame, model: str) 
 
 def interval_value(group: pd.DataFrame, model: str, ablation: str, mode: str) -> str:
     arm = "onehot" if model == "onehot" else ablation
-    mask = (group["model"] == model) & (group["arm"] == arm)
-    tune = group["tune"] if "tune" in group else pd.Series("frozen", index=group.index)
-    picked = group[mask & (tune.fillna("frozen") == mode)]
+    picked = group[(group["model"] == model) & (group["arm"] == arm) & (group["tune"] == mode)]
     if picked.empty:
         return "-"
     if len(picked) > 1:
@@ -150,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     taxonomy = pd.read_csv(args.results / "taxonomy.csv")
     if args.finetune:
-        print(finetune_table(pd.read_csv(args.results / "intervals.csv"), taxonomy, args.model))
+        print(finetune_table(pd.read_csv(args.results / "intervals.csv"), taxonomy, args.model,
+                             pd.read_csv(args.results / "results.csv")))
         return
     summary = pd.read_csv(args.results / "summary.csv")
     if args.family:
