@@ -134,3 +134,21 @@ def test_the_report_draws_frozen_probes_and_tables_the_fine_tunes(tmp_path, monk
     assert pretrained["mean"].iloc[-1] == pytest.approx(last, rel=1e-12)
     taxonomy = pd.read_csv(tmp_path / "report" / "taxonomy.csv")
     assert taxonomy["finetune_gain"].str.startswith("lora=").all()
+
+
+def test_the_gain_is_against_the_frozen_arm_the_decisions_use(tmp_path):
+    """selection.method=auto writes a validation- and a cv-selected frozen arm: the fine-tune
+    (epoch and learning rate chosen on validation) is decided against the cv arm, one row,
+    comparable across heads and selections; the val arm's row is descriptive."""
+    task = protein_task(600)
+    frames = _frozen(tmp_path, task) + [
+        write_cell(tmp_path, "t", task, 2.0, selection="cv", **SHARED)]
+    frames += _tuned(tmp_path, task, "lora", 3.0, 1.0)
+    comparisons = _analysis(tmp_path, frames).comparisons
+    gain = comparisons[comparisons["decision"] == "finetune_gain"]
+    assert len(gain) == 1 and gain["verdict"].iloc[0] == "better"
+    assert gain["not_comparable"].fillna("").iloc[0] == ""
+    described = comparisons[(comparisons["a"] == "pretrained lora")
+                            & (comparisons["b"] == "pretrained frozen")
+                            & (comparisons["decision"] == "")]
+    assert len(described) == 1

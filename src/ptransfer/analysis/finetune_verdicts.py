@@ -40,7 +40,9 @@ from ptransfer.analysis.panels import GROUP, ONEHOT_FAMILY
 
 FROZEN = "frozen"
 DECISIONS = ("finetune_gain", "pretraining_finetuned")
-ACROSS_HEADS = ("head", "head_config")  # what a fine-tuning gain compares across
+# What a fine-tuning gain compares across: the head, and the selection (a fine-tune picks
+# its epoch and learning rate on validation; the frozen arm is the one the decisions use).
+ACROSS_HEADS = ("head", "head_config", "selection")
 COLUMNS = [*DECISIONS, "finetune_evidence"]
 
 
@@ -83,6 +85,8 @@ def _group_rows(head: dict, group: list[Arm], tunes: dict[str, str], reps: Repli
                 margins) -> list[dict]:
     frozen = [a for a in group if arm_tune(a, tunes) == FROZEN]
     frozen_pretrained = [a for a in frozen if a.key["ablation"] == "pretrained"]
+    # selection.method=auto: the cross-validated frozen arm is the one the decisions use
+    reference = [a for a in frozen_pretrained if a.key["selection"] == "cv"] or frozen_pretrained
     records = []
     tuned = [a for a in group if arm_tune(a, tunes) != FROZEN]
     for config in dict.fromkeys(a.key["head_config"] for a in tuned):
@@ -92,8 +96,9 @@ def _group_rows(head: dict, group: list[Arm], tunes: dict[str, str], reps: Repli
         for t in arms:
             subject = t.key["ablation"] == "pretrained"
             for f in frozen_pretrained:
+                decides = subject and any(f is r for r in reference)
                 records.append(_row(head, t, mode, f, FROZEN, reps, margins,
-                                    "finetune_gain" if subject else "", label))
+                                    "finetune_gain" if decides else "", label))
             for f in frozen:
                 if not subject and f.key["ablation"] == t.key["ablation"] and \
                         f.key["ablation_scope"] == t.key["ablation_scope"]:
