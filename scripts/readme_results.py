@@ -15,7 +15,6 @@ of the per-seed scores; the interval over test proteins and seeds, docs/statisti
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +26,7 @@ ARM_TITLES = {"pretrained": "pretrained", "random_init": "random init",
 
 def value(mean: float, sd: float | None, low: float, high: float) -> str:
     """'0.566 ± 0.041 [0.466, 0.667]'; the sd left out when absent (one seed)."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if pd.isna(mean):
         return "-"
     spread = "" if sd is None or pd.isna(sd) else f" ± {sd:.3f}"
     interval = "" if pd.isna(low) or pd.isna(high) else f" [{low:.3f}, {high:.3f}]"
@@ -65,7 +64,7 @@ def decided_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return decided
 
 
-def ablation_table(summary: pd.DataFrame, taxonomy: pd.DataFrame) -> str:
+def ablation_table(summary: pd.DataFrame) -> str:
     """One row per task and test set of one model: each arm at its best layer, the verdicts."""
     rows = decided_rows(summary)
     header = ["task / test set", "metric", "selection"]
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.family:
         print(size_table(summary[summary["family"] == args.family], taxonomy))
     else:
-        print(ablation_table(summary[summary["model"] == args.model], taxonomy))
+        print(ablation_table(summary[summary["model"] == args.model]))
 
 
 if __name__ == "__main__":
